@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The local Kafka-compatible broker (tansu) used by the demo and the integration tests.
+#
+#   deploy/local/broker.sh install              install tansu (pinned) if it is missing
+#   deploy/local/broker.sh start                start it on 127.0.0.1:9092 and wait until it answers
+#   deploy/local/broker.sh stop                 stop the broker this script started (by its PID)
+#   deploy/local/broker.sh status               exit 0 when a broker answers on the port
+#   deploy/local/broker.sh topics TOPOLOGY      create the topology's topics (idempotent)
+#
+# Storage: RAGSTREAM_BROKER_STORAGE=memory (default; gone when the broker stops) or postgres
+# (kept in the PostgreSQL database RAGSTREAM_BROKER_PG_DB on 127.0.0.1:5432, so a restart keeps
+# the data). Every command is safe to run twice.
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RUN_DIR=${RAGSTREAM_RUN_DIR:-$ROOT/.run}
+HOST=127.0.0.1
+PORT=${RAGSTREAM_BROKER_PORT:-9092}
+STORAGE=${RAGSTREAM_BROKER_STORAGE:-memory}
+PG_DB=${RAGSTREAM_BROKER_PG_DB:-tansu}
+PID_FILE=$RUN_DIR/tansu.pid
+LOG_FILE=$RUN_DIR/tansu.log
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { echo "broker: $*" >&2; }
+
+answers() {
+  # A metadata request, not just an open port: the broker must actually speak Kafka.
+  command -v tansu >/dev/null && timeout 5 tansu topic list --broker "tcp://$HOST:$PORT" >/dev/null 2>&1
+}
+
+install() {
+  if command -v tansu >/dev/null && [[ $(tansu --version 2>/dev/null) == "tansu $TANSU_VERSION" ]]; then
+    return
+  fi
+  log "installing tansu $TANSU_VERSION (about 15 minutes on 2 cores)"
+  cargo install --locked tansu --version "$TANSU_VERSION" --no-default-features --features dynostore,postgres
+}
+
+storage_url() {
+  case "$STORAGE" in
+    memory) echo "memory://tansu/" ;;
+    postgres)
+      if ! psql -h "$HOST" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
+        psql -h "$HOST" -U postgres -qc "CREATE DATABASE \"$PG_DB\"" >/dev/null
+      fi
+      echo "postgres://postgres@$HOST:5432/$PG_DB"
+      ;;
+    *) log "RAGSTREAM_BROKER_STORAGE must be memory or postgres, got '$STORAGE'"; exit 2 ;;
+  esac
+}
+
+running_pid() {
+  [[ -f $PID_FILE ]] || return 1
+  local pid
+  pid=$(cat "$PID_FILE")
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start() {
+  if pid=$(running_pid); then
+    log "already running (pid $pid) on $HOST:$PORT"
+    return
+  fi
+  if answers; then
+    log "a broker not started by this script already answers on $HOST:$PORT; using it"
+    return
+  fi
+  install
+  mkdir -p "$RUN_DIR"
+  local url
+  url=$(storage_url)
+  log "starting tansu on $HOST:$PORT with $STORAGE storage"
+  nohup tansu broker \
+    --listener-url "tcp://$HOST:$PORT" \
+    --advertised-listener-url "tcp://$HOST:$PORT" \
+    --storage-engine "$url" \
+    >"$LOG_FILE" 2>&1 &
+  echo $! >"$PID_FILE"
+  for _ in $(seq 1 100); do
+    if answers; then
+      log "ready (pid $(cat "$PID_FILE"), log $LOG_FILE)"
+      return
+    fi
+    if ! running_pid >/dev/null; then
+      log "tansu exited during start-up:"; tail -20 "$LOG_FILE" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+  log "tansu did not answer a metadata request within 20 s"; tail -20 "$LOG_FILE" >&2; exit 1
+}
+
+stop() {
+  if pid=$(running_pid); then
+    kill "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "stopped (pid $pid)"
+  fi
+  rm -f "$PID_FILE"
+}
+
+topics() {
+  local topology=${1:?usage: broker.sh topics TOPOLOGY}
+  (cd "$ROOT" && cargo run --quiet --bin ragstream -- topics create --topology "$topology")
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  status) answers ;;
+  topics) shift; topics "$@" ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,66 @@
+//! Topology files: model, loading and validation.
+//!
+//! The same code path serves `ragstream validate` and start-up, so what `validate` accepts is
+//! exactly what `run` accepts. Loading never stops at the first mistake: each pipeline and each
+//! stage is deserialized on its own and the semantic checks run on whatever parsed, so a user
+//! fixes every problem in one round trip.
+
+mod interpolate;
+pub mod kafka_props;
+mod load;
+mod model;
+mod validate;
+
+use std::fmt;
+
+pub use interpolate::interpolate;
+pub use load::{load_file, parse};
+pub use model::*;
+
+/// One problem in a topology file, located by the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the problem is, e.g. `pipelines[1].stages[2].max_in_flight` or `line 4`.
+    pub path: String,
+    /// What is wrong and, where possible, what is expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error at `path`.
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a topology file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file the errors are about (or `<inline>` for text parsed directly).
+    pub source: String,
+    /// The errors in the order they were found.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        let noun = if count == 1 { "error" } else { "errors" };
+        writeln!(f, "{}: {count} {noun}", self.source)?;
+        for error in &self.errors {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

@@ -1,0 +1,266 @@
+//! The topology file model (version 1).
+//!
+//! Every struct rejects unknown fields so a typo is an error, not a silently ignored setting.
+//! Defaults are chosen for a single-node demo on loopback; production deployments override
+//! them in the topology file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::stages::StageConfig;
+
+/// librdkafka client properties, passed through verbatim (e.g. `security.protocol`, `sasl.mechanism`).
+pub type KafkaProperties = BTreeMap<String, String>;
+
+/// Root of a topology file. Built by [`crate::config::load`], which deserializes each pipeline
+/// and stage separately so that every mistake in the file is reported at once.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Format version of the file; this build reads `1`.
+    pub version: u32,
+    /// librdkafka properties shared by every consumer and producer (at least `bootstrap.servers`).
+    pub kafka: KafkaProperties,
+    /// Logs, metrics and health endpoints.
+    pub telemetry: TelemetryConfig,
+    /// How the process stops on SIGTERM/SIGINT.
+    pub shutdown: ShutdownConfig,
+    /// Defaults used by `ragstream topics create` when it creates the topology's topics.
+    pub topic_defaults: TopicDefaults,
+    /// The pipelines this process runs, each with its own consumer group.
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// The top level of the file, with pipelines left raw so each can be checked on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTopology {
+    pub version: u32,
+    #[serde(default, deserialize_with = "crate::config::kafka_props::deserialize")]
+    pub kafka: KafkaProperties,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub topic_defaults: TopicDefaults,
+    /// Checked pipeline by pipeline from the raw document; declared so the key is expected here.
+    #[allow(dead_code)]
+    pub pipelines: Vec<serde_yaml::Value>,
+}
+
+/// Logs, metrics and health endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of the HTTP listener serving `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9898".to_owned()
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// How the process stops on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight messages may take to finish after fetching stops. Whatever is still
+    /// unfinished then is abandoned uncommitted, so it is redelivered on the next start.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
+    }
+}
+
+/// Defaults used when `ragstream topics create` creates the topology's topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicDefaults {
+    /// Number of partitions of each created topic.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of each created topic.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+}
+
+fn default_partitions() -> i32 {
+    3
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        Self {
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+        }
+    }
+}
+
+/// One pipeline: a source topic, an ordered chain of in-process stages, and sinks.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Unique name; used in metric labels, logs and dead-letter headers.
+    pub name: String,
+    /// Where messages come from.
+    pub source: SourceConfig,
+    /// Upper bound on messages being processed at once (across all partitions of the source).
+    pub max_in_flight: u32,
+    /// Largest payload accepted; bigger ones are dead-lettered before any stage runs.
+    pub max_message_bytes: usize,
+    /// How often finished offsets are committed.
+    pub commit_interval_ms: u64,
+    /// Retry policy for failures that are an external service's fault.
+    pub retry: RetryConfig,
+    /// Ordered chain of stages; an empty chain copies messages to the default sink unchanged.
+    pub stages: Vec<StageSpec>,
+    /// Topics that stage outputs go to; the first is the default sink.
+    pub sinks: Vec<SinkConfig>,
+    /// Where messages that cannot be processed go, with the reason in headers.
+    pub dead_letter: DeadLetterConfig,
+    /// librdkafka properties for this pipeline's producer, on top of the top-level `kafka`.
+    pub producer: KafkaProperties,
+}
+
+/// A pipeline as written, with stages left raw so each can be checked on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPipeline {
+    pub name: String,
+    pub source: SourceConfig,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Checked stage by stage from the raw value; declared so the key is expected here.
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub stages: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    pub dead_letter: DeadLetterConfig,
+    #[serde(default, deserialize_with = "crate::config::kafka_props::deserialize")]
+    pub producer: KafkaProperties,
+}
+
+fn default_max_in_flight() -> u32 {
+    256
+}
+
+fn default_max_message_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_commit_interval_ms() -> u64 {
+    1_000
+}
+
+/// Where a pipeline's messages come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Topic to consume.
+    pub topic: String,
+    /// Consumer group; replicas sharing it split the topic's partitions between them.
+    pub group: String,
+    /// librdkafka properties for this consumer, on top of the top-level `kafka`.
+    #[serde(default, deserialize_with = "crate::config::kafka_props::deserialize")]
+    pub kafka: KafkaProperties,
+}
+
+/// A topic that stage outputs are produced to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Name stages use to route a record here (e.g. `answers`, `audit`).
+    pub name: String,
+    /// Topic to produce to.
+    pub topic: String,
+}
+
+/// The dead-letter topic of a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Topic receiving the original bytes of messages that cannot be processed.
+    pub topic: String,
+}
+
+/// Retry policy for failures that are an external service's fault.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in total, the first included; after the last one the message is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles each time, with full jitter.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Upper bound of a single delay.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+
+fn default_initial_backoff_ms() -> u64 {
+    100
+}
+
+fn default_max_backoff_ms() -> u64 {
+    10_000
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+/// One entry of a pipeline's `stages` list: the settings every stage has, plus its own.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// Name used in metrics, logs and dead-letter headers; defaults to the stage type.
+    pub name: String,
+    /// Optional bound on concurrent calls of this stage (e.g. to protect a slow service).
+    pub max_in_flight: Option<u32>,
+    /// The stage type and its settings (the `type` key selects the registry entry).
+    pub config: StageConfig,
+}
+
+/// Keys every stage accepts besides those of its type.
+pub(crate) const COMMON_STAGE_KEYS: &[&str] = &["name", "max_in_flight"];

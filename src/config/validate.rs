@@ -1,0 +1,244 @@
+//! Semantic checks that serde cannot express: ranges, names, references between fields.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::kafka_props::{MANAGED_CONSUMER_PROPERTIES, MANAGED_PRODUCER_PROPERTIES};
+use super::model::{KafkaProperties, PipelineConfig, RawTopology};
+use super::ConfigError;
+
+/// The only topology format this build understands.
+pub const SUPPORTED_VERSION: u32 = 1;
+
+/// Inclusive bounds of every `max_in_flight` setting.
+pub const MAX_IN_FLIGHT_RANGE: (u32, u32) = (1, 10_000);
+
+/// Appends every semantic problem of the parts that parsed to `errors`.
+pub(super) fn validate(top: Option<&RawTopology>, pipelines: &[Option<PipelineConfig>], errors: &mut Vec<ConfigError>) {
+    let empty = KafkaProperties::new();
+    let shared = top.map_or(&empty, |top| &top.kafka);
+    if let Some(top) = top {
+        validate_top_level(top, errors);
+    }
+    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    for (index, pipeline) in pipelines.iter().enumerate() {
+        let Some(pipeline) = pipeline else { continue };
+        let path = format!("pipelines[{index}]");
+        if let Some(first) = first_use.insert(&pipeline.name, index) {
+            first_use.insert(&pipeline.name, first);
+            errors.push(ConfigError::new(
+                &format!("{path}.name"),
+                format!(
+                    "duplicate pipeline name `{}` (also used by pipelines[{first}])",
+                    pipeline.name
+                ),
+            ));
+        }
+        validate_pipeline(&path, pipeline, shared, top.is_some(), errors);
+    }
+}
+
+fn validate_top_level(top: &RawTopology, errors: &mut Vec<ConfigError>) {
+    if top.version != SUPPORTED_VERSION {
+        errors.push(ConfigError::new(
+            "version",
+            format!(
+                "unsupported version {}, this build reads version {SUPPORTED_VERSION}",
+                top.version
+            ),
+        ));
+    }
+    if let Err(error) = top.telemetry.listen.parse::<SocketAddr>() {
+        errors.push(ConfigError::new(
+            "telemetry.listen",
+            format!(
+                "`{}` is not a socket address such as 127.0.0.1:9898 ({error})",
+                top.telemetry.listen
+            ),
+        ));
+    }
+    if top.shutdown.drain_timeout_ms == 0 {
+        errors.push(ConfigError::new("shutdown.drain_timeout_ms", "must be greater than 0"));
+    }
+    if top.topic_defaults.partitions < 1 {
+        errors.push(ConfigError::new(
+            "topic_defaults.partitions",
+            format!("must be at least 1, got {}", top.topic_defaults.partitions),
+        ));
+    }
+    if top.topic_defaults.replication_factor < 1 {
+        errors.push(ConfigError::new(
+            "topic_defaults.replication_factor",
+            format!("must be at least 1, got {}", top.topic_defaults.replication_factor),
+        ));
+    }
+    check_managed_keys("kafka", &top.kafka, MANAGED_CONSUMER_PROPERTIES, errors);
+    check_managed_keys("kafka", &top.kafka, MANAGED_PRODUCER_PROPERTIES, errors);
+    if top.pipelines.is_empty() {
+        errors.push(ConfigError::new("pipelines", "at least one pipeline is required"));
+    }
+}
+
+fn validate_pipeline(
+    path: &str,
+    pipeline: &PipelineConfig,
+    shared: &KafkaProperties,
+    shared_parsed: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    check_identifier(&format!("{path}.name"), &pipeline.name, errors);
+    check_topic(&format!("{path}.source.topic"), &pipeline.source.topic, errors);
+    if pipeline.source.group.trim().is_empty() {
+        errors.push(ConfigError::new(&format!("{path}.source.group"), "must not be empty"));
+    }
+    check_managed_keys(
+        &format!("{path}.source.kafka"),
+        &pipeline.source.kafka,
+        MANAGED_CONSUMER_PROPERTIES,
+        errors,
+    );
+    check_managed_keys(
+        &format!("{path}.producer"),
+        &pipeline.producer,
+        MANAGED_PRODUCER_PROPERTIES,
+        errors,
+    );
+    let has_bootstrap = |props: &KafkaProperties| props.contains_key("bootstrap.servers");
+    if shared_parsed
+        && !has_bootstrap(shared)
+        && !(has_bootstrap(&pipeline.source.kafka) && has_bootstrap(&pipeline.producer))
+    {
+        errors.push(ConfigError::new(
+            &format!("{path}.source.kafka"),
+            "`bootstrap.servers` is not set (set it in the top-level `kafka` map)",
+        ));
+    }
+    check_in_flight(&format!("{path}.max_in_flight"), pipeline.max_in_flight, errors);
+    if pipeline.max_message_bytes == 0 {
+        errors.push(ConfigError::new(
+            &format!("{path}.max_message_bytes"),
+            "must be greater than 0",
+        ));
+    }
+    if !(10..=60_000).contains(&pipeline.commit_interval_ms) {
+        errors.push(ConfigError::new(
+            &format!("{path}.commit_interval_ms"),
+            format!("must be between 10 and 60000, got {}", pipeline.commit_interval_ms),
+        ));
+    }
+    let retry = &pipeline.retry;
+    if retry.max_attempts == 0 {
+        errors.push(ConfigError::new(
+            &format!("{path}.retry.max_attempts"),
+            "must be at least 1, got 0",
+        ));
+    }
+    if retry.initial_backoff_ms > retry.max_backoff_ms {
+        errors.push(ConfigError::new(
+            &format!("{path}.retry.initial_backoff_ms"),
+            format!(
+                "must not exceed retry.max_backoff_ms ({} > {})",
+                retry.initial_backoff_ms, retry.max_backoff_ms
+            ),
+        ));
+    }
+    for (index, stage) in pipeline.stages.iter().enumerate() {
+        let stage_path = format!("{path}.stages[{index}]");
+        if let Some(limit) = stage.max_in_flight {
+            check_in_flight(&format!("{stage_path}.max_in_flight"), limit, errors);
+        }
+        stage.config.validate(&stage_path, errors);
+    }
+    if pipeline.sinks.is_empty() {
+        errors.push(ConfigError::new(
+            &format!("{path}.sinks"),
+            "at least one sink is required",
+        ));
+    }
+    let mut sink_names: HashMap<&str, usize> = HashMap::new();
+    for (index, sink) in pipeline.sinks.iter().enumerate() {
+        let sink_path = format!("{path}.sinks[{index}]");
+        if let Some(first) = sink_names.insert(&sink.name, index) {
+            sink_names.insert(&sink.name, first);
+            errors.push(ConfigError::new(
+                &format!("{sink_path}.name"),
+                format!("duplicate sink name `{}` (also used by sinks[{first}])", sink.name),
+            ));
+        }
+        check_identifier(&format!("{sink_path}.name"), &sink.name, errors);
+        check_topic(&format!("{sink_path}.topic"), &sink.topic, errors);
+        if sink.topic == pipeline.source.topic {
+            errors.push(ConfigError::new(
+                &format!("{sink_path}.topic"),
+                format!(
+                    "`{}` is also the source topic; the pipeline would consume its own output",
+                    sink.topic
+                ),
+            ));
+        }
+    }
+    let dead_letter = &pipeline.dead_letter.topic;
+    check_topic(&format!("{path}.dead_letter.topic"), dead_letter, errors);
+    if *dead_letter == pipeline.source.topic {
+        errors.push(ConfigError::new(
+            &format!("{path}.dead_letter.topic"),
+            format!("`{dead_letter}` is also the source topic; dead letters would be consumed again"),
+        ));
+    }
+}
+
+fn check_in_flight(path: &str, value: u32, errors: &mut Vec<ConfigError>) {
+    let (low, high) = MAX_IN_FLIGHT_RANGE;
+    if !(low..=high).contains(&value) {
+        errors.push(ConfigError::new(
+            path,
+            format!("must be between {low} and {high}, got {value}"),
+        ));
+    }
+}
+
+fn check_managed_keys(path: &str, props: &KafkaProperties, managed: &[(&str, &str)], errors: &mut Vec<ConfigError>) {
+    for (key, why) in managed {
+        if props.contains_key(*key) {
+            errors.push(ConfigError::new(
+                &format!("{path}.{key}"),
+                format!("is managed by ragstream ({why}); remove it"),
+            ));
+        }
+    }
+}
+
+/// Names used in metric labels and headers: short, printable, no spaces.
+fn check_identifier(path: &str, name: &str, errors: &mut Vec<ConfigError>) {
+    let valid =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        errors.push(ConfigError::new(
+            path,
+            format!("`{name}` is not a valid name: use 1 to 64 ASCII letters, digits, '_' or '-'"),
+        ));
+    }
+}
+
+/// Kafka's own rules for topic names.
+fn check_topic(path: &str, topic: &str, errors: &mut Vec<ConfigError>) {
+    let message = if topic.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if topic == "." || topic == ".." {
+        Some(format!("`{topic}` is not a valid topic name"))
+    } else if topic.len() > 249 {
+        Some(format!("topic names are at most 249 characters, got {}", topic.len()))
+    } else if !topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Some(format!(
+            "`{topic}` is not a valid topic name: use only ASCII letters, digits, '.', '_' and '-'"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = message {
+        errors.push(ConfigError::new(path, message));
+    }
+}

@@ -1,0 +1,216 @@
+//! Message contracts: the topics are ragstream's public API.
+//!
+//! The JSON Schemas in `schemas/` are the single source of truth; they are compiled into the
+//! binary and every decoded message is checked against them before the typed structs below are
+//! filled, so the schema and the code cannot silently disagree about what is accepted.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::StageError;
+
+/// Version written to and expected in `schema_version` by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A document upsert or delete (topic `documents`, key `doc_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub schema_version: u32,
+    pub doc_id: String,
+    pub tenant: String,
+    pub op: DocumentOp,
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// What a document message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentOp {
+    Upsert,
+    Delete,
+}
+
+/// A question (topic `questions`, key `request_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Question {
+    pub schema_version: u32,
+    pub request_id: String,
+    pub tenant: String,
+    pub user: String,
+    pub question: String,
+    pub task: Task,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<QuestionOptions>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The kind of work a question asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Qa,
+    Summarize,
+    Extract,
+    Report,
+}
+
+/// Per-request options of a question.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuestionOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract_schema: Option<Value>,
+}
+
+/// A compiled JSON Schema plus the name used in error messages.
+pub struct Contract {
+    name: &'static str,
+    validator: jsonschema::Validator,
+}
+
+/// How many schema violations are listed in a dead-letter reason before it is cut short.
+const MAX_REPORTED_VIOLATIONS: usize = 5;
+
+impl Contract {
+    fn compile(name: &'static str, schema_text: &str) -> Self {
+        // The schemas are compiled into the binary and covered by unit tests, so failing
+        // here is a build defect, not a runtime condition.
+        let schema: Value = serde_json::from_str(schema_text).expect("embedded schema is valid JSON");
+        let validator = jsonschema::validator_for(&schema).expect("embedded schema compiles");
+        Self { name, validator }
+    }
+
+    /// The documents contract (`schemas/documents.schema.json`).
+    pub fn documents() -> &'static Contract {
+        static CONTRACT: LazyLock<Contract> =
+            LazyLock::new(|| Contract::compile("document", include_str!("../schemas/documents.schema.json")));
+        &CONTRACT
+    }
+
+    /// The questions contract (`schemas/questions.schema.json`).
+    pub fn questions() -> &'static Contract {
+        static CONTRACT: LazyLock<Contract> =
+            LazyLock::new(|| Contract::compile("question", include_str!("../schemas/questions.schema.json")));
+        &CONTRACT
+    }
+
+    /// Decodes raw bytes: UTF-8, then JSON, then the schema, then the typed struct. Every failure
+    /// is the input's fault and says precisely what is wrong.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<(T, Value), StageError> {
+        let text = std::str::from_utf8(bytes).map_err(|error| {
+            StageError::input(format!(
+                "payload is not valid UTF-8 (invalid byte at offset {})",
+                error.valid_up_to()
+            ))
+        })?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|error| StageError::input(format!("payload is not valid JSON: {error}")))?;
+        let violations: Vec<String> = self
+            .validator
+            .iter_errors(&value)
+            .map(|error| {
+                let at = error.instance_path().to_string();
+                let at = if at.is_empty() { "/".to_owned() } else { at };
+                format!("{at}: {error}")
+            })
+            .collect();
+        if !violations.is_empty() {
+            let shown = violations
+                .iter()
+                .take(MAX_REPORTED_VIOLATIONS)
+                .cloned()
+                .collect::<Vec<_>>();
+            let more = violations.len().saturating_sub(MAX_REPORTED_VIOLATIONS);
+            let suffix = if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            };
+            return Err(StageError::input(format!(
+                "{} does not match its schema: {}{suffix}",
+                self.name,
+                shown.join("; ")
+            )));
+        }
+        let typed = serde_json::from_value(value.clone()).map_err(|error| {
+            StageError::internal(format!(
+                "{} passed its schema but not the typed contract: {error}",
+                self.name
+            ))
+        })?;
+        Ok((typed, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(result: Result<(Document, Value), StageError>) -> String {
+        result.expect_err("should be rejected").reason
+    }
+
+    #[test]
+    fn accepts_a_valid_document() {
+        let bytes = br#"{"schema_version":1,"doc_id":"d1","tenant":"acme","op":"upsert","version":3,"text":"hello","metadata":{"lang":"en"}}"#;
+        let (document, _): (Document, Value) = Contract::documents().decode(bytes).unwrap();
+        assert_eq!(document.doc_id, "d1");
+        assert_eq!(document.op, DocumentOp::Upsert);
+        assert_eq!(document.metadata["lang"], "en");
+    }
+
+    #[test]
+    fn a_delete_needs_no_text() {
+        let bytes = br#"{"schema_version":1,"doc_id":"d1","tenant":"acme","op":"delete","version":4}"#;
+        assert!(Contract::documents().decode::<Document>(bytes).is_ok());
+    }
+
+    #[test]
+    fn rejects_invalid_utf8_invalid_json_and_schema_violations() {
+        let documents = Contract::documents();
+        assert_eq!(
+            reason(documents.decode(b"{\"a\": \"\xff\"}")),
+            "payload is not valid UTF-8 (invalid byte at offset 7)"
+        );
+        assert!(reason(documents.decode(b"{not json")).starts_with("payload is not valid JSON: "));
+        let missing = reason(documents.decode(br#"{"schema_version":1,"doc_id":"d1","op":"upsert","version":1}"#));
+        assert!(missing.contains("\"tenant\" is a required property"), "{missing}");
+        assert!(missing.contains("\"text\" is a required property"), "{missing}");
+        let wrong_op =
+            reason(documents.decode(br#"{"schema_version":1,"doc_id":"d1","tenant":"t","op":"merge","version":1}"#));
+        assert!(
+            wrong_op.starts_with("document does not match its schema: /op: "),
+            "{wrong_op}"
+        );
+    }
+
+    #[test]
+    fn accepts_a_valid_question_and_rejects_an_unknown_task() {
+        let questions = Contract::questions();
+        let ok = br#"{"schema_version":1,"request_id":"r1","tenant":"acme","user":"u","question":"why?","task":"qa","options":{"top_k":4}}"#;
+        let (question, _): (Question, Value) = questions.decode(ok).unwrap();
+        assert_eq!(question.options.unwrap().top_k, Some(4));
+        let bad =
+            br#"{"schema_version":1,"request_id":"r1","tenant":"acme","user":"u","question":"why?","task":"poem"}"#;
+        assert!(questions.decode::<Question>(bad).is_err());
+    }
+}

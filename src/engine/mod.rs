@@ -1,0 +1,15 @@
+//! The pipeline engine: consume, run the stage chain, produce, commit — at least once.
+
+mod chain;
+pub mod offsets;
+mod outputs;
+mod pipeline;
+mod record;
+mod runtime;
+mod shutdown;
+
+pub use chain::{Rejection, StageChain};
+pub use pipeline::Pipeline;
+pub use record::{MessageContext, Payload, Record};
+pub use runtime::run_topology;
+pub use shutdown::Shutdown;

@@ -1,0 +1,174 @@
+//! Producing a message's outputs, or its dead letter, and waiting for the broker's acknowledgement.
+//!
+//! A message counts as finished only when every record it caused is acknowledged; until then its
+//! offset holds the commit watermark back. A produce that fails after librdkafka's own retries
+//! (`message.timeout.ms`) is fatal for the pipeline: committing past it would lose the output.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::Message;
+
+use super::chain::Rejection;
+use super::record::{MessageContext, Record};
+use crate::config::PipelineConfig;
+use crate::telemetry::metrics::metrics;
+
+/// Header names on dead letters. Documented in the README; consumers of the dead-letter topic
+/// rely on them, so treat them as part of the public contract.
+pub mod dead_letter_headers {
+    /// Why the message could not be processed.
+    pub const REASON: &str = "ragstream.dlq.reason";
+    /// The stage that rejected it (`source` for checks made before any stage).
+    pub const STAGE: &str = "ragstream.dlq.stage";
+    /// Whose fault it was: `input` or `external`.
+    pub const FAULT: &str = "ragstream.dlq.fault";
+    /// The pipeline that rejected it.
+    pub const PIPELINE: &str = "ragstream.dlq.pipeline";
+    /// Source topic of the original message.
+    pub const SOURCE_TOPIC: &str = "ragstream.source.topic";
+    /// Source partition of the original message.
+    pub const SOURCE_PARTITION: &str = "ragstream.source.partition";
+    /// Source offset of the original message.
+    pub const SOURCE_OFFSET: &str = "ragstream.source.offset";
+}
+
+/// Where a pipeline's records go.
+pub struct Outputs {
+    pipeline: String,
+    producer: FutureProducer,
+    sinks: HashMap<String, String>,
+    default_sink: String,
+    dead_letter_topic: String,
+}
+
+/// A produce that did not succeed; fatal for the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A stage routed a record to a sink the pipeline does not have (a bug in the stage).
+    #[error("record routed to unknown sink `{0}`")]
+    UnknownSink(String),
+    /// The broker did not acknowledge a record.
+    #[error("producing to `{topic}` failed: {error}")]
+    Produce {
+        topic: String,
+        error: rdkafka::error::KafkaError,
+    },
+}
+
+impl Outputs {
+    /// Outputs for `config`, producing with `producer`.
+    pub fn new(config: &PipelineConfig, producer: FutureProducer) -> Self {
+        Self {
+            pipeline: config.name.clone(),
+            producer,
+            sinks: config.sinks.iter().map(|s| (s.name.clone(), s.topic.clone())).collect(),
+            default_sink: config.sinks.first().map(|s| s.name.clone()).unwrap_or_default(),
+            dead_letter_topic: config.dead_letter.topic.clone(),
+        }
+    }
+
+    /// Produces every record concurrently and waits until all are acknowledged.
+    pub async fn produce(&self, records: Vec<Record>) -> Result<(), OutputError> {
+        let sends = records.into_iter().map(|record| async move {
+            let sink = record.sink.clone().unwrap_or_else(|| self.default_sink.clone());
+            let topic = self
+                .sinks
+                .get(&sink)
+                .ok_or_else(|| OutputError::UnknownSink(sink.clone()))?;
+            let payload = record.payload.to_bytes();
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut future_record = FutureRecord::to(topic).payload(&payload).headers(headers);
+            if let Some(key) = &record.key {
+                future_record = future_record.key(key);
+            }
+            self.send(future_record).await?;
+            metrics()
+                .messages_produced
+                .with_label_values(&[&self.pipeline, &sink])
+                .inc();
+            Ok(())
+        });
+        try_join_all(sends).await.map(|_| ())
+    }
+
+    /// Sends the original message, bytes untouched, to the dead-letter topic with the reason,
+    /// stage and source coordinates in headers.
+    pub async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        context: &MessageContext,
+        rejection: &Rejection,
+    ) -> Result<(), OutputError> {
+        use dead_letter_headers as h;
+        let partition = context.partition.to_string();
+        let offset = context.offset.to_string();
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(header);
+            }
+        }
+        let ours: [(&str, &str); 7] = [
+            (h::REASON, &rejection.error.reason),
+            (h::STAGE, &rejection.stage),
+            (h::FAULT, rejection.error.fault.as_str()),
+            (h::PIPELINE, &self.pipeline),
+            (h::SOURCE_TOPIC, &context.topic),
+            (h::SOURCE_PARTITION, &partition),
+            (h::SOURCE_OFFSET, &offset),
+        ];
+        for (key, value) in ours {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dead_letter_topic).headers(headers);
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        self.send(record).await?;
+        metrics()
+            .messages_dead_lettered
+            .with_label_values(&[&self.pipeline, &rejection.stage])
+            .inc();
+        Ok(())
+    }
+
+    async fn send<K, P>(&self, record: FutureRecord<'_, K, P>) -> Result<(), OutputError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        let topic = record.topic.to_owned();
+        // Waiting for queue space is bounded by max_in_flight upstream; delivery itself is bounded
+        // by librdkafka's message.timeout.ms.
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(600)))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| OutputError::Produce { topic, error })
+    }
+
+    /// Waits for everything queued to be delivered (used when shutting down).
+    pub fn flush(&self, timeout: Duration) {
+        use rdkafka::producer::Producer;
+        if let Err(error) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::warn!(pipeline = %self.pipeline, %error, "producer flush incomplete");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Errors that say whose fault they are and whether a retry can help.
+//!
+//! The fault domain decides what the engine does with a message whose processing failed:
+//! the input's fault sends it to the dead-letter topic, an external service's fault is retried
+//! with backoff (and dead-lettered once retries are exhausted, so one poisoned dependency cannot
+//! stall a partition forever), and our own fault stops the pipeline without committing the
+//! offset, so the message is redelivered after the bug is fixed.
+
+use std::fmt;
+
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The message itself is bad (undecodable, schema violation, oversize…). Retrying cannot help.
+    Input,
+    /// A service we depend on failed (timeouts, 5xx, connection errors). Retrying may help.
+    External,
+    /// A bug or broken invariant in ragstream. Stop rather than risk losing data.
+    Internal,
+}
+
+impl Fault {
+    /// The lower-case name used in dead-letter headers, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Input => "input",
+            Fault::External => "external",
+            Fault::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure inside a stage.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{fault} fault: {reason}")]
+pub struct StageError {
+    /// Whose fault it is; decides dead-letter vs retry vs stop.
+    pub fault: Fault,
+    /// Human-readable reason; ends up in the dead-letter `ragstream.dlq.reason` header.
+    pub reason: String,
+}
+
+impl StageError {
+    /// The message is bad: dead-letter it.
+    pub fn input(reason: impl Into<String>) -> Self {
+        Self {
+            fault: Fault::Input,
+            reason: reason.into(),
+        }
+    }
+
+    /// A dependency failed: retry with backoff.
+    pub fn external(reason: impl Into<String>) -> Self {
+        Self {
+            fault: Fault::External,
+            reason: reason.into(),
+        }
+    }
+
+    /// Our bug: stop the pipeline.
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Self {
+            fault: Fault::Internal,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.fault == Fault::External
+    }
+}

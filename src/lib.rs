@@ -1,0 +1,14 @@
+//! ragstream: an event-driven stream processor that brings LLMs into Kafka-based systems.
+//!
+//! The library holds everything the `ragstream` binary runs: the topology model and its validation
+//! ([`config`]), the pipeline engine with at-least-once delivery ([`engine`]), the Kafka transport
+//! ([`transport`]), the stage registry ([`stages`]), the message contracts ([`contracts`]) and
+//! telemetry ([`telemetry`]).
+
+pub mod config;
+pub mod contracts;
+pub mod engine;
+pub mod error;
+pub mod stages;
+pub mod telemetry;
+pub mod transport;

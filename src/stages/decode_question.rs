@@ -1,0 +1,85 @@
+//! `decode_question`: checks a questions-topic message against its contract.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Stage, StageBuilder};
+use crate::contracts::{Contract, Question};
+use crate::engine::{MessageContext, Payload, Record};
+use crate::error::StageError;
+
+/// Decodes and validates questions (`schemas/questions.schema.json`). Invalid UTF-8, invalid
+/// JSON, schema violations and a key that differs from `request_id` are dead-lettered.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeQuestionConfig {
+    /// Accept a message whose key is not its `request_id` (the key is then replaced).
+    #[serde(default)]
+    pub allow_foreign_key: bool,
+}
+
+impl StageBuilder for DecodeQuestionConfig {
+    fn build(&self) -> Result<Box<dyn Stage>, StageError> {
+        Ok(Box::new(DecodeQuestion {
+            allow_foreign_key: self.allow_foreign_key,
+        }))
+    }
+}
+
+struct DecodeQuestion {
+    allow_foreign_key: bool,
+}
+
+#[async_trait]
+impl Stage for DecodeQuestion {
+    async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
+        let bytes = record.payload.to_bytes();
+        let (question, value): (Question, _) = Contract::questions().decode(&bytes)?;
+        let key = checked_key(record.key, &question.request_id, "request_id", self.allow_foreign_key)?;
+        Ok(vec![Record {
+            key: Some(key),
+            payload: Payload::Json(value),
+            ..record
+        }])
+    }
+}
+
+/// The key a decoded message should carry: its id field. A missing key is filled in; a
+/// different one is the producer's mistake unless explicitly allowed.
+pub(super) fn checked_key(
+    key: Option<Vec<u8>>,
+    id: &str,
+    field: &str,
+    allow_foreign_key: bool,
+) -> Result<Vec<u8>, StageError> {
+    match key {
+        Some(key) if key != id.as_bytes() && !allow_foreign_key => Err(StageError::input(format!(
+            "message key `{}` differs from {field} `{id}` (the key must be the {field})",
+            String::from_utf8_lossy(&key)
+        ))),
+        _ => Ok(id.as_bytes().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_a_missing_key_and_rejects_a_foreign_one() {
+        assert_eq!(checked_key(None, "r1", "request_id", false).unwrap(), b"r1");
+        assert_eq!(
+            checked_key(Some(b"r1".to_vec()), "r1", "request_id", false).unwrap(),
+            b"r1"
+        );
+        let error = checked_key(Some(b"x".to_vec()), "r1", "request_id", false).unwrap_err();
+        assert_eq!(
+            error.reason,
+            "message key `x` differs from request_id `r1` (the key must be the request_id)"
+        );
+        assert_eq!(
+            checked_key(Some(b"x".to_vec()), "r1", "request_id", true).unwrap(),
+            b"r1"
+        );
+    }
+}

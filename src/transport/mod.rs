@@ -1,0 +1,3 @@
+//! Transports: how messages get in and out. Kafka (rdkafka) is the only one so far.
+
+pub mod kafka;
