@@ -27,4 +27,9 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 echo "== cargo test"
 # Integration tests each spawn ragstream processes; three at a time fit 2 cores.
-cargo test --all-targets -- --test-threads 3
+# (Benchmarks are compiled by clippy above and run with `cargo bench`, not here.)
+log=$(mktemp)
+cargo test --lib --bins --tests -- --test-threads 3 2>&1 | tee "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "summary: %d passed, %d failed\n", passed, failed }' "$log"
+rm -f "$log"

@@ -151,3 +151,165 @@ impl StageChain {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::engine::Payload;
+
+    /// Fails with `fault` for the first `failures` calls, then passes records through.
+    struct Flaky {
+        fault: Fault,
+        failures: u32,
+        calls: Arc<AtomicU32>,
+    }
+
+    #[async_trait]
+    impl Stage for Flaky {
+        async fn process(&self, record: Record, _: &MessageContext) -> Result<Vec<Record>, StageError> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            if call < self.failures {
+                return Err(StageError {
+                    fault: self.fault,
+                    reason: format!("failure {}", call + 1),
+                });
+            }
+            Ok(vec![record])
+        }
+    }
+
+    /// Emits each record twice, routed to two sinks.
+    struct FanOut;
+
+    #[async_trait]
+    impl Stage for FanOut {
+        async fn process(&self, record: Record, _: &MessageContext) -> Result<Vec<Record>, StageError> {
+            let audit = Record {
+                sink: Some("audit".into()),
+                ..record.clone()
+            };
+            Ok(vec![record, audit])
+        }
+    }
+
+    fn chain(stages: Vec<(&str, Box<dyn Stage>)>, max_attempts: u32) -> StageChain {
+        StageChain {
+            pipeline: "unit".into(),
+            stages: stages
+                .into_iter()
+                .map(|(name, stage)| ChainStage {
+                    name: name.into(),
+                    stage,
+                    limit: None,
+                })
+                .collect(),
+            retry: RetryConfig {
+                max_attempts,
+                initial_backoff_ms: 1,
+                max_backoff_ms: 2,
+            },
+        }
+    }
+
+    fn flaky(fault: Fault, failures: u32) -> (Box<dyn Stage>, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let stage = Flaky {
+            fault,
+            failures,
+            calls: calls.clone(),
+        };
+        (Box::new(stage), calls)
+    }
+
+    fn input() -> (Record, MessageContext) {
+        let record = Record {
+            key: Some(b"k".to_vec()),
+            payload: Payload::Bytes(b"v".to_vec()),
+            headers: vec![],
+            sink: None,
+        };
+        let context = MessageContext {
+            pipeline: Arc::from("unit"),
+            topic: Arc::from("in"),
+            partition: 0,
+            offset: 42,
+            timestamp_ms: None,
+        };
+        (record, context)
+    }
+
+    #[tokio::test]
+    async fn external_faults_are_retried_until_they_pass() {
+        let (stage, calls) = flaky(Fault::External, 2);
+        let (record, context) = input();
+        let out = chain(vec![("flaky", stage)], 3)
+            .run(record.clone(), &context)
+            .await
+            .unwrap();
+        assert_eq!(out, vec![record]);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn external_faults_give_up_after_max_attempts() {
+        let (stage, calls) = flaky(Fault::External, u32::MAX);
+        let (record, context) = input();
+        let rejection = chain(vec![("flaky", stage)], 4)
+            .run(record, &context)
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(rejection.stage, "flaky");
+        assert_eq!(rejection.error.fault, Fault::External);
+        assert_eq!(rejection.error.reason, "gave up after 4 attempts: failure 4");
+    }
+
+    #[tokio::test]
+    async fn input_and_internal_faults_are_never_retried() {
+        for fault in [Fault::Input, Fault::Internal] {
+            let (stage, calls) = flaky(fault, u32::MAX);
+            let (record, context) = input();
+            let rejection = chain(vec![("bad", stage)], 5).run(record, &context).await.unwrap_err();
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{fault} is not retried");
+            assert_eq!(rejection.error.fault, fault);
+            assert_eq!(rejection.error.reason, "failure 1");
+        }
+    }
+
+    #[tokio::test]
+    async fn fan_out_records_each_run_through_the_rest_of_the_chain() {
+        let (counter, calls) = flaky(Fault::Input, 0);
+        let (record, context) = input();
+        let stages: Vec<(&str, Box<dyn Stage>)> = vec![("fan", Box::new(FanOut)), ("count", counter)];
+        let out = chain(stages, 1).run(record, &context).await.unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].sink.as_deref(), Some("audit"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_fan_out_rejects_the_whole_message() {
+        let (fails_second, _) = flaky(Fault::Input, 0);
+        struct FailOnAudit(Box<dyn Stage>);
+        #[async_trait]
+        impl Stage for FailOnAudit {
+            async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
+                if record.sink.is_some() {
+                    return Err(StageError::input("audit copy rejected"));
+                }
+                self.0.process(record, context).await
+            }
+        }
+        let (record, context) = input();
+        let stages: Vec<(&str, Box<dyn Stage>)> = vec![
+            ("fan", Box::new(FanOut)),
+            ("check", Box::new(FailOnAudit(fails_second))),
+        ];
+        let rejection = chain(stages, 1).run(record, &context).await.unwrap_err();
+        assert_eq!(rejection.stage, "check");
+    }
+}

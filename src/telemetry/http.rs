@@ -76,3 +76,27 @@ async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
     };
     (status, readiness.report())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_pipeline_has_an_assignment() {
+        let readiness = Readiness::default();
+        assert!(!readiness.is_ready(), "nothing registered yet");
+        readiness.register("documents");
+        readiness.register("questions");
+        readiness.set_assigned("documents", 3);
+        assert!(!readiness.is_ready());
+        readiness.set_assigned("questions", 0);
+        assert!(
+            readiness.is_ready(),
+            "an empty assignment still means the group was joined"
+        );
+        assert_eq!(
+            readiness.report(),
+            "documents: 3 partitions assigned\nquestions: 0 partitions assigned\n"
+        );
+    }
+}
