@@ -391,3 +391,50 @@ async fn sigterm_under_load_drains_commits_exits_zero_and_restart_continues() {
     assert_eq!(duplicates, 0, "a drained shutdown commits everything it finished");
     stop_cleanly(&mut second).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_takes_over_partitions_without_losing_messages() {
+    let mut topology = TestTopology::new("replicas");
+    // About 300 messages/s, so plenty of every partition is left when the second replica joins.
+    topology.max_in_flight = 50;
+    topology.stages = "[{ type: random_delay, min_ms: 50, max_ms: 250 }]".to_owned();
+    topology.create_topics(PARTITIONS).await;
+    let sent = produce_numbered(&topology.input, 4_000).await;
+
+    let (mut first, _) = start_under_load(&topology, 20.0).await;
+    let second_topology = topology.replica();
+    let mut second = Ragstream::start(&second_topology);
+    // The group rebalances: the first replica commits what it finished for the partitions it
+    // gives up, and the second continues from there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = second.metrics().await.unwrap_or_default();
+        if metric(&text, "ragstream_messages_produced_total", &[]) > 0.0 {
+            break;
+        }
+        if let Some(status) = second.try_status() {
+            panic!("second replica exited with {status}:\n{}", second.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "second replica never got work (metrics: {text:?}):\n{}",
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expected: HashSet<Vec<u8>> = sent.keys().cloned().collect();
+    let received = read_all_of(&topology.output, &expected, Duration::from_secs(240)).await;
+    let counts = count_by_payload(&received);
+    let missing = sent.keys().filter(|p| !counts.contains_key(*p)).count();
+    assert_eq!(missing, 0, "nothing lost across the rebalance:\n{}", first.log_text());
+    let first_assigned = metric(&first.metrics().await.unwrap(), "ragstream_assigned_partitions", &[]);
+    let second_assigned = metric(&second.metrics().await.unwrap(), "ragstream_assigned_partitions", &[]);
+    assert_eq!(
+        first_assigned + second_assigned,
+        PARTITIONS as f64,
+        "partitions are split between replicas"
+    );
+    assert!(first_assigned >= 1.0 && second_assigned >= 1.0);
+    stop_cleanly(&mut first).await;
+    stop_cleanly(&mut second).await;
+}

@@ -9,7 +9,9 @@
 #
 # Storage: RAGSTREAM_BROKER_STORAGE=memory (default; gone when the broker stops) or postgres
 # (kept in the PostgreSQL database RAGSTREAM_BROKER_PG_DB on 127.0.0.1:5432, so a restart keeps
-# the data). Every command is safe to run twice.
+# the data; needs RAGSTREAM_TANSU_PG_SCHEMA the first time, see storage_url). With PostgreSQL 15,
+# consumers must set isolation.level=read_uncommitted: tansu's read-committed "latest offset"
+# query needs PostgreSQL 16. Every command is safe to run twice.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -45,7 +47,20 @@ storage_url() {
       if ! psql -h "$HOST" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
         psql -h "$HOST" -U postgres -qc "CREATE DATABASE \"$PG_DB\"" >/dev/null
       fi
-      echo "postgres://postgres@$HOST:5432/$PG_DB"
+      # tansu 0.6.0 does not create its tables, and its PostgreSQL DDL ships only in the tansu
+      # source repository (etc/initdb.d/010-schema.sql at tag v0.6.0), not in the crate. Point
+      # RAGSTREAM_TANSU_PG_SCHEMA at that file once; an initialised database is reused as is.
+      if ! psql -h "$HOST" -U postgres -d "$PG_DB" -tAc "SELECT to_regclass('public.cluster') IS NOT NULL" | grep -q t; then
+        local schema=${RAGSTREAM_TANSU_PG_SCHEMA:-}
+        if [[ -z $schema || ! -f $schema ]]; then
+          log "database $PG_DB has no tansu schema; set RAGSTREAM_TANSU_PG_SCHEMA to tansu v0.6.0's etc/initdb.d/010-schema.sql"
+          exit 2
+        fi
+        psql -h "$HOST" -U postgres -d "$PG_DB" -v ON_ERROR_STOP=1 -qf "$schema" >/dev/null
+        log "applied the tansu schema from $schema to database $PG_DB"
+      fi
+      # The local server offers TLS with a certificate for "localhost" only; loopback needs none.
+      echo "postgres://postgres@$HOST:5432/$PG_DB?sslmode=disable"
       ;;
     *) log "RAGSTREAM_BROKER_STORAGE must be memory or postgres, got '$STORAGE'"; exit 2 ;;
   esac
@@ -112,5 +127,5 @@ case "${1:-}" in
   stop) stop ;;
   status) answers ;;
   topics) shift; topics "$@" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -340,6 +340,19 @@ impl TestTopology {
         }
     }
 
+    /// The same topology for a second replica (same topics and group, its own telemetry port).
+    pub fn replica(&self) -> Self {
+        Self {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            dead_letter: self.dead_letter.clone(),
+            group: self.group.clone(),
+            stages: self.stages.clone(),
+            port: free_port(),
+            ..*self
+        }
+    }
+
     /// Creates the three topics.
     pub async fn create_topics(&self, partitions: i32) {
         create_topics(&[&self.input, &self.output, &self.dead_letter], partitions).await;
@@ -364,6 +377,7 @@ pipelines:
         # A killed process's membership expires after this; the default 45 s slows the tests.
         session.timeout.ms: 6000
         heartbeat.interval.ms: 1000
+        debug: cgrp,fetch,consumer
     max_in_flight: {max_in_flight}
     max_message_bytes: 1048576
     commit_interval_ms: {commit}
@@ -373,6 +387,8 @@ pipelines:
         topic: {output}
     dead_letter:
       topic: {dlq}
+    producer:
+      debug: eos,msg,broker
 "#,
             brokers = brokers(),
             port = self.port,
@@ -406,7 +422,7 @@ impl Ragstream {
         let child = Command::new(env!("CARGO_BIN_EXE_ragstream"))
             .args(["run", "--topology"])
             .arg(file.path())
-            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("RUST_LOG", "info,rdkafka=debug,librdkafka=debug")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
