@@ -9,7 +9,8 @@
 use std::fmt;
 
 /// Who caused a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Fault {
     /// The message itself is bad (undecodable, schema violation, oversize…). Retrying cannot help.
     Input,

@@ -7,6 +7,7 @@
 
 mod decode_document;
 mod decode_question;
+mod fault_injection;
 mod random_delay;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use crate::error::StageError;
 
 pub use decode_document::DecodeDocumentConfig;
 pub use decode_question::DecodeQuestionConfig;
+pub use fault_injection::FaultInjectionConfig;
 pub use random_delay::RandomDelayConfig;
 
 /// One step of a pipeline. Only [`Stage::process`] is required; the lifecycle hooks default to
@@ -74,6 +76,7 @@ macro_rules! registry {
 registry! {
     "decode_document" => DecodeDocument(DecodeDocumentConfig),
     "decode_question" => DecodeQuestion(DecodeQuestionConfig),
+    "fault_injection" => FaultInjection(FaultInjectionConfig),
     "random_delay" => RandomDelay(RandomDelayConfig),
 }
 

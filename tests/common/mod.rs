@@ -322,6 +322,8 @@ pub struct TestTopology {
     pub drain_timeout_ms: u64,
     pub commit_interval_ms: u64,
     pub port: u16,
+    /// Extra YAML lines for the pipeline (e.g. a `retry:` block), indented by four spaces.
+    pub pipeline_extra: String,
 }
 
 impl TestTopology {
@@ -337,6 +339,7 @@ impl TestTopology {
             drain_timeout_ms: 10_000,
             commit_interval_ms: 200,
             port: free_port(),
+            pipeline_extra: String::new(),
         }
     }
 
@@ -348,6 +351,7 @@ impl TestTopology {
             dead_letter: self.dead_letter.clone(),
             group: self.group.clone(),
             stages: self.stages.clone(),
+            pipeline_extra: self.pipeline_extra.clone(),
             port: free_port(),
             ..*self
         }
@@ -377,18 +381,16 @@ pipelines:
         # A killed process's membership expires after this; the default 45 s slows the tests.
         session.timeout.ms: 6000
         heartbeat.interval.ms: 1000
-        debug: cgrp,fetch,consumer
     max_in_flight: {max_in_flight}
     max_message_bytes: 1048576
     commit_interval_ms: {commit}
+{extra}
     stages: {stages}
     sinks:
       - name: out
         topic: {output}
     dead_letter:
       topic: {dlq}
-    producer:
-      debug: eos,msg,broker
 "#,
             brokers = brokers(),
             port = self.port,
@@ -398,6 +400,7 @@ pipelines:
             max_in_flight = self.max_in_flight,
             commit = self.commit_interval_ms,
             stages = self.stages,
+            extra = self.pipeline_extra,
             output = self.output,
             dlq = self.dead_letter,
         )
@@ -415,6 +418,11 @@ pub struct Ragstream {
 impl Ragstream {
     /// Starts `ragstream run` on the topology; logs go to a temporary file.
     pub fn start(topology: &TestTopology) -> Self {
+        Self::start_with_env(topology, &[])
+    }
+
+    /// Like [`Ragstream::start`], with extra environment variables for the process.
+    pub fn start_with_env(topology: &TestTopology, env: &[(&str, &str)]) -> Self {
         let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         file.write_all(topology.yaml().as_bytes()).unwrap();
         let log = std::env::temp_dir().join(format!("{}.log", unique("ragstream")));
@@ -422,7 +430,8 @@ impl Ragstream {
         let child = Command::new(env!("CARGO_BIN_EXE_ragstream"))
             .args(["run", "--topology"])
             .arg(file.path())
-            .env("RUST_LOG", "info,rdkafka=debug,librdkafka=debug")
+            .env("RUST_LOG", "info,rdkafka=warn,librdkafka=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
