@@ -16,6 +16,7 @@ KCAT=deploy/local/kcat.sh
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 deploy/local/deps.sh
+deploy/local/models.sh
 started_broker=false
 if ! deploy/local/broker.sh status; then
   deploy/local/broker.sh start
@@ -53,7 +54,7 @@ $KCAT -P -b $BROKER -t documents -K '|' -l demo/documents.jsonl
 $KCAT -P -b $BROKER -t questions -K '|' -l demo/questions.jsonl
 sleep 3
 
-for topic in documents.decoded questions.decoded; do
+for topic in documents.chunked questions.decoded; do
   say "$topic"
   $KCAT -C -b $BROKER -t $topic -o beginning -e -q -f '%k  %s\n'
 done

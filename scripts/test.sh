@@ -11,6 +11,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ragstream/target}
 export PATH="$HOME/.cargo/bin:$PATH"
 
 deploy/local/deps.sh
+deploy/local/models.sh
 deploy/local/broker.sh install
 
 started_broker=false

@@ -81,6 +81,39 @@ pub struct QuestionOptions {
     pub extract_schema: Option<Value>,
 }
 
+/// A document cut into chunks (the output of the `chunk` stage), ready to embed and index.
+/// A delete carries no chunks. Key: `doc_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkedDocument {
+    pub schema_version: u32,
+    pub doc_id: String,
+    pub tenant: String,
+    pub op: DocumentOp,
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    pub chunks: Vec<DocumentChunk>,
+}
+
+/// One chunk of a document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentChunk {
+    /// `{doc_id}:{version}:{position}`: the same document version always yields the same ids,
+    /// so reprocessing after a redelivery overwrites instead of duplicating.
+    pub chunk_id: String,
+    pub position: u32,
+    /// Text to embed: the heading context, a blank line, the body.
+    pub text: String,
+    /// `Title > Section > Subsection` of the chunk.
+    pub context: String,
+    /// Tokens of `text` in the embedding model's tokenizer (special tokens excluded).
+    pub token_count: u32,
+}
+
 /// A compiled JSON Schema plus the name used in error messages.
 pub struct Contract {
     name: &'static str,

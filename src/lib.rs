@@ -5,6 +5,7 @@
 //! ([`transport`]), the stage registry ([`stages`]), the message contracts ([`contracts`]) and
 //! telemetry ([`telemetry`]).
 
+pub mod chunk;
 pub mod config;
 pub mod contracts;
 pub mod engine;
