@@ -1,0 +1,166 @@
+//! A BERT-family sentence-embedding model run in-process with candle (pure Rust, CPU).
+//!
+//! Loads `config.json`, `model.safetensors` and `tokenizer.json` from a directory (nothing is
+//! downloaded) and reproduces what sentence-transformers does for all-MiniLM-L6-v2: tokenize
+//! with truncation at the model's limit, run the encoder, mean-pool over the attention mask,
+//! L2-normalise. CLS pooling is selectable for bge-style models.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Average of the token vectors, padding excluded (sentence-transformers' MiniLM models).
+    Mean,
+    /// The `[CLS]` token's vector (bge-style models).
+    Cls,
+}
+
+/// A loaded local embedding model.
+pub struct LocalEmbedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    dimensions: usize,
+}
+
+impl LocalEmbedder {
+    /// Loads the model in `dir`. `max_tokens` truncates inputs (256 for all-MiniLM-L6-v2, as
+    /// sentence-transformers does); batches are padded only to their longest input.
+    pub fn load(dir: &Path, pooling: Pooling, normalize: bool, max_tokens: usize) -> Result<Self, String> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| format!("cannot read {}: {e}", dir.join(name).display()))
+        };
+        let config: Config =
+            serde_json::from_str(&read("config.json")?).map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
+        let weights = dir.join("model.safetensors");
+        // SAFETY: the weights file is memory-mapped read-only; it must not be modified while the
+        // process runs, which holds for model directories managed by deploy/local/models.sh.
+        let vars = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
+            .map_err(|e| format!("cannot load {}: {e}", weights.display()))?;
+        let model = BertModel::load(vars, &config).map_err(|e| format!("{}: {e}", weights.display()))?;
+        let tokenizer_file = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_file)
+            .map_err(|e| format!("cannot load {}: {e}", tokenizer_file.display()))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| format!("{}: {e}", tokenizer_file.display()))?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        Ok(Self {
+            model,
+            tokenizer,
+            pooling,
+            normalize,
+            dimensions: config.hidden_size,
+        })
+    }
+
+    /// Length of every vector this model returns.
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// Embeds a batch of texts; the result is in the same order.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| format!("tokenization failed: {e}"))?;
+        let rows = encodings.len();
+        let width = encodings[0].get_ids().len();
+        let flat = |pick: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
+            encodings.iter().flat_map(|e| pick(e).iter().copied()).collect()
+        };
+        let tensor = |data: Vec<u32>| Tensor::from_vec(data, (rows, width), &Device::Cpu);
+        let run = || -> candle_core::Result<Tensor> {
+            let ids = tensor(flat(|e| e.get_ids()))?;
+            let types = tensor(flat(|e| e.get_type_ids()))?;
+            let mask = tensor(flat(|e| e.get_attention_mask()))?;
+            let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+            let pooled = match self.pooling {
+                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+                Pooling::Mean => {
+                    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+                    summed.broadcast_div(&counts)?
+                }
+            };
+            if self.normalize {
+                let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+                pooled.broadcast_div(&norms)
+            } else {
+                Ok(pooled)
+            }
+        };
+        run()
+            .and_then(|t| t.to_vec2::<f32>())
+            .map_err(|e| format!("embedding failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> LocalEmbedder {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+        LocalEmbedder::load(&dir, Pooling::Mean, true, 256)
+            .unwrap_or_else(|e| panic!("{e}; run deploy/local/models.sh to fetch the model"))
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (norm(a) * norm(b))
+    }
+
+    #[test]
+    fn vectors_are_unit_length_and_meaningful() {
+        let model = model();
+        assert_eq!(model.dimensions(), 384);
+        let texts = [
+            "Employees accrue 27 days of paid leave per year.",
+            "How many days of paid leave do I get?",
+            "The quick brown fox jumps over the lazy dog.",
+        ];
+        let vectors = model.embed(&texts).unwrap();
+        assert_eq!(vectors.len(), 3);
+        for vector in &vectors {
+            assert_eq!(vector.len(), 384);
+            let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+        }
+        assert!(cosine(&vectors[0], &vectors[1]) > cosine(&vectors[0], &vectors[2]) + 0.3);
+    }
+
+    #[test]
+    fn batching_and_padding_do_not_change_a_vector() {
+        let model = model();
+        let alone = model.embed(&["short text"]).unwrap();
+        let padded = model
+            .embed(&[
+                "short text",
+                "a much longer text that forces padding of the short one in this batch",
+            ])
+            .unwrap();
+        assert!(cosine(&alone[0], &padded[0]) > 0.99999);
+    }
+}

@@ -1,0 +1,5 @@
+//! Embedding providers: turning chunk and question texts into vectors.
+
+mod local;
+
+pub use local::{LocalEmbedder, Pooling};
