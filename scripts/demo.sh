@@ -54,10 +54,10 @@ $KCAT -P -b $BROKER -t documents -K '|' -l demo/documents.jsonl
 $KCAT -P -b $BROKER -t questions -K '|' -l demo/questions.jsonl
 sleep 3
 
-for topic in documents.chunked questions.decoded; do
-  say "$topic"
-  $KCAT -C -b $BROKER -t $topic -o beginning -e -q -f '%k  %s\n'
-done
+say "documents.embedded (chunks with 384-dimensional vectors; key and size shown)"
+$KCAT -C -b $BROKER -t documents.embedded -o beginning -e -q -f '%k  %S bytes\n'
+say "questions.decoded"
+$KCAT -C -b $BROKER -t questions.decoded -o beginning -e -q -f '%k  %s\n'
 for topic in documents.dlq questions.dlq; do
   say "$topic (original bytes; reason in headers)"
   $KCAT -C -b $BROKER -t $topic -o beginning -e -q -f '%k  %s\n   %h\n'

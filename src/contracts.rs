@@ -96,6 +96,9 @@ pub struct ChunkedDocument {
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Name of the model that embedded the chunks, once the `embed` stage has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
     pub chunks: Vec<DocumentChunk>,
 }
 
@@ -112,6 +115,9 @@ pub struct DocumentChunk {
     pub context: String,
     /// Tokens of `text` in the embedding model's tokenizer (special tokens excluded).
     pub token_count: u32,
+    /// The embedding of `text`, once the `embed` stage has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
 }
 
 /// A compiled JSON Schema plus the name used in error messages.

@@ -1,5 +1,5 @@
-//! Documents through decode_document and chunk against the real broker, with the real
-//! all-MiniLM-L6-v2 tokenizer (fetched by deploy/local/models.sh).
+//! Documents through decode_document, chunk and embed against the real broker, with the real
+//! all-MiniLM-L6-v2 tokenizer and model (fetched by deploy/local/models.sh).
 
 mod common;
 
@@ -19,10 +19,14 @@ fn document(i: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documents_are_chunked_with_the_models_tokenizer() {
+async fn documents_are_chunked_and_embedded_with_the_local_model() {
     let mut topology = TestTopology::new("chunk");
     let model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
-    topology.stages = format!("[{{ type: decode_document }}, {{ type: chunk, model_dir: \"{model_dir}\", max_tokens: 64, overlap_tokens: 8 }}]");
+    topology.stages = format!(
+        "[{{ type: decode_document }}, \
+          {{ type: chunk, model_dir: \"{model_dir}\", max_tokens: 64, overlap_tokens: 8 }}, \
+          {{ type: embed, model_dir: \"{model_dir}\", batch_size: 16 }}]"
+    );
     topology.create_topics(3).await;
     let mut messages: Vec<Outgoing> = (0..20)
         .map(|i| Outgoing {
@@ -65,7 +69,12 @@ async fn documents_are_chunked_with_the_models_tokenizer() {
         for (position, chunk) in chunked.chunks.iter().enumerate() {
             assert_eq!(chunk.chunk_id, format!("{}:1:{position}", chunked.doc_id));
             assert!(chunk.token_count + 2 <= 64);
+            let vector = chunk.vector.as_ref().expect("every chunk is embedded");
+            assert_eq!(vector.len(), 384);
+            let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4);
         }
+        assert_eq!(chunked.embedding_model.as_deref(), Some("all-MiniLM-L6-v2"));
         let last = chunked.chunks.last().unwrap();
         assert!(last.context.ends_with("> Exceptions"), "{}", last.context);
     }

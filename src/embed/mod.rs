@@ -1,5 +1,34 @@
 //! Embedding providers: turning chunk and question texts into vectors.
 
+mod batcher;
 mod local;
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use batcher::EmbedBatcher;
 pub use local::{LocalEmbedder, Pooling};
+
+/// What makes two loaded models interchangeable: directory, mean pooling, normalisation, limit.
+type ModelKey = (PathBuf, bool, bool, usize);
+
+/// Loads a local model once per process: ingestion and retrieval stages naming the same
+/// directory share one copy of the weights.
+pub fn shared_local_model(
+    dir: &Path,
+    pooling: Pooling,
+    normalize: bool,
+    max_tokens: usize,
+) -> Result<Arc<LocalEmbedder>, String> {
+    static MODELS: Mutex<Option<HashMap<ModelKey, Arc<LocalEmbedder>>>> = Mutex::new(None);
+    let key = (dir.to_path_buf(), pooling == Pooling::Mean, normalize, max_tokens);
+    let mut models = MODELS.lock().unwrap_or_else(|p| p.into_inner());
+    let models = models.get_or_insert_with(HashMap::new);
+    if let Some(model) = models.get(&key) {
+        return Ok(model.clone());
+    }
+    let model = Arc::new(LocalEmbedder::load(dir, pooling, normalize, max_tokens)?);
+    models.insert(key, model.clone());
+    Ok(model)
+}

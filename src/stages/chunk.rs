@@ -129,6 +129,7 @@ impl ChunkStage {
                         text: chunk.text,
                         context: chunk.context,
                         token_count: chunk.token_count as u32,
+                        vector: None,
                     })
                     .collect()
             }
@@ -142,6 +143,7 @@ impl ChunkStage {
             title: document.title,
             source: document.source,
             metadata: document.metadata,
+            embedding_model: None,
             chunks,
         })
     }

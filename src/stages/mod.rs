@@ -8,6 +8,7 @@
 mod chunk;
 mod decode_document;
 mod decode_question;
+mod embed;
 mod fault_injection;
 mod random_delay;
 
@@ -21,6 +22,7 @@ use crate::error::StageError;
 pub use chunk::ChunkConfig;
 pub use decode_document::DecodeDocumentConfig;
 pub use decode_question::DecodeQuestionConfig;
+pub use embed::EmbedConfig;
 pub use fault_injection::FaultInjectionConfig;
 pub use random_delay::RandomDelayConfig;
 
@@ -79,6 +81,7 @@ registry! {
     "chunk" => Chunk(ChunkConfig),
     "decode_document" => DecodeDocument(DecodeDocumentConfig),
     "decode_question" => DecodeQuestion(DecodeQuestionConfig),
+    "embed" => Embed(EmbedConfig),
     "fault_injection" => FaultInjection(FaultInjectionConfig),
     "random_delay" => RandomDelay(RandomDelayConfig),
 }
