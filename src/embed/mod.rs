@@ -10,6 +10,22 @@ use std::sync::{Arc, Mutex};
 pub use batcher::EmbedBatcher;
 pub use local::{LocalEmbedder, Pooling};
 
+/// Keeps glibc from handing large buffers back to the OS after every tensor operation.
+///
+/// By default glibc serves allocations above 128 KiB with mmap and unmaps them on free, so each
+/// layer of a forward pass page-faults its activations in again (25–30% of embedding time was
+/// page faults when measured here). Raising the mmap and trim thresholds keeps that memory in
+/// the heap for reuse: 1.66× faster at batch 8 on this machine (`cargo bench --bench embed`).
+/// Call once at start-up, before threads allocate.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; it is called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// What makes two loaded models interchangeable: directory, mean pooling, normalisation, limit.
 type ModelKey = (PathBuf, bool, bool, usize);
 

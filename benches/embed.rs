@@ -1,0 +1,59 @@
+//! Local embedding throughput (all-MiniLM-L6-v2 with candle on this machine's CPU).
+//!
+//!     deploy/local/models.sh && cargo bench --bench embed
+//!     RAGSTREAM_BENCH_CHUNKS=1000 cargo bench --bench embed
+//!
+//! Embeds N chunks of about 200 words at batch sizes 1, 8 and 32 and prints chunks/s, so the
+//! figure can be compared with sentence-transformers on the same machine (23.4 chunks/s at
+//! batch 32 with 2 threads, measured while planning; see shared/notes/local-models.md).
+
+use std::path::Path;
+use std::time::Instant;
+
+use ragstream::embed::{LocalEmbedder, Pooling};
+
+const SENTENCES: &[&str] = &[
+    "Employees accrue paid leave every month they are employed.",
+    "Unused days carry over until the end of April of the following year.",
+    "Travel expenses are reimbursed within thirty days when receipts are attached.",
+    "Managers may approve exceptions in writing when business needs require it.",
+    "Consumer groups spread the partitions of a topic across their members.",
+    "Each chunk is embedded once and stored with the version of its document.",
+    "Requests that exceed the budget are answered with a clear status.",
+];
+
+fn chunk(i: usize) -> String {
+    (0..18)
+        .map(|j| SENTENCES[(i * 7 + j * 3) % SENTENCES.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let count: usize = std::env::var("RAGSTREAM_BENCH_CHUNKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ragstream::embed::tune_allocator();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    let model = LocalEmbedder::load(&dir, Pooling::Mean, true, 256).expect("run deploy/local/models.sh");
+    let chunks: Vec<String> = (0..count).map(chunk).collect();
+    let words: usize = chunks.iter().map(|c| c.split_whitespace().count()).sum();
+    println!("{count} chunks, {} words each on average", words / count);
+    model.embed(&[chunks[0].as_str()]).unwrap(); // warm-up
+    for batch in [1, 8, 32] {
+        let started = Instant::now();
+        for group in chunks.chunks(batch) {
+            let texts: Vec<&str> = group.iter().map(String::as_str).collect();
+            model.embed(&texts).unwrap();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "batch {batch:>2}: {:>7.1} chunks/s ({elapsed:.2} s)",
+            count as f64 / elapsed
+        );
+    }
+}
