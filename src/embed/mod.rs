@@ -2,6 +2,7 @@
 
 mod batcher;
 mod local;
+mod openai;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,10 @@ use std::sync::{Arc, Mutex};
 
 pub use batcher::EmbedBatcher;
 pub use local::{LocalEmbedder, Pooling};
+pub use openai::OpenAiEmbedder;
+
+#[cfg(test)]
+pub(crate) use openai::test_server;
 
 /// Keeps glibc from handing large buffers back to the OS after every tensor operation.
 ///

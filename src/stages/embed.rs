@@ -10,17 +10,46 @@ use serde::Deserialize;
 use super::{Stage, StageBuilder};
 use crate::config::ConfigError;
 use crate::contracts::ChunkedDocument;
-use crate::embed::{shared_local_model, EmbedBatcher, Pooling};
+use crate::embed::{shared_local_model, EmbedBatcher, OpenAiEmbedder, Pooling};
 use crate::engine::{MessageContext, Payload, Record};
 use crate::error::StageError;
 
-/// Embeds the chunks of each document (the output of `chunk`) with a local model, batching
-/// texts across concurrent messages. The model is loaded once per process.
+/// Which model embeds the chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedProvider {
+    /// A local model run in-process with candle (`model_dir`).
+    #[default]
+    Local,
+    /// An OpenAI-compatible `/v1/embeddings` endpoint (`base_url`, `model`, `api_key_env`).
+    Openai,
+}
+
+/// Embeds the chunks of each document (the output of `chunk`), with a local model (batching
+/// texts across concurrent messages, the model loaded once per process) or an OpenAI-compatible
+/// endpoint (one request per `batch_size` chunks; failures retried by the pipeline's policy).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedConfig {
-    /// Directory with `config.json`, `model.safetensors` and `tokenizer.json`.
-    pub model_dir: PathBuf,
+    /// `local` (default) or `openai`.
+    #[serde(default)]
+    pub provider: EmbedProvider,
+    /// Local: directory with `config.json`, `model.safetensors` and `tokenizer.json`.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    /// OpenAI-compatible: API root, e.g. `http://127.0.0.1:8000` (the path `/v1/embeddings` is added).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// OpenAI-compatible: the model to ask for, e.g. `text-embedding-3-small`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// OpenAI-compatible: name of the environment variable holding the API key (the key itself
+    /// never appears in the topology, logs or errors).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// OpenAI-compatible: timeout of one request.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
     /// Name recorded with the vectors (and checked by the index, so that a table never mixes
     /// models); defaults to the directory's name.
     #[serde(default)]
@@ -41,6 +70,10 @@ pub struct EmbedConfig {
     /// Longest wait for more texts before a partial batch is embedded.
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_pooling() -> Pooling {
@@ -65,15 +98,35 @@ fn default_max_wait_ms() -> u64 {
 
 impl StageBuilder for EmbedConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-            if !self.model_dir.join(file).is_file() {
-                errors.push(ConfigError::new(
+        match self.provider {
+            EmbedProvider::Local => match &self.model_dir {
+                None => errors.push(ConfigError::new(
                     &format!("{path}.model_dir"),
-                    format!(
-                        "{} not found (fetch models with deploy/local/models.sh)",
-                        self.model_dir.join(file).display()
-                    ),
-                ));
+                    "is required for the local provider",
+                )),
+                Some(dir) => {
+                    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+                        if !dir.join(file).is_file() {
+                            errors.push(ConfigError::new(
+                                &format!("{path}.model_dir"),
+                                format!(
+                                    "{} not found (fetch models with deploy/local/models.sh)",
+                                    dir.join(file).display()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            },
+            EmbedProvider::Openai => {
+                for (field, value) in [("base_url", &self.base_url), ("model", &self.model)] {
+                    if value.as_deref().is_none_or(str::is_empty) {
+                        errors.push(ConfigError::new(
+                            &format!("{path}.{field}"),
+                            "is required for the openai provider",
+                        ));
+                    }
+                }
             }
         }
         if !(1..=1024).contains(&self.batch_size) {
@@ -88,33 +141,89 @@ impl StageBuilder for EmbedConfig {
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
-        let model_name = self.model_name.clone().unwrap_or_else(|| {
-            self.model_dir
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_else(|| self.model_dir.display().to_string())
-        });
+        let directory_name = self
+            .model_dir
+            .as_ref()
+            .and_then(|dir| dir.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        let model_name = self
+            .model_name
+            .clone()
+            .or(directory_name)
+            .or_else(|| self.model.clone())
+            .unwrap_or_else(|| "unnamed".to_owned());
+        let backend = match self.provider {
+            EmbedProvider::Local => Backend::Local(OnceLock::new()),
+            EmbedProvider::Openai => {
+                let api_key = match &self.api_key_env {
+                    Some(variable) => Some(std::env::var(variable).map_err(|_| {
+                        StageError::internal(format!("environment variable `{variable}` (api_key_env) is not set"))
+                    })?),
+                    None => None,
+                };
+                let client = OpenAiEmbedder::new(
+                    self.base_url.as_deref().unwrap_or_default(),
+                    self.model.as_deref().unwrap_or_default(),
+                    api_key,
+                    Duration::from_millis(self.timeout_ms),
+                )
+                .map_err(StageError::internal)?;
+                Backend::Remote(client)
+            }
+        };
         Ok(Box::new(EmbedStage {
             config: self.clone(),
             model_name,
-            batcher: OnceLock::new(),
+            backend,
         }))
     }
+}
+
+enum Backend {
+    /// Set by `start`: loading weights is slow and needs the runtime for the batching task.
+    Local(OnceLock<EmbedBatcher>),
+    Remote(OpenAiEmbedder),
 }
 
 struct EmbedStage {
     config: EmbedConfig,
     model_name: String,
-    /// Set by `start`: loading weights is slow and needs the runtime for the batching task.
-    batcher: OnceLock<EmbedBatcher>,
+    backend: Backend,
+}
+
+impl EmbedStage {
+    async fn vectors(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StageError> {
+        match &self.backend {
+            Backend::Local(batcher) => {
+                let batcher = batcher
+                    .get()
+                    .ok_or_else(|| StageError::internal("embed stage used before start"))?;
+                batcher.embed(texts).await.map_err(StageError::internal)
+            }
+            Backend::Remote(client) => {
+                let mut vectors = Vec::with_capacity(texts.len());
+                for batch in texts.chunks(self.config.batch_size) {
+                    vectors.extend(client.embed(batch).await?);
+                }
+                Ok(vectors)
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Stage for EmbedStage {
     async fn start(&self) -> Result<(), StageError> {
+        let Backend::Local(slot) = &self.backend else {
+            return Ok(());
+        };
         let config = self.config.clone();
+        let dir = config
+            .model_dir
+            .clone()
+            .ok_or_else(|| StageError::internal("model_dir was validated"))?;
         let model = tokio::task::spawn_blocking(move || {
-            shared_local_model(&config.model_dir, config.pooling, config.normalize, config.max_tokens)
+            shared_local_model(&dir, config.pooling, config.normalize, config.max_tokens)
         })
         .await
         .map_err(|error| StageError::internal(format!("model loading panicked: {error}")))?
@@ -124,22 +233,18 @@ impl Stage for EmbedStage {
             self.config.batch_size,
             Duration::from_millis(self.config.max_wait_ms),
         );
-        let _ = self.batcher.set(batcher);
+        let _ = slot.set(batcher);
         Ok(())
     }
 
     async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let batcher = self
-            .batcher
-            .get()
-            .ok_or_else(|| StageError::internal("embed stage used before start"))?;
         let mut document: ChunkedDocument = match &record.payload {
             Payload::Json(value) => serde_json::from_value(value.clone()),
             Payload::Bytes(bytes) => serde_json::from_slice(bytes),
         }
         .map_err(|error| StageError::input(format!("not a chunked document (put chunk first): {error}")))?;
         let texts: Vec<String> = document.chunks.iter().map(|chunk| chunk.text.clone()).collect();
-        let vectors = batcher.embed(texts).await.map_err(StageError::internal)?;
+        let vectors = self.vectors(texts).await?;
         for (chunk, vector) in document.chunks.iter_mut().zip(vectors) {
             chunk.vector = Some(vector);
         }
@@ -150,5 +255,104 @@ impl Stage for EmbedStage {
             payload: Payload::Json(value),
             ..record
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::contracts::{DocumentChunk, DocumentOp};
+    use crate::embed::test_server::server;
+
+    fn chunked(texts: &[&str]) -> Record {
+        let chunks = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| DocumentChunk {
+                chunk_id: format!("d:1:{i}"),
+                position: i as u32,
+                text: (*text).to_owned(),
+                context: String::new(),
+                token_count: 1,
+                vector: None,
+            })
+            .collect();
+        let document = ChunkedDocument {
+            schema_version: 1,
+            doc_id: "d".into(),
+            tenant: "t".into(),
+            op: DocumentOp::Upsert,
+            version: 1,
+            title: None,
+            source: None,
+            metadata: Default::default(),
+            embedding_model: None,
+            chunks,
+        };
+        Record {
+            key: Some(b"d".to_vec()),
+            payload: Payload::Json(serde_json::to_value(document).unwrap()),
+            headers: vec![],
+            sink: None,
+        }
+    }
+
+    fn context() -> MessageContext {
+        MessageContext {
+            pipeline: Arc::from("p"),
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_openai_provider_embeds_every_chunk_in_batches() {
+        let (url, calls) = server(vec![]).await;
+        std::env::set_var("RAGSTREAM_TEST_EMBED_KEY", "test-key");
+        let config: EmbedConfig = serde_yaml::from_str(&format!(
+            "provider: openai\nbase_url: {url}\nmodel: text-embedding-test\napi_key_env: RAGSTREAM_TEST_EMBED_KEY\nbatch_size: 2"
+        ))
+        .unwrap();
+        let mut errors = Vec::new();
+        config.validate("stage", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let stage = config.build().unwrap();
+        stage.start().await.unwrap();
+        let out = stage.process(chunked(&["a", "bb", "ccc"]), &context()).await.unwrap();
+        let Payload::Json(value) = &out[0].payload else {
+            panic!("json expected")
+        };
+        let document: ChunkedDocument = serde_json::from_value(value.clone()).unwrap();
+        let firsts: Vec<f32> = document.chunks.iter().map(|c| c.vector.as_ref().unwrap()[0]).collect();
+        assert_eq!(firsts, vec![1.0, 2.0, 3.0]);
+        assert_eq!(document.embedding_model.as_deref(), Some("text-embedding-test"));
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "3 chunks at batch_size 2"
+        );
+    }
+
+    #[test]
+    fn each_provider_requires_its_settings() {
+        let config: EmbedConfig = serde_yaml::from_str("provider: openai").unwrap();
+        let mut errors = Vec::new();
+        config.validate("s", &mut errors);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "s.base_url: is required for the openai provider",
+                "s.model: is required for the openai provider"
+            ]
+        );
+        let config: EmbedConfig = serde_yaml::from_str("provider: local").unwrap();
+        let mut errors = Vec::new();
+        config.validate("s", &mut errors);
+        assert_eq!(errors[0].to_string(), "s.model_dir: is required for the local provider");
     }
 }

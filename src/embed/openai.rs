@@ -1,0 +1,181 @@
+//! Any OpenAI-compatible `/v1/embeddings` endpoint (OpenAI, vLLM, Ollama, LiteLLM, TEI…).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use crate::error::StageError;
+
+/// A client for one embeddings endpoint and model.
+pub struct OpenAiEmbedder {
+    client: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    data: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+impl OpenAiEmbedder {
+    /// `base_url` is the API root, e.g. `https://api.openai.com` or `http://127.0.0.1:8000`.
+    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            url: format!("{}/v1/embeddings", base_url.trim_end_matches('/')),
+            model: model.to_owned(),
+            api_key,
+        })
+    }
+
+    /// Embeds `texts` in one request. Failures say whose fault they are: rate limits, server
+    /// errors, timeouts and unreadable answers are the service's (retry); a rejected request or
+    /// credentials are ours (configuration), so retrying cannot help.
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, StageError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut request = self
+            .client
+            .post(&self.url)
+            .json(&serde_json::json!({ "model": self.model, "input": texts }));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| {
+            StageError::external(format!(
+                "embeddings request to {} failed: {}",
+                self.url,
+                e.without_url()
+            ))
+        })?;
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(StageError::external(format!("embeddings endpoint answered {status}")));
+        }
+        if !status.is_success() {
+            return Err(StageError::internal(format!(
+                "embeddings endpoint rejected the request with {status} (check model name and credentials)"
+            )));
+        }
+        let body: Response = response
+            .json()
+            .await
+            .map_err(|e| StageError::external(format!("unreadable embeddings response: {}", e.without_url())))?;
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+        for item in body.data {
+            if let Some(slot) = vectors.get_mut(item.index) {
+                *slot = Some(item.embedding);
+            }
+        }
+        vectors
+            .into_iter()
+            .enumerate()
+            .map(|(index, vector)| {
+                vector.ok_or_else(|| StageError::external(format!("embeddings response lacks input {index}")))
+            })
+            .collect()
+    }
+}
+
+/// A scripted OpenAI-compatible embeddings endpoint for tests.
+#[cfg(test)]
+pub(crate) mod test_server {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    /// A scripted endpoint: answers each call with the next status in `script` (200 = vectors
+    /// whose first component is the input's length, returned in reverse order).
+    pub(crate) async fn server(script: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let handler = move |headers: HeaderMap, Json(body): Json<serde_json::Value>| {
+            let call = counter.fetch_add(1, Ordering::SeqCst);
+            let status = script.get(call).copied().unwrap_or(200);
+            async move {
+                assert_eq!(headers["authorization"], "Bearer test-key");
+                if status == 999 {
+                    return (StatusCode::OK, "{not json".to_owned());
+                }
+                if status != 200 {
+                    return (StatusCode::from_u16(status).unwrap(), "{}".to_owned());
+                }
+                let inputs = body["input"].as_array().unwrap();
+                let data: Vec<_> = inputs
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, t)| serde_json::json!({"index": i, "embedding": [t.as_str().unwrap().len() as f32, 1.0]}))
+                    .collect();
+                (StatusCode::OK, serde_json::json!({ "data": data }).to_string())
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/embeddings", post(handler))).await });
+        (url, calls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::test_server::server;
+    use super::*;
+    use crate::error::Fault;
+
+    fn client(url: &str) -> OpenAiEmbedder {
+        OpenAiEmbedder::new(url, "test-model", Some("test-key".into()), Duration::from_secs(5)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn vectors_come_back_in_input_order() {
+        let (url, _) = server(vec![200]).await;
+        let texts = vec!["a".to_owned(), "bbb".to_owned(), "cc".to_owned()];
+        let vectors = client(&url).embed(&texts).await.unwrap();
+        let firsts: Vec<f32> = vectors.iter().map(|v| v[0]).collect();
+        assert_eq!(firsts, vec![1.0, 3.0, 2.0]);
+    }
+
+    #[tokio::test]
+    async fn failures_are_classified_by_whose_fault_they_are() {
+        let (url, calls) = server(vec![429, 503, 401, 400, 999]).await;
+        let texts = vec!["x".to_owned()];
+        let client = client(&url);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(client.embed(&texts).await.unwrap_err().fault);
+        }
+        assert_eq!(
+            seen,
+            vec![
+                Fault::External,
+                Fault::External,
+                Fault::Internal,
+                Fault::Internal,
+                Fault::External
+            ]
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        let unreachable = OpenAiEmbedder::new("http://127.0.0.1:9", "m", None, Duration::from_secs(1)).unwrap();
+        assert_eq!(unreachable.embed(&texts).await.unwrap_err().fault, Fault::External);
+    }
+}
