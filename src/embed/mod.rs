@@ -6,7 +6,7 @@ mod openai;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 pub use batcher::EmbedBatcher;
 pub use local::{LocalEmbedder, Pooling};
@@ -31,8 +31,8 @@ pub fn tune_allocator() {
     }
 }
 
-/// What makes two loaded models interchangeable: directory, mean pooling, normalisation, limit.
-type ModelKey = (PathBuf, bool, bool, usize);
+/// What makes two loaded models interchangeable: directory, pooling, normalisation, limit.
+type ModelKey = (PathBuf, Pooling, bool, usize);
 
 /// Loads a local model once per process: ingestion and retrieval stages naming the same
 /// directory share one copy of the weights.
@@ -42,10 +42,10 @@ pub fn shared_local_model(
     normalize: bool,
     max_tokens: usize,
 ) -> Result<Arc<LocalEmbedder>, String> {
-    static MODELS: Mutex<Option<HashMap<ModelKey, Arc<LocalEmbedder>>>> = Mutex::new(None);
-    let key = (dir.to_path_buf(), pooling == Pooling::Mean, normalize, max_tokens);
+    static MODELS: LazyLock<Mutex<HashMap<ModelKey, Arc<LocalEmbedder>>>> = LazyLock::new(Mutex::default);
+    let key = (dir.to_path_buf(), pooling, normalize, max_tokens);
+    // Held while loading, so two stages starting at once load the weights only once.
     let mut models = MODELS.lock().unwrap_or_else(|p| p.into_inner());
-    let models = models.get_or_insert_with(HashMap::new);
     if let Some(model) = models.get(&key) {
         return Ok(model.clone());
     }

@@ -1,6 +1,10 @@
 //! What flows between stages.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// The body of a record: raw bytes as consumed, or JSON once a stage has decoded it (so later
 /// stages do not parse the same text again).
@@ -15,11 +19,29 @@ pub enum Payload {
 impl Payload {
     /// Serializes the payload for producing.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.as_bytes().into_owned()
+    }
+
+    /// The payload's bytes, borrowed when it still is bytes.
+    pub fn as_bytes(&self) -> Cow<'_, [u8]> {
         match self {
-            Payload::Bytes(bytes) => bytes.clone(),
+            Payload::Bytes(bytes) => Cow::Borrowed(bytes),
             // Serializing a `Value` cannot fail: its keys are always strings.
-            Payload::Json(value) => serde_json::to_vec(value).unwrap_or_default(),
+            Payload::Json(value) => Cow::Owned(serde_json::to_vec(value).unwrap_or_default()),
         }
+    }
+
+    /// Reads the payload as a typed message, consuming it (no copy of an already decoded value).
+    pub fn into_typed<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        match self {
+            Payload::Json(value) => serde_json::from_value(value),
+            Payload::Bytes(bytes) => serde_json::from_slice(&bytes),
+        }
+    }
+
+    /// A JSON payload holding `message`.
+    pub fn from_typed<T: Serialize>(message: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_value(message).map(Payload::Json)
     }
 }
 

@@ -1,7 +1,6 @@
 //! `chunk`: cuts a decoded document into chunks sized for the embedding model.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -72,22 +71,13 @@ impl StageBuilder for ChunkConfig {
         if self.max_chunks == 0 {
             errors.push(ConfigError::new(&format!("{path}.max_chunks"), "must be at least 1"));
         }
-        let tokenizer = self.model_dir.join("tokenizer.json");
-        if !tokenizer.is_file() {
-            errors.push(ConfigError::new(
-                &format!("{path}.model_dir"),
-                format!(
-                    "{} not found (fetch models with deploy/local/models.sh)",
-                    tokenizer.display()
-                ),
-            ));
-        }
+        super::check_model_files(path, &self.model_dir, &["tokenizer.json"], errors);
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
         let tokenizer = ModelTokenizer::from_model_dir(&self.model_dir).map_err(StageError::internal)?;
         Ok(Box::new(ChunkStage {
-            counter: Arc::new(tokenizer),
+            counter: Box::new(tokenizer),
             limits: ChunkLimits {
                 max_tokens: self.max_tokens,
                 overlap_tokens: self.overlap_tokens,
@@ -99,7 +89,7 @@ impl StageBuilder for ChunkConfig {
 }
 
 struct ChunkStage {
-    counter: Arc<dyn TokenCounter>,
+    counter: Box<dyn TokenCounter>,
     limits: ChunkLimits,
     max_chunks: usize,
 }
@@ -152,18 +142,13 @@ impl ChunkStage {
 #[async_trait]
 impl Stage for ChunkStage {
     async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let document: Document = match &record.payload {
-            Payload::Json(value) => serde_json::from_value(value.clone()),
-            Payload::Bytes(bytes) => serde_json::from_slice(bytes),
-        }
-        .map_err(|error| StageError::input(format!("not a decoded document (put decode_document first): {error}")))?;
+        let document: Document = record.payload.into_typed().map_err(|error| {
+            StageError::input(format!("not a decoded document (put decode_document first): {error}"))
+        })?;
         let chunked = self.chunk(document)?;
-        let value = serde_json::to_value(&chunked)
+        let payload = Payload::from_typed(&chunked)
             .map_err(|error| StageError::internal(format!("cannot serialize chunks: {error}")))?;
-        Ok(vec![Record {
-            payload: Payload::Json(value),
-            ..record
-        }])
+        Ok(vec![Record { payload, ..record }])
     }
 }
 
@@ -178,7 +163,7 @@ mod tests {
         let tokenizer = ModelTokenizer::from_model_dir(&model_dir)
             .unwrap_or_else(|e| panic!("{e}; run deploy/local/models.sh to fetch the model"));
         ChunkStage {
-            counter: Arc::new(tokenizer),
+            counter: Box::new(tokenizer),
             limits: ChunkLimits {
                 max_tokens,
                 overlap_tokens: 16,

@@ -104,19 +104,12 @@ impl StageBuilder for EmbedConfig {
                     &format!("{path}.model_dir"),
                     "is required for the local provider",
                 )),
-                Some(dir) => {
-                    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-                        if !dir.join(file).is_file() {
-                            errors.push(ConfigError::new(
-                                &format!("{path}.model_dir"),
-                                format!(
-                                    "{} not found (fetch models with deploy/local/models.sh)",
-                                    dir.join(file).display()
-                                ),
-                            ));
-                        }
-                    }
-                }
+                Some(dir) => super::check_model_files(
+                    path,
+                    dir,
+                    &["config.json", "model.safetensors", "tokenizer.json"],
+                    errors,
+                ),
             },
             EmbedProvider::Openai => {
                 for (field, value) in [("base_url", &self.base_url), ("model", &self.model)] {
@@ -238,23 +231,19 @@ impl Stage for EmbedStage {
     }
 
     async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let mut document: ChunkedDocument = match &record.payload {
-            Payload::Json(value) => serde_json::from_value(value.clone()),
-            Payload::Bytes(bytes) => serde_json::from_slice(bytes),
-        }
-        .map_err(|error| StageError::input(format!("not a chunked document (put chunk first): {error}")))?;
+        let mut document: ChunkedDocument = record
+            .payload
+            .into_typed()
+            .map_err(|error| StageError::input(format!("not a chunked document (put chunk first): {error}")))?;
         let texts: Vec<String> = document.chunks.iter().map(|chunk| chunk.text.clone()).collect();
         let vectors = self.vectors(texts).await?;
         for (chunk, vector) in document.chunks.iter_mut().zip(vectors) {
             chunk.vector = Some(vector);
         }
         document.embedding_model = Some(self.model_name.clone());
-        let value = serde_json::to_value(&document)
+        let payload = Payload::from_typed(&document)
             .map_err(|error| StageError::internal(format!("cannot serialize embedded chunks: {error}")))?;
-        Ok(vec![Record {
-            payload: Payload::Json(value),
-            ..record
-        }])
+        Ok(vec![Record { payload, ..record }])
     }
 }
 

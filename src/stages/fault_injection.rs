@@ -55,7 +55,7 @@ struct FaultInjection {
 #[async_trait]
 impl Stage for FaultInjection {
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let payload = record.payload.to_bytes();
+        let payload = record.payload.as_bytes();
         let matches = payload
             .windows(self.config.contains.len())
             .any(|window| window == self.config.contains.as_bytes());

@@ -12,6 +12,8 @@ mod embed;
 mod fault_injection;
 mod random_delay;
 
+use std::path::Path;
+
 use async_trait::async_trait;
 use serde::Deserialize;
 
@@ -50,6 +52,23 @@ pub trait StageBuilder {
 
     /// Builds the runtime stage.
     fn build(&self) -> Result<Box<dyn Stage>, StageError>;
+}
+
+/// Appends an error at `{path}.model_dir` for every file of `files` missing from `dir`: stages
+/// that read a local model check for it at validation time, not on first message.
+pub(crate) fn check_model_files(path: &str, dir: &Path, files: &[&str], errors: &mut Vec<ConfigError>) {
+    for file in files {
+        let file = dir.join(file);
+        if !file.is_file() {
+            errors.push(ConfigError::new(
+                &format!("{path}.model_dir"),
+                format!(
+                    "{} not found (fetch models with deploy/local/models.sh)",
+                    file.display()
+                ),
+            ));
+        }
+    }
 }
 
 macro_rules! registry {
