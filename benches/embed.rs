@@ -22,9 +22,11 @@ const SENTENCES: &[&str] = &[
     "Requests that exceed the budget are answered with a clear status.",
 ];
 
+/// Chunks of 12 to 20 sentences (about 130 to 220 words) in varying order, so batches need
+/// padding as real ones do. (7 sentences: the multipliers must be coprime with 7.)
 fn chunk(i: usize) -> String {
-    (0..18)
-        .map(|j| SENTENCES[(i * 7 + j * 3) % SENTENCES.len()])
+    (0..12 + i % 9)
+        .map(|j| SENTENCES[(i * 3 + j * 5) % SENTENCES.len()])
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The demo: starts the local broker and ragstream on the embedded default topology, feeds it
-# sample documents and questions (a few deliberately malformed), and shows what came out on the
-# decoded topics, the dead-letter topics and /metrics. Ctrl-C stops early; everything it
-# started is stopped on exit.
+# The demo: starts the local broker and ragstream on the embedded default topology, loads the
+# sample corpus (corpus/, two tenants) with `ragstream ingest`, feeds updates, a delete and a few
+# deliberately malformed documents and questions, and shows the audit events, tenant-scoped
+# searches over the LanceDB index, the dead-letter topics and /metrics. Ctrl-C stops early;
+# everything it started is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,13 +50,40 @@ for _ in $(seq 1 100); do
 done
 curl -fs "http://$TELEMETRY/readyz"
 
-say "producing demo/documents.jsonl and demo/questions.jsonl (key = id, '|' separates key and value)"
+say "ragstream ingest: the sample corpus, one tenant per folder"
+$BIN ingest corpus/acme --tenant acme --brokers $BROKER
+$BIN ingest corpus/globex --tenant globex --brokers $BROKER
+
+say "producing demo/documents.jsonl (an update, a delete, malformed documents) and demo/questions.jsonl"
 $KCAT -P -b $BROKER -t documents -K '|' -l demo/documents.jsonl
 $KCAT -P -b $BROKER -t questions -K '|' -l demo/questions.jsonl
-sleep 3
 
-say "documents.embedded (chunks with 384-dimensional vectors; key and size shown)"
-$KCAT -C -b $BROKER -t documents.embedded -o beginning -e -q -f '%k  %S bytes\n'
+say "waiting until every document is chunked, embedded and indexed"
+expected=$(( $(find corpus/acme corpus/globex -type f | wc -l) + 4 ))
+for _ in $(seq 1 600); do
+  handled=$(curl -fs "http://$TELEMETRY/metrics" | awk '/^ragstream_index_documents_total/ {s += $2} END {print s + 0}')
+  [[ $handled -ge $expected ]] && break
+  sleep 0.5
+done
+echo "$handled document versions handled by the index"
+
+say "audit (event, tenant/doc, version, chunks, ms per stage)"
+$KCAT -C -b $BROKER -t audit -o beginning -e -q -f '%s\n' | python3 -c '
+import json, sys
+for line in sys.stdin:
+    e = json.loads(line)
+    d = e.get("durations_ms", {})
+    print(f"{e[\"event\"]:17} {e[\"tenant\"]}/{e[\"doc_id\"]:42} v{e[\"version\"]:<14} chunks={e.get(\"chunk_count\", \"-\")!s:3} "
+          f"embed={d.get(\"embed\", 0):7.1f} index={d.get(\"index\", 0):6.1f} total={d.get(\"total\", 0):7.1f} {e.get(\"reason\", \"\")}")
+' | tail -n 40
+
+say "search: acme, 'How many weeks of parental leave does the primary caregiver get?'"
+$BIN search --tenant acme "How many weeks of parental leave does the primary caregiver get?" --top-k 3
+say "search: globex, the same question (tenants never see each other's chunks)"
+$BIN search --tenant globex "How many weeks of parental leave does the primary caregiver get?" --top-k 2
+say "hybrid search: globex, 'rate limit Pro plan requests per minute'"
+$BIN search --tenant globex --hybrid "rate limit Pro plan requests per minute" --top-k 3
+
 say "questions.decoded"
 $KCAT -C -b $BROKER -t questions.decoded -o beginning -e -q -f '%k  %s\n'
 for topic in documents.dlq questions.dlq; do
@@ -64,7 +92,7 @@ for topic in documents.dlq questions.dlq; do
 done
 
 say "metrics"
-curl -fs "http://$TELEMETRY/metrics" | grep -E '^ragstream_(messages|in_flight|committed|assigned)' || true
+curl -fs "http://$TELEMETRY/metrics" | grep -E '^ragstream_(messages|in_flight|committed|assigned|index_documents|index_chunks)' || true
 
 say "stopping ragstream with SIGTERM (drains, commits, exits 0)"
 kill -TERM "$ragstream_pid"

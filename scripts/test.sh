@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test on a fresh or a used machine: installs what is missing (Debian
-# packages, the tansu broker), starts the broker if none answers, then formatting, lints, unit
+# packages, the tansu broker, the models, a local S3 server), starts the broker and the S3 server
+# if none answers, then formatting, lints, unit
 # tests and integration tests against the real broker. `.ci/run` calls exactly this.
 set -euo pipefail
 
@@ -19,7 +20,16 @@ if ! deploy/local/broker.sh status; then
   deploy/local/broker.sh start
   started_broker=true
 fi
-cleanup() { if $started_broker; then deploy/local/broker.sh stop; fi; }
+# A local S3-compatible server (moto) for the index-on-object-storage test.
+started_s3=false
+if ! deploy/local/s3.sh status; then
+  deploy/local/s3.sh start
+  started_s3=true
+fi
+cleanup() {
+  if $started_broker; then deploy/local/broker.sh stop; fi
+  if $started_s3; then deploy/local/s3.sh stop; fi
+}
 trap cleanup EXIT
 
 echo "== cargo fmt --check"

@@ -152,6 +152,39 @@ impl Contract {
         &CONTRACT
     }
 
+    /// The audit contract (`schemas/audit.schema.json`): what ragstream writes to the audit topic.
+    pub fn audit() -> &'static Contract {
+        static CONTRACT: LazyLock<Contract> =
+            LazyLock::new(|| Contract::compile("audit event", include_str!("../schemas/audit.schema.json")));
+        &CONTRACT
+    }
+
+    /// Every way `value` breaks the schema, each prefixed with its JSON pointer.
+    fn violations(&self, value: &Value) -> Vec<String> {
+        self.validator
+            .iter_errors(value)
+            .map(|error| {
+                let at = error.instance_path().to_string();
+                let at = if at.is_empty() { "/".to_owned() } else { at };
+                format!("{at}: {error}")
+            })
+            .collect()
+    }
+
+    /// Checks a message ragstream is about to write (used by tests to keep code and schema in step).
+    pub fn validate(&self, value: &Value) -> Result<(), String> {
+        let violations = self.violations(value);
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} does not match its schema: {}",
+                self.name,
+                violations.join("; ")
+            ))
+        }
+    }
+
     /// Decodes raw bytes: UTF-8, then JSON, then the schema, then the typed struct. Every failure
     /// is the input's fault and says precisely what is wrong.
     pub fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<(T, Value), StageError> {
@@ -163,15 +196,7 @@ impl Contract {
         })?;
         let value: Value = serde_json::from_str(text)
             .map_err(|error| StageError::input(format!("payload is not valid JSON: {error}")))?;
-        let violations: Vec<String> = self
-            .validator
-            .iter_errors(&value)
-            .map(|error| {
-                let at = error.instance_path().to_string();
-                let at = if at.is_empty() { "/".to_owned() } else { at };
-                format!("{at}: {error}")
-            })
-            .collect();
+        let violations = self.violations(&value);
         if !violations.is_empty() {
             let shown = violations
                 .iter()

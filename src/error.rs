@@ -7,6 +7,7 @@
 //! offset, so the message is redelivered after the bug is fixed.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -45,6 +46,9 @@ pub struct StageError {
     pub fault: Fault,
     /// Human-readable reason; ends up in the dead-letter `ragstream.dlq.reason` header.
     pub reason: String,
+    /// How long the failing service asked us to wait before trying again (HTTP `Retry-After`);
+    /// the retry waits at least this long, up to the pipeline's `max_backoff_ms`.
+    pub retry_after: Option<Duration>,
 }
 
 impl StageError {
@@ -53,6 +57,7 @@ impl StageError {
         Self {
             fault: Fault::Input,
             reason: reason.into(),
+            retry_after: None,
         }
     }
 
@@ -61,6 +66,7 @@ impl StageError {
         Self {
             fault: Fault::External,
             reason: reason.into(),
+            retry_after: None,
         }
     }
 
@@ -69,7 +75,14 @@ impl StageError {
         Self {
             fault: Fault::Internal,
             reason: reason.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error with the service's requested wait before a retry.
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 
     /// Whether retrying the same call may succeed.

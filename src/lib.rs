@@ -5,12 +5,15 @@
 //! ([`transport`]), the stage registry ([`stages`]), the message contracts ([`contracts`]) and
 //! telemetry ([`telemetry`]).
 
+pub mod audit;
 pub mod chunk;
 pub mod config;
 pub mod contracts;
 pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod ingest;
 pub mod stages;
+pub mod store;
 pub mod telemetry;
 pub mod transport;

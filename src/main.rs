@@ -1,11 +1,13 @@
 //! The `ragstream` command line.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ragstream::config::{load_file, Topology};
+use ragstream::config::{load_file, KafkaProperties, Topology};
 use ragstream::engine::{run_topology, Shutdown};
+use ragstream::ingest::{ingest, IngestOptions};
 use ragstream::telemetry::{init_logging, LogFormat};
 use ragstream::transport::kafka::create_topics;
 
@@ -32,6 +34,51 @@ enum Command {
     Validate {
         /// Topology file to check.
         topology: PathBuf,
+    },
+    /// Load files and folders (.md, .txt, .html) onto the documents topic, one document per file.
+    Ingest {
+        /// Files and folders to load; folders are walked recursively. A file's document id is its
+        /// path as given here, its version its modification time (so unchanged files are skipped).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Tenant that owns the documents.
+        #[arg(long)]
+        tenant: String,
+        /// Topic to produce to.
+        #[arg(long, default_value = "documents")]
+        topic: String,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "RAGSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Extra librdkafka producer property, `key=value` (repeatable), e.g. `-X security.protocol=ssl`.
+        #[arg(short = 'X', value_name = "KEY=VALUE")]
+        kafka_property: Vec<String>,
+        /// Version for every document, instead of each file's modification time in milliseconds.
+        #[arg(long = "doc-version")]
+        doc_version: Option<u64>,
+    },
+    /// Search the chunk index of one tenant (what retrieval will see), printing the best chunks.
+    Search {
+        /// The query text.
+        query: String,
+        /// Tenant whose chunks to search; other tenants' chunks are never returned.
+        #[arg(long)]
+        tenant: String,
+        /// LanceDB database: directory or object-store URI (the index stage's `uri`).
+        #[arg(long, env = "RAGSTREAM_LANCEDB", default_value = "data/lancedb")]
+        index: String,
+        /// Chunks table name (the index stage's `table`).
+        #[arg(long, default_value = "chunks")]
+        table: String,
+        /// Embedding model directory; must be the model that embedded the chunks.
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        model_dir: PathBuf,
+        /// How many chunks to show.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Combine vector and full-text (BM25) search.
+        #[arg(long)]
+        hybrid: bool,
     },
     /// Manage the topics a topology uses.
     Topics {
@@ -99,6 +146,47 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::Ingest {
+            paths,
+            tenant,
+            topic,
+            brokers,
+            kafka_property,
+            doc_version,
+        } => {
+            let mut kafka = KafkaProperties::from([("bootstrap.servers".to_owned(), brokers)]);
+            for property in kafka_property {
+                let Some((key, value)) = property.split_once('=') else {
+                    eprintln!("error: -X {property}: expected KEY=VALUE");
+                    return ExitCode::from(EXIT_INVALID_INPUT);
+                };
+                kafka.insert(key.trim().to_owned(), value.trim().to_owned());
+            }
+            let options = IngestOptions {
+                paths,
+                tenant,
+                topic,
+                kafka,
+                version: doc_version,
+                progress: std::io::stderr().is_terminal(),
+            };
+            run_ingest(&options).await
+        }
+        Command::Search {
+            query,
+            tenant,
+            index,
+            table,
+            model_dir,
+            top_k,
+            hybrid,
+        } => match search(&query, &tenant, &index, &table, &model_dir, top_k, hybrid).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Topics {
             command: TopicsCommand::Create { topology, partitions },
         } => {
@@ -114,6 +202,71 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+async fn run_ingest(options: &IngestOptions) -> ExitCode {
+    let report = match ingest(options).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for failure in &report.failures {
+        eprintln!("error: {}: {}", failure.path.display(), failure.reason);
+    }
+    let seconds = report.elapsed.as_secs_f64();
+    println!(
+        "ingested {} files ({:.1} KB of text) to `{}` for tenant `{}` in {seconds:.1} s ({:.0} files/s); {} failed, {} skipped (unsupported type)",
+        report.ingested,
+        report.bytes as f64 / 1024.0,
+        options.topic,
+        options.tenant,
+        report.ingested as f64 / seconds.max(1e-3),
+        report.failures.len(),
+        report.skipped,
+    );
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn search(
+    query: &str,
+    tenant: &str,
+    index: &str,
+    table: &str,
+    model_dir: &Path,
+    top_k: usize,
+    hybrid: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use ragstream::store::{ChunkStore, SearchMode};
+    let model = ragstream::embed::LocalEmbedder::load(model_dir, ragstream::embed::Pooling::Mean, true, 256)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let vector = model
+        .embed(&[query])
+        .map_err(|error| anyhow::anyhow!("{error}"))?
+        .remove(0);
+    let store = ChunkStore::open(index, table)
+        .await
+        .with_context(|| format!("cannot open the index at {index}"))?;
+    let mode = if hybrid { SearchMode::Hybrid } else { SearchMode::Vector };
+    let hits = store.search(tenant, query, &vector, top_k, mode).await?;
+    if hits.is_empty() {
+        println!("no chunks for tenant `{tenant}` in {index}");
+    }
+    for hit in hits {
+        let preview: String = hit.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let preview: String = preview.chars().take(220).collect();
+        println!(
+            "{:.3}  {}  [{}]\n       {preview}…",
+            hit.score, hit.chunk_id, hit.context
+        );
+    }
+    Ok(())
 }
 
 fn load_or_report(path: &Path) -> Option<Topology> {

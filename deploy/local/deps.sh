@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   protobuf-compiler   # lance (LanceDB) generates code from .proto files at build time
+  libprotobuf-dev     # ... and imports the well-known types (google/protobuf/empty.proto)
   kcat                # demo producer/consumer and the benchmark's baseline
   libssl-dev          # librdkafka with SSL/SASL support
   zlib1g-dev          # librdkafka compression

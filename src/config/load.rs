@@ -133,6 +133,7 @@ fn build_pipeline(path: &str, value: Value, errors: &mut Vec<ConfigError>) -> Op
         stages,
         sinks: raw.sinks,
         dead_letter: raw.dead_letter,
+        audit_sink: raw.audit_sink,
         producer: raw.producer,
     })
 }

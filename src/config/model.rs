@@ -142,6 +142,9 @@ pub struct PipelineConfig {
     pub sinks: Vec<SinkConfig>,
     /// Where messages that cannot be processed go, with the reason in headers.
     pub dead_letter: DeadLetterConfig,
+    /// Sink that also gets an audit event (e.g. `document_failed`) for every dead-lettered message
+    /// a stage had identified, so the audit topic tells the whole story, failures included.
+    pub audit_sink: Option<String>,
     /// librdkafka properties for this pipeline's producer, on top of the top-level `kafka`.
     pub producer: KafkaProperties,
 }
@@ -167,6 +170,8 @@ pub(crate) struct RawPipeline {
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
     pub dead_letter: DeadLetterConfig,
+    #[serde(default)]
+    pub audit_sink: Option<String>,
     #[serde(default, deserialize_with = "crate::config::kafka_props::deserialize")]
     pub producer: KafkaProperties,
 }

@@ -177,6 +177,14 @@ fn validate_pipeline(
             ));
         }
     }
+    if let Some(audit_sink) = &pipeline.audit_sink {
+        if !sink_names.contains_key(audit_sink.as_str()) {
+            errors.push(ConfigError::new(
+                &format!("{path}.audit_sink"),
+                format!("`{audit_sink}` is not one of this pipeline's sinks"),
+            ));
+        }
+    }
     let dead_letter = &pipeline.dead_letter.topic;
     check_topic(&format!("{path}.dead_letter.topic"), dead_letter, errors);
     if *dead_letter == pipeline.source.topic {

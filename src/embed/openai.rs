@@ -64,7 +64,10 @@ impl OpenAiEmbedder {
         })?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(StageError::external(format!("embeddings endpoint answered {status}")));
+            let retry_after = retry_after(response.headers());
+            return Err(
+                StageError::external(format!("embeddings endpoint answered {status}")).with_retry_after(retry_after)
+            );
         }
         if !status.is_success() {
             return Err(StageError::internal(format!(
@@ -92,12 +95,25 @@ impl OpenAiEmbedder {
 }
 
 /// A scripted OpenAI-compatible embeddings endpoint for tests.
+/// The `Retry-After` header in its delay-seconds form (the form rate-limiting APIs use; an
+/// HTTP date is ignored and the normal backoff applies).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
 #[cfg(test)]
 pub(crate) mod test_server {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    use axum::http::{HeaderMap, StatusCode};
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
     use axum::routing::post;
     use axum::{Json, Router};
 
@@ -112,10 +128,16 @@ pub(crate) mod test_server {
             async move {
                 assert_eq!(headers["authorization"], "Bearer test-key");
                 if status == 999 {
-                    return (StatusCode::OK, "{not json".to_owned());
+                    return (StatusCode::OK, "{not json".to_owned()).into_response();
                 }
                 if status != 200 {
-                    return (StatusCode::from_u16(status).unwrap(), "{}".to_owned());
+                    let mut response = (StatusCode::from_u16(status).unwrap(), "{}".to_owned()).into_response();
+                    if status == 429 {
+                        response
+                            .headers_mut()
+                            .insert("retry-after", HeaderValue::from_static("2"));
+                    }
+                    return response;
                 }
                 let inputs = body["input"].as_array().unwrap();
                 let data: Vec<_> = inputs
@@ -124,7 +146,7 @@ pub(crate) mod test_server {
                     .rev()
                     .map(|(i, t)| serde_json::json!({"index": i, "embedding": [t.as_str().unwrap().len() as f32, 1.0]}))
                     .collect();
-                (StatusCode::OK, serde_json::json!({ "data": data }).to_string())
+                (StatusCode::OK, serde_json::json!({ "data": data }).to_string()).into_response()
             }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -161,9 +183,14 @@ mod tests {
         let texts = vec!["x".to_owned()];
         let client = client(&url);
         let mut seen = Vec::new();
+        let mut hints = Vec::new();
         for _ in 0..5 {
-            seen.push(client.embed(&texts).await.unwrap_err().fault);
+            let error = client.embed(&texts).await.unwrap_err();
+            seen.push(error.fault);
+            hints.push(error.retry_after);
         }
+        assert_eq!(hints[0], Some(Duration::from_secs(2)), "429 carries Retry-After");
+        assert_eq!(hints[1], None);
         assert_eq!(
             seen,
             vec![

@@ -112,6 +112,7 @@ impl StageChain {
             .with_max_delay(Duration::from_millis(self.retry.max_backoff_ms))
             .with_max_times(self.retry.max_attempts.saturating_sub(1) as usize)
             .with_jitter();
+        let max_backoff = Duration::from_millis(self.retry.max_backoff_ms);
         let mut attempts = 0u32;
         let result = (|| {
             attempts += 1;
@@ -119,6 +120,7 @@ impl StageChain {
         })
         .retry(backoff)
         .when(StageError::is_retryable)
+        .adjust(|error, delay| retry_delay(error, delay, max_backoff))
         .notify(|error, delay| {
             metrics()
                 .stage_messages
@@ -127,10 +129,12 @@ impl StageChain {
             warn!(pipeline = labels[0], stage = labels[1], offset = context.offset, ?delay, %error, "retrying");
         })
         .await;
+        let elapsed = started.elapsed();
+        context.record_stage_time(&stage.name, elapsed);
         metrics()
             .stage_duration
             .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) if error.fault == Fault::Internal => "error",
@@ -150,6 +154,16 @@ impl StageChain {
             }
         })
     }
+}
+
+/// The wait before the next attempt: the backoff's `delay`, or longer if the service said when
+/// to come back (bounded by `max_backoff`, so one hint cannot stall a partition indefinitely).
+/// `None` means the attempts are used up, which a hint must not change.
+fn retry_delay(error: &StageError, delay: Option<Duration>, max_backoff: Duration) -> Option<Duration> {
+    delay.map(|delay| match error.retry_after {
+        Some(wait) => wait.min(max_backoff).max(delay),
+        None => delay,
+    })
 }
 
 #[cfg(test)]
@@ -176,6 +190,7 @@ mod tests {
                 return Err(StageError {
                     fault: self.fault,
                     reason: format!("failure {}", call + 1),
+                    retry_after: None,
                 });
             }
             Ok(vec![record])
@@ -232,13 +247,7 @@ mod tests {
             headers: vec![],
             sink: None,
         };
-        let context = MessageContext {
-            pipeline: Arc::from("unit"),
-            topic: Arc::from("in"),
-            partition: 0,
-            offset: 42,
-            timestamp_ms: None,
-        };
+        let context = MessageContext::new(Arc::from("unit"), Arc::from("in"), 0, 42, None);
         (record, context)
     }
 
@@ -252,6 +261,25 @@ mod tests {
             .unwrap();
         assert_eq!(out, vec![record]);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_retry_waits_as_long_as_the_service_asked_up_to_max_backoff() {
+        let ms = Duration::from_millis;
+        let hinted = |wait| StageError::external("429").with_retry_after(Some(ms(wait)));
+        let max = ms(1_000);
+        assert_eq!(retry_delay(&hinted(300), Some(ms(50)), max), Some(ms(300)));
+        assert_eq!(retry_delay(&hinted(5_000), Some(ms(50)), max), Some(max));
+        assert_eq!(
+            retry_delay(&hinted(10), Some(ms(50)), max),
+            Some(ms(50)),
+            "never shorter than the backoff"
+        );
+        assert_eq!(retry_delay(&hinted(300), None, max), None, "no extra attempts");
+        assert_eq!(
+            retry_delay(&StageError::external("503"), Some(ms(50)), max),
+            Some(ms(50))
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use super::chain::{Rejection, StageChain};
 use super::offsets::{InFlight, OffsetTracker};
 use super::outputs::Outputs;
 use super::record::{MessageContext, Payload, Record};
+use crate::audit;
 use crate::config::{KafkaProperties, PipelineConfig};
 use crate::error::{Fault, StageError};
 use crate::telemetry::metrics::metrics;
@@ -148,13 +149,13 @@ impl Pipeline {
     }
 
     async fn process(self: Arc<Self>, message: OwnedMessage, in_flight: InFlight, permit: OwnedSemaphorePermit) {
-        let context = MessageContext {
-            pipeline: self.name.clone(),
-            topic: Arc::from(message.topic()),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-        };
+        let context = MessageContext::new(
+            self.name.clone(),
+            Arc::from(message.topic()),
+            message.partition(),
+            message.offset(),
+            message.timestamp().to_millis(),
+        );
         let outcome = match self.transform(&message, &context).await {
             Ok(records) => self.outputs.produce(records).await.map_err(|e| e.to_string()),
             Err(rejection) if rejection.error.fault == Fault::Internal => Err(format!(
@@ -166,10 +167,7 @@ impl Pipeline {
                     pipeline = %self.name, stage = %rejection.stage, partition = context.partition,
                     offset = context.offset, reason = %rejection.error.reason, "dead-lettering message"
                 );
-                self.outputs
-                    .dead_letter(&message, &context, &rejection)
-                    .await
-                    .map_err(|e| e.to_string())
+                self.dead_letter(&message, &context, &rejection).await
             }
         };
         match outcome {
@@ -180,6 +178,34 @@ impl Pipeline {
         }
         metrics().in_flight.with_label_values(&[&self.name]).dec();
         drop(permit);
+    }
+
+    /// Dead-letters the message and, when the pipeline has an audit sink and a stage had
+    /// identified the message, emits its failure event; the offset waits for both.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        context: &MessageContext,
+        rejection: &Rejection,
+    ) -> Result<(), String> {
+        let failure_event = self
+            .config
+            .audit_sink
+            .as_ref()
+            .and_then(|sink| Some((sink, audit::failure_event(context, &rejection.stage, &rejection.error)?)));
+        let event_record = match failure_event {
+            Some((sink, event)) => Some(event.into_record(Some(sink.clone())).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let dead_letter = self.outputs.dead_letter(message, context, rejection);
+        let event = async {
+            match event_record {
+                Some(record) => self.outputs.produce(vec![record]).await,
+                None => Ok(()),
+            }
+        };
+        let (dead_letter, event) = tokio::join!(dead_letter, event);
+        dead_letter.and(event).map_err(|e| e.to_string())
     }
 
     async fn transform(&self, message: &OwnedMessage, context: &MessageContext) -> Result<Vec<Record>, Rejection> {

@@ -1,10 +1,13 @@
 //! What flows between stages.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::audit::Subject;
 
 /// The body of a record: raw bytes as consumed, or JSON once a stage has decoded it (so later
 /// stages do not parse the same text again).
@@ -58,8 +61,9 @@ pub struct Record {
     pub sink: Option<String>,
 }
 
-/// Where the message being processed came from; shared by every record derived from it.
-#[derive(Debug, Clone)]
+/// Where the message being processed came from, and what stages learnt about it on the way;
+/// shared by every record derived from it.
+#[derive(Debug)]
 pub struct MessageContext {
     /// Name of the pipeline.
     pub pipeline: Arc<str>,
@@ -71,4 +75,47 @@ pub struct MessageContext {
     pub offset: i64,
     /// Kafka timestamp of the source message in milliseconds, when it has one.
     pub timestamp_ms: Option<i64>,
+    /// When processing of the message began.
+    pub received_at: Instant,
+    /// What the message is about, set by the stage that decodes it; a failure after that is
+    /// reported on the audit topic with these identifiers, not only dead-lettered.
+    pub subject: OnceLock<Subject>,
+    /// Time each stage took so far, in chain order (retries included).
+    stage_times: Mutex<Vec<(String, Duration)>>,
+}
+
+impl MessageContext {
+    /// The context of a message consumed from `topic`/`partition`/`offset`.
+    pub fn new(pipeline: Arc<str>, topic: Arc<str>, partition: i32, offset: i64, timestamp_ms: Option<i64>) -> Self {
+        Self {
+            pipeline,
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            received_at: Instant::now(),
+            subject: OnceLock::new(),
+            stage_times: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records that `stage` took `elapsed` for this message.
+    pub fn record_stage_time(&self, stage: &str, elapsed: Duration) {
+        let mut times = self.stage_times.lock().unwrap_or_else(|p| p.into_inner());
+        times.push((stage.to_owned(), elapsed));
+    }
+
+    /// Time spent per stage so far, in chain order; a stage that ran for several records of
+    /// the message is summed.
+    pub fn stage_times(&self) -> Vec<(String, Duration)> {
+        let times = self.stage_times.lock().unwrap_or_else(|p| p.into_inner());
+        let mut summed: Vec<(String, Duration)> = Vec::with_capacity(times.len());
+        for (stage, elapsed) in times.iter() {
+            match summed.iter_mut().find(|(name, _)| name == stage) {
+                Some((_, total)) => *total += *elapsed,
+                None => summed.push((stage.clone(), *elapsed)),
+            }
+        }
+        summed
+    }
 }

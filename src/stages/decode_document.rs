@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{Stage, StageBuilder};
+use crate::audit::Subject;
 use crate::contracts::{Contract, Document};
 use crate::engine::{MessageContext, Payload, Record};
 use crate::error::StageError;
@@ -34,9 +35,15 @@ struct DecodeDocument {
 
 #[async_trait]
 impl Stage for DecodeDocument {
-    async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
+    async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
         let bytes = record.payload.to_bytes();
         let (document, value): (Document, _) = Contract::documents().decode(&bytes)?;
+        // A retry of this stage finds the subject already set, to the same value.
+        let _ = context.subject.set(Subject::Document {
+            tenant: document.tenant.clone(),
+            doc_id: document.doc_id.clone(),
+            version: document.version,
+        });
         let key = super::decode_question::checked_key(record.key, &document.doc_id, "doc_id", self.allow_foreign_key)?;
         Ok(vec![Record {
             key: Some(key),

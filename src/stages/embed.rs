@@ -289,13 +289,7 @@ mod tests {
     }
 
     fn context() -> MessageContext {
-        MessageContext {
-            pipeline: Arc::from("p"),
-            topic: Arc::from("t"),
-            partition: 0,
-            offset: 0,
-            timestamp_ms: None,
-        }
+        MessageContext::new(Arc::from("p"), Arc::from("t"), 0, 0, None)
     }
 
     #[tokio::test]

@@ -74,6 +74,7 @@ impl Stage for FaultInjection {
         Err(StageError {
             fault: self.config.fault,
             reason: format!("injected {} fault (failure {failures})", self.config.fault),
+            retry_after: None,
         })
     }
 }

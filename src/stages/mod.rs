@@ -10,6 +10,7 @@ mod decode_document;
 mod decode_question;
 mod embed;
 mod fault_injection;
+mod index;
 mod random_delay;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use decode_document::DecodeDocumentConfig;
 pub use decode_question::DecodeQuestionConfig;
 pub use embed::EmbedConfig;
 pub use fault_injection::FaultInjectionConfig;
+pub use index::IndexConfig;
 pub use random_delay::RandomDelayConfig;
 
 /// One step of a pipeline. Only [`Stage::process`] is required; the lifecycle hooks default to
@@ -102,6 +104,7 @@ registry! {
     "decode_question" => DecodeQuestion(DecodeQuestionConfig),
     "embed" => Embed(EmbedConfig),
     "fault_injection" => FaultInjection(FaultInjectionConfig),
+    "index" => Index(IndexConfig),
     "random_delay" => RandomDelay(RandomDelayConfig),
 }
 

@@ -6,7 +6,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The process-wide metrics.
@@ -32,6 +33,18 @@ pub struct Metrics {
     pub assigned_partitions: IntGaugeVec,
     /// Offset commits by result (`ok`, `error`).
     pub commits: IntCounterVec,
+    /// Document versions handled by the index, by outcome (`indexed`, `deleted`, `skipped`, `failed`).
+    pub index_documents: IntCounterVec,
+    /// Chunks written to the index.
+    pub index_chunks_written: IntCounter,
+    /// Documents per index write batch (one LanceDB commit pair each).
+    pub index_batch_documents: Histogram,
+    /// Time to apply one index write batch.
+    pub index_batch_seconds: Histogram,
+    /// Time of one round of index upkeep (index builds, compaction, version cleanup).
+    pub index_maintenance_seconds: Histogram,
+    /// Rounds of index upkeep that failed (retried next round).
+    pub index_maintenance_failures: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -40,6 +53,27 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
         .register(Box::new(metric.clone()))
         .expect("metric registered once");
     metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let metric =
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn seconds_buckets() -> Vec<f64> {
+    exponential_buckets(0.001, 2.5, 14).expect("valid buckets")
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -120,6 +154,40 @@ impl Metrics {
                 "ragstream_offset_commits_total",
                 "Offset commits by result (ok, error).",
                 &["pipeline", "result"],
+            ),
+            index_documents: counter(
+                &registry,
+                "ragstream_index_documents_total",
+                "Document versions handled by the index, by outcome (indexed, deleted, skipped, failed).",
+                &["outcome"],
+            ),
+            index_chunks_written: plain_counter(
+                &registry,
+                "ragstream_index_chunks_written_total",
+                "Chunks written to the index.",
+            ),
+            index_batch_documents: histogram(
+                &registry,
+                "ragstream_index_batch_documents",
+                "Documents per index write batch.",
+                exponential_buckets(1.0, 2.0, 12).expect("valid buckets"),
+            ),
+            index_batch_seconds: histogram(
+                &registry,
+                "ragstream_index_batch_duration_seconds",
+                "Time to apply one index write batch.",
+                seconds_buckets(),
+            ),
+            index_maintenance_seconds: histogram(
+                &registry,
+                "ragstream_index_maintenance_duration_seconds",
+                "Time of one round of index upkeep (index builds, compaction, version cleanup).",
+                seconds_buckets(),
+            ),
+            index_maintenance_failures: plain_counter(
+                &registry,
+                "ragstream_index_maintenance_failures_total",
+                "Rounds of index upkeep that failed (retried next round).",
             ),
             registry,
         }

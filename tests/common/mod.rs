@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -304,6 +304,28 @@ pub fn committed_offsets(group: &str, topic: &str) -> HashMap<i32, i64> {
             _ => None,
         })
         .collect()
+}
+
+/// Moves `group`'s committed offsets on every partition of `topic` back to the start, as an
+/// operator resetting a consumer group would (the group must have no active members).
+pub fn rewind_group(group: &str, topic: &str, partitions: i32) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut offsets = TopicPartitionList::new();
+    for partition in 0..partitions {
+        offsets
+            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(0))
+            .unwrap();
+    }
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("rewind committed offsets");
+    let committed = committed_offsets(group, topic);
+    assert!(committed.values().all(|&o| o == 0), "{committed:?}");
 }
 
 /// A free TCP port on loopback for a process's telemetry listener.

@@ -1,0 +1,333 @@
+//! Ingestion and index benchmark: one run, same corpus, printed figures (nothing asserted).
+//!
+//!     deploy/local/broker.sh start && cargo bench --bench index
+//!     RAGSTREAM_BENCH_ROWS=20000 cargo bench --bench index      # smaller query-latency table
+//!
+//! 1. The sample corpus (`corpus/`) cut by the chunker exactly as the `chunk` stage does.
+//! 2. Those chunks embedded by the local model alone (candle, batch 8 and 32): chunks/s.
+//! 3. The same chunks with Python sentence-transformers, when its venv exists
+//!    (`deploy/local/python-bench.sh` makes it): chunks/s.
+//! 4. End to end: `ragstream ingest corpus/` to the documents topic, `ragstream run` with
+//!    decode → chunk → embed → index into a fresh LanceDB directory; timed from the start of the
+//!    ingest until the audit event of the last document: chunks/s.
+//! 5. LanceDB at N chunks (default 100,000; 384-dimensional unit vectors drawn at random, as
+//!    embedding 100k real chunks would take hours here): write rate through the index's batch
+//!    path, query latency p50/p99 of tenant-filtered top-10 searches without and with the
+//!    IVF-PQ index, the index build time, and recall@10 of the indexed search.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ragstream::chunk::{chunk_text, ChunkLimits, ModelTokenizer};
+use ragstream::contracts::{ChunkedDocument, DocumentChunk, DocumentOp};
+use ragstream::embed::{LocalEmbedder, Pooling};
+use ragstream::ingest::{collect_files, ingest, read_document, IngestOptions};
+use ragstream::store::{ChunkStore, DocumentWrite, MaintenancePolicy, SearchMode, VectorIndexKind};
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const DIMENSIONS: usize = 384;
+const QUERIES: usize = 200;
+
+fn model_dir() -> PathBuf {
+    Path::new(ROOT).join("models/all-MiniLM-L6-v2")
+}
+
+fn brokers() -> String {
+    std::env::var("RAGSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// The corpus chunked with the default topology's limits (256 tokens, 32 overlap).
+fn corpus_chunks() -> Vec<String> {
+    let tokenizer = ModelTokenizer::from_model_dir(&model_dir()).expect("run deploy/local/models.sh");
+    let limits = ChunkLimits {
+        max_tokens: 256,
+        overlap_tokens: 32,
+        special_tokens: 2,
+    };
+    let (files, failures, _) = collect_files(&[Path::new(ROOT).join("corpus")]);
+    assert!(failures.is_empty(), "{failures:?}");
+    let mut chunks = Vec::new();
+    for file in files.iter().filter(|f| f.file_name().is_some_and(|n| n != "README.md")) {
+        let document = read_document(file, "bench", Some(1)).expect("corpus file");
+        let text = document.text.unwrap_or_default();
+        for chunk in chunk_text(&text, document.title.as_deref(), limits, &tokenizer) {
+            chunks.push(chunk.text);
+        }
+    }
+    chunks
+}
+
+fn embed_alone(model: &LocalEmbedder, chunks: &[String]) {
+    model.embed(&[chunks[0].as_str()]).unwrap(); // warm-up
+    for batch in [8, 32] {
+        let started = Instant::now();
+        for group in chunks.chunks(batch) {
+            let texts: Vec<&str> = group.iter().map(String::as_str).collect();
+            model.embed(&texts).unwrap();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "candle (ragstream) batch {batch:>2}: {:>7.1} chunks/s ({elapsed:.2} s)",
+            chunks.len() as f64 / elapsed
+        );
+    }
+}
+
+fn sentence_transformers(chunks: &[String]) {
+    let python = std::env::var("RAGSTREAM_PY").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ragstream/st-venv/bin/python")
+    });
+    if !python.exists() {
+        println!("sentence-transformers: skipped (no venv; run deploy/local/python-bench.sh)");
+        return;
+    }
+    let texts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(texts.path(), serde_json::to_vec(chunks).unwrap()).unwrap();
+    let status = Command::new(python)
+        .arg(Path::new(ROOT).join("benches/python/embed_st.py"))
+        .arg(model_dir())
+        .arg(texts.path())
+        .args(["--batch-sizes", "8,32", "--threads", "2"])
+        .status()
+        .expect("run python");
+    assert!(status.success());
+}
+
+async fn create_topics(names: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let topics: Vec<_> = names
+        .iter()
+        .map(|name| NewTopic::new(name, 3, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
+        result.expect("topic created");
+    }
+}
+
+async fn end_to_end() {
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let (input, audit, dlq) = (
+        format!("bench-docs-{suffix}"),
+        format!("bench-audit-{suffix}"),
+        format!("bench-dlq-{suffix}"),
+    );
+    create_topics(&[&input, &audit, &dlq]).await;
+    let lancedb = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let model = model_dir();
+    let topology = format!(
+        r#"version: 1
+kafka:
+  bootstrap.servers: {brokers}
+telemetry:
+  listen: 127.0.0.1:{port}
+pipelines:
+  - name: documents
+    source: {{ topic: {input}, group: bench-{suffix} }}
+    stages:
+      - type: decode_document
+      - {{ type: chunk, model_dir: "{model}", max_tokens: 256, overlap_tokens: 32 }}
+      - {{ type: embed, model_dir: "{model}" }}
+      - {{ type: index, uri: "{db}" }}
+    sinks: [{{ name: audit, topic: {audit} }}]
+    audit_sink: audit
+    dead_letter: {{ topic: {dlq} }}
+"#,
+        brokers = brokers(),
+        model = model.display(),
+        db = lancedb.path().display(),
+    );
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), topology).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ragstream"))
+        .args(["run", "--topology"])
+        .arg(file.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let report = ingest(&IngestOptions {
+        paths: vec![
+            Path::new(ROOT).join("corpus/acme"),
+            Path::new(ROOT).join("corpus/globex"),
+        ],
+        tenant: "bench".to_owned(),
+        topic: input.clone(),
+        kafka: [("bootstrap.servers".to_owned(), brokers())].into(),
+        version: Some(1),
+        progress: false,
+    })
+    .await
+    .unwrap();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("bench-reader-{suffix}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&audit]).unwrap();
+    let (mut events, mut chunks) = (0, 0u64);
+    while events < report.ingested {
+        let message = consumer.recv().await.unwrap();
+        let event: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        chunks += event["chunk_count"].as_u64().unwrap_or(0);
+        events += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "end to end (documents topic -> LanceDB): {} documents, {chunks} chunks in {elapsed:.1} s: {:.1} chunks/s",
+        report.ingested,
+        chunks as f64 / elapsed
+    );
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+fn random_unit(rng: &mut impl Rng) -> Vec<f32> {
+    let raw: Vec<f32> = (0..DIMENSIONS).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+    raw.into_iter().map(|x| x / norm).collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn latencies(store: &ChunkStore, queries: &[Vec<f32>]) -> (f64, f64, Vec<Vec<String>>) {
+    let mut times = Vec::with_capacity(queries.len());
+    let mut results = Vec::with_capacity(queries.len());
+    for (i, query) in queries.iter().enumerate() {
+        let tenant = if i % 2 == 0 { "alpha" } else { "beta" };
+        let started = Instant::now();
+        let hits = store.search(tenant, "", query, 10, SearchMode::Vector).await.unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        results.push(hits.into_iter().map(|h| h.chunk_id).collect());
+    }
+    times.sort_by(f64::total_cmp);
+    (percentile(&times, 0.5), percentile(&times, 0.99), results)
+}
+
+async fn query_latency(rows: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = ChunkStore::open(dir.path().to_str().unwrap(), "chunks").await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    const CHUNKS_PER_DOCUMENT: usize = 4;
+    let started = Instant::now();
+    let mut written = 0;
+    let mut doc = 0;
+    while written < rows {
+        let writes: Vec<DocumentWrite> = (0..250)
+            .map(|_| {
+                doc += 1;
+                let chunks = (0..CHUNKS_PER_DOCUMENT)
+                    .map(|position| DocumentChunk {
+                        chunk_id: format!("doc-{doc}:1:{position}"),
+                        position: position as u32,
+                        text: format!("chunk {position} of document {doc}"),
+                        context: String::new(),
+                        token_count: 6,
+                        vector: Some(random_unit(&mut rng)),
+                    })
+                    .collect();
+                DocumentWrite {
+                    document: ChunkedDocument {
+                        schema_version: 1,
+                        doc_id: format!("doc-{doc}"),
+                        tenant: if doc % 2 == 0 { "alpha" } else { "beta" }.to_owned(),
+                        op: DocumentOp::Upsert,
+                        version: 1,
+                        title: None,
+                        source: None,
+                        metadata: Default::default(),
+                        embedding_model: Some("random".to_owned()),
+                        chunks,
+                    },
+                    event_time_ms: None,
+                }
+            })
+            .collect();
+        written += writes.len() * CHUNKS_PER_DOCUMENT;
+        store.apply(&writes).await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "LanceDB writes: {written} chunks in batches of 1,000 in {elapsed:.1} s: {:.0} chunks/s",
+        written as f64 / elapsed
+    );
+    let policy = MaintenancePolicy {
+        vector_index_min_rows: usize::MAX,
+        vector_index: VectorIndexKind::IvfPq,
+        full_text_index: false,
+        keep_versions_for: Duration::ZERO,
+    };
+    let started = Instant::now();
+    store.maintain(&policy).await.unwrap();
+    println!("compaction and cleanup: {:.1} s", started.elapsed().as_secs_f64());
+
+    let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| random_unit(&mut rng)).collect();
+    let (p50, p99, exact) = latencies(&store, &queries).await;
+    println!("query without vector index ({written} chunks, tenant filter, top 10): p50 {p50:.1} ms, p99 {p99:.1} ms");
+    let started = Instant::now();
+    store
+        .maintain(&MaintenancePolicy {
+            vector_index_min_rows: 0,
+            ..policy
+        })
+        .await
+        .unwrap();
+    println!("IVF-PQ index build: {:.1} s", started.elapsed().as_secs_f64());
+    let (p50, p99, approximate) = latencies(&store, &queries).await;
+    let found: usize = exact
+        .iter()
+        .zip(&approximate)
+        .map(|(e, a)| a.iter().filter(|id| e.contains(id)).count())
+        .sum();
+    println!(
+        "query with IVF-PQ index: p50 {p50:.1} ms, p99 {p99:.1} ms, recall@10 {:.3}",
+        found as f64 / (10 * QUERIES) as f64
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    ragstream::embed::tune_allocator();
+    let chunks = corpus_chunks();
+    let words: usize = chunks.iter().map(|c| c.split_whitespace().count()).sum();
+    println!(
+        "corpus: {} chunks, {} words each on average",
+        chunks.len(),
+        words / chunks.len()
+    );
+    let model = LocalEmbedder::load(&model_dir(), Pooling::Mean, true, 256).unwrap();
+    embed_alone(&model, &chunks);
+    drop(model);
+    sentence_transformers(&chunks);
+    end_to_end().await;
+    let rows = std::env::var("RAGSTREAM_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    query_latency(rows).await;
+}

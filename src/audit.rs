@@ -1,0 +1,197 @@
+//! Audit events: one event per notable step, on the audit topic (`schemas/audit.schema.json`).
+//!
+//! Analysts read this topic, so events carry identifiers, counts, models and durations, never
+//! document text, raw PII or secrets. Delivery is at least once: after a crash an event can be
+//! repeated, and `event_id` is the same for the same step of the same document version so
+//! readers can drop repeats.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::contracts::SCHEMA_VERSION;
+use crate::engine::{MessageContext, Payload, Record};
+use crate::error::StageError;
+
+/// What a message is about, as far as audit events are concerned. Set on the message context
+/// by the stage that decodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A version of a document.
+    Document {
+        tenant: String,
+        doc_id: String,
+        version: u64,
+    },
+}
+
+/// The kinds of document events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentEventKind {
+    /// The version's chunks are in the index and replaced every older chunk of the document.
+    DocumentIndexed,
+    /// Every chunk of the document was removed.
+    DocumentDeleted,
+    /// Nothing changed: a newer version (or this one) was already applied.
+    DocumentSkipped,
+    /// The version could not be processed; the message went to the dead-letter topic.
+    DocumentFailed,
+}
+
+impl DocumentEventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DocumentEventKind::DocumentIndexed => "document_indexed",
+            DocumentEventKind::DocumentDeleted => "document_deleted",
+            DocumentEventKind::DocumentSkipped => "document_skipped",
+            DocumentEventKind::DocumentFailed => "document_failed",
+        }
+    }
+}
+
+/// Where the message that caused an event was read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSource {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// An event about one version of a document (key: `doc_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentEvent {
+    pub schema_version: u32,
+    /// `{tenant}/{doc_id}:{version}:{event}`: the same for a repeat of the same step.
+    pub event_id: String,
+    pub event: DocumentEventKind,
+    /// RFC 3339, UTC, milliseconds.
+    pub occurred_at: String,
+    pub pipeline: String,
+    pub tenant: String,
+    pub doc_id: String,
+    pub version: u64,
+    /// Chunks written (indexed) or removed (deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
+    /// Milliseconds per stage, in chain order, plus `total` since the message was received.
+    pub durations_ms: BTreeMap<String, f64>,
+    /// Why a version was skipped or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The stage that failed (failed events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Whose fault the failure was: `input` or `external` (failed events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    pub source: EventSource,
+}
+
+impl DocumentEvent {
+    /// An event of `kind` for `tenant/doc_id` at `version`, timed from `context`; optional
+    /// fields are left empty for the caller to fill in.
+    pub fn new(kind: DocumentEventKind, tenant: &str, doc_id: &str, version: u64, context: &MessageContext) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            event_id: format!("{tenant}/{doc_id}:{version}:{}", kind.as_str()),
+            event: kind,
+            occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            pipeline: context.pipeline.to_string(),
+            tenant: tenant.to_owned(),
+            doc_id: doc_id.to_owned(),
+            version,
+            chunk_count: None,
+            embedding_model: None,
+            durations_ms: durations_ms(context),
+            reason: None,
+            stage: None,
+            fault: None,
+            source: EventSource {
+                topic: context.topic.to_string(),
+                partition: context.partition,
+                offset: context.offset,
+            },
+        }
+    }
+
+    /// The event as a record for `sink` (`None`: the pipeline's default sink), keyed by `doc_id`.
+    pub fn into_record(self, sink: Option<String>) -> Result<Record, StageError> {
+        let payload = Payload::from_typed(&self)
+            .map_err(|error| StageError::internal(format!("cannot serialize audit event: {error}")))?;
+        Ok(Record {
+            key: Some(self.doc_id.into_bytes()),
+            payload,
+            headers: Vec::new(),
+            sink,
+        })
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    // Rounded to microseconds: enough for latency analysis, short in JSON.
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn durations_ms(context: &MessageContext) -> BTreeMap<String, f64> {
+    let mut durations: BTreeMap<String, f64> = context
+        .stage_times()
+        .into_iter()
+        .map(|(stage, elapsed)| (stage, millis(elapsed)))
+        .collect();
+    durations.insert("total".to_owned(), millis(context.received_at.elapsed()));
+    durations
+}
+
+/// The audit event for a message rejected by `stage` with `error`, if a stage identified what
+/// the message was about before it failed.
+pub fn failure_event(context: &MessageContext, stage: &str, error: &StageError) -> Option<DocumentEvent> {
+    let Subject::Document {
+        tenant,
+        doc_id,
+        version,
+    } = context.subject.get()?;
+    let mut event = DocumentEvent::new(DocumentEventKind::DocumentFailed, tenant, doc_id, *version, context);
+    event.reason = Some(error.reason.clone());
+    event.stage = Some(stage.to_owned());
+    event.fault = Some(error.fault.as_str().to_owned());
+    Some(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_failure_is_reported_only_once_the_subject_is_known() {
+        let context = MessageContext::new(Arc::from("documents"), Arc::from("docs"), 2, 7, None);
+        let error = StageError::input("document text is empty");
+        assert!(failure_event(&context, "chunk", &error).is_none());
+        context
+            .subject
+            .set(Subject::Document {
+                tenant: "acme".into(),
+                doc_id: "a.md".into(),
+                version: 3,
+            })
+            .unwrap();
+        context.record_stage_time("decode_document", Duration::from_micros(1500));
+        context.record_stage_time("chunk", Duration::from_millis(2));
+        context.record_stage_time("chunk", Duration::from_millis(1));
+        let event = failure_event(&context, "chunk", &error).unwrap();
+        assert_eq!(event.event_id, "acme/a.md:3:document_failed");
+        assert_eq!(event.reason.as_deref(), Some("document text is empty"));
+        assert_eq!(event.fault.as_deref(), Some("input"));
+        assert_eq!(event.durations_ms["decode_document"], 1.5);
+        assert_eq!(event.durations_ms["chunk"], 3.0);
+        assert!(event.durations_ms.contains_key("total"));
+        assert_eq!(event.source.offset, 7);
+        let value = serde_json::to_value(&event).unwrap();
+        crate::contracts::Contract::audit().validate(&value).unwrap();
+    }
+}

@@ -1,0 +1,201 @@
+//! `index`: writes embedded documents into LanceDB and emits an audit event for each.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Stage, StageBuilder};
+use crate::audit::{DocumentEvent, DocumentEventKind};
+use crate::config::ConfigError;
+use crate::contracts::ChunkedDocument;
+use crate::engine::{MessageContext, Record};
+use crate::error::StageError;
+use crate::store::{
+    ChunkStore, DocumentWrite, IndexWriter, MaintenancePolicy, VectorIndexKind, WriteOutcome, WriterSettings,
+};
+
+/// Keeps a LanceDB table holding exactly the chunks of the live version of every document
+/// (the output of `embed`): a newer version replaces all older chunks, `delete` removes them,
+/// an older version arriving late is ignored. Writes are batched across messages; the output
+/// is one audit event per document (`document_indexed`, `document_deleted` or
+/// `document_skipped`) for the pipeline's default sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Where the database lives: a local directory (created if missing) or an object-store URI
+    /// (`s3://bucket/path`, `gs://…`, `az://…`; credentials from the environment).
+    pub uri: String,
+    /// Object-store settings, e.g. `aws_endpoint`, `aws_region`, `aws_allow_http` for an
+    /// S3-compatible store; credentials are best left to the environment (`AWS_ACCESS_KEY_ID`…).
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// Name of the chunks table; document versions are kept in `<table>_documents`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Most documents written in one batch (one LanceDB commit pair).
+    #[serde(default = "default_batch_max_documents")]
+    pub batch_max_documents: usize,
+    /// Longest wait for more documents before a partial batch is written.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// Chunks the table needs before the vector index is built (exact search below that).
+    #[serde(default = "default_vector_index_min_rows")]
+    pub vector_index_min_rows: usize,
+    /// `ivf_pq` (default) or `ivf_hnsw_sq`.
+    #[serde(default)]
+    pub vector_index: VectorIndexKind,
+    /// Build a full-text index on chunk text for hybrid search.
+    #[serde(default = "default_true")]
+    pub full_text_index: bool,
+    /// How often upkeep runs: index builds and refreshes, compaction, old-version cleanup.
+    #[serde(default = "default_maintenance_interval_ms")]
+    pub maintenance_interval_ms: u64,
+    /// Table versions older than this are removed during upkeep.
+    #[serde(default = "default_keep_versions_for_s")]
+    pub keep_versions_for_s: u64,
+}
+
+fn default_table() -> String {
+    "chunks".to_owned()
+}
+
+fn default_batch_max_documents() -> usize {
+    64
+}
+
+fn default_batch_max_wait_ms() -> u64 {
+    100
+}
+
+fn default_vector_index_min_rows() -> usize {
+    10_000
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_maintenance_interval_ms() -> u64 {
+    60_000
+}
+
+fn default_keep_versions_for_s() -> u64 {
+    3_600
+}
+
+impl StageBuilder for IndexConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        if self.uri.trim().is_empty() {
+            errors.push(ConfigError::new(&format!("{path}.uri"), "must not be empty"));
+        }
+        let valid_table = !self.table.is_empty()
+            && self
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid_table {
+            errors.push(ConfigError::new(
+                &format!("{path}.table"),
+                format!("`{}` is not a table name (letters, digits, `_` and `-`)", self.table),
+            ));
+        }
+        if !(1..=10_000).contains(&self.batch_max_documents) {
+            errors.push(ConfigError::new(
+                &format!("{path}.batch_max_documents"),
+                format!("must be between 1 and 10000, got {}", self.batch_max_documents),
+            ));
+        }
+        if self.maintenance_interval_ms == 0 {
+            errors.push(ConfigError::new(
+                &format!("{path}.maintenance_interval_ms"),
+                "must be at least 1",
+            ));
+        }
+    }
+
+    fn build(&self) -> Result<Box<dyn Stage>, StageError> {
+        Ok(Box::new(IndexStage {
+            config: self.clone(),
+            writer: OnceLock::new(),
+        }))
+    }
+}
+
+struct IndexStage {
+    config: IndexConfig,
+    /// Set by `start`: opening the database is async.
+    writer: OnceLock<IndexWriter>,
+}
+
+fn is_local_path(uri: &str) -> bool {
+    !uri.contains("://")
+}
+
+#[async_trait]
+impl Stage for IndexStage {
+    async fn start(&self) -> Result<(), StageError> {
+        let config = &self.config;
+        if is_local_path(&config.uri) {
+            std::fs::create_dir_all(&config.uri)
+                .map_err(|error| StageError::internal(format!("cannot create {}: {error}", config.uri)))?;
+        }
+        let store = ChunkStore::open_with_options(&config.uri, &config.table, &config.storage_options)
+            .await
+            .map_err(|error| StageError::internal(format!("cannot open the index at {}: {error}", config.uri)))?;
+        let settings = WriterSettings {
+            max_documents: config.batch_max_documents,
+            max_wait: Duration::from_millis(config.batch_max_wait_ms),
+            maintenance_interval: Duration::from_millis(config.maintenance_interval_ms),
+            maintenance: MaintenancePolicy {
+                vector_index_min_rows: config.vector_index_min_rows,
+                vector_index: config.vector_index,
+                full_text_index: config.full_text_index,
+                keep_versions_for: Duration::from_secs(config.keep_versions_for_s),
+            },
+        };
+        let _ = self.writer.set(IndexWriter::spawn(store, settings));
+        Ok(())
+    }
+
+    async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
+        let started = Instant::now();
+        let writer = self
+            .writer
+            .get()
+            .ok_or_else(|| StageError::internal("index stage used before start"))?;
+        let document: ChunkedDocument = record.payload.into_typed().map_err(|error| {
+            StageError::input(format!("not an embedded document (put chunk and embed first): {error}"))
+        })?;
+        let (tenant, doc_id, version) = (document.tenant.clone(), document.doc_id.clone(), document.version);
+        let embedding_model = document.embedding_model.clone();
+        let outcome = writer
+            .write(DocumentWrite {
+                document,
+                event_time_ms: context.timestamp_ms,
+            })
+            .await?;
+        let kind = match &outcome {
+            WriteOutcome::Indexed { .. } => DocumentEventKind::DocumentIndexed,
+            WriteOutcome::Deleted { .. } => DocumentEventKind::DocumentDeleted,
+            WriteOutcome::Skipped { .. } => DocumentEventKind::DocumentSkipped,
+        };
+        let mut event = DocumentEvent::new(kind, &tenant, &doc_id, version, context);
+        // This stage's own time is not in the context yet (it is recorded when it returns).
+        event.durations_ms.insert(
+            "index".to_owned(),
+            (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        );
+        match outcome {
+            WriteOutcome::Indexed { chunks } => {
+                event.chunk_count = Some(u64::from(chunks));
+                event.embedding_model = embedding_model;
+            }
+            WriteOutcome::Deleted { removed } => event.chunk_count = Some(u64::from(removed)),
+            WriteOutcome::Skipped { reason } => event.reason = Some(reason),
+        }
+        Ok(vec![event.into_record(None)?])
+    }
+}

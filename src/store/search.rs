@@ -1,0 +1,116 @@
+//! Tenant-scoped search over the chunks table: vector, full-text, or both (hybrid).
+
+use arrow_array::{Float32Array, RecordBatch, StringArray, UInt64Array};
+use futures::TryStreamExt;
+use lancedb::index::scalar::FullTextSearchQuery;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::DistanceType;
+
+use super::columns::{column, sql_literal};
+use super::{ChunkStore, StoreError};
+
+/// Columns a search returns besides the score.
+const RESULT_COLUMNS: [&str; 6] = ["chunk_id", "doc_id", "version", "title", "context", "text"];
+
+/// Candidates re-ranked by exact distance per result when the vector index is approximate (PQ).
+const REFINE_FACTOR: u32 = 4;
+
+/// How chunks are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Nearest vectors by cosine distance.
+    Vector,
+    /// Both nearest vectors and BM25 full-text matches, fused by reciprocal rank (vector only
+    /// while the full-text index does not exist yet).
+    Hybrid,
+}
+
+/// One chunk found by a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub chunk_id: String,
+    pub doc_id: String,
+    pub version: u64,
+    pub title: Option<String>,
+    pub context: String,
+    pub text: String,
+    /// Higher is better: 1 − cosine distance for vector search, the fused relevance for hybrid.
+    pub score: f32,
+}
+
+impl ChunkStore {
+    /// The `limit` best chunks of `tenant` for the query. The tenant filter is applied before
+    /// the nearest-neighbour search (prefilter), so another tenant's chunks can never be
+    /// returned, nor crowd out this tenant's.
+    pub async fn search(
+        &self,
+        tenant: &str,
+        query_text: &str,
+        query_vector: &[f32],
+        limit: usize,
+        mode: SearchMode,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let Some(table) = self.chunks() else {
+            return Ok(Vec::new());
+        };
+        // Until upkeep has built the full-text index there is nothing for BM25 to use.
+        let mode = if mode == SearchMode::Hybrid && !has_text_index(table).await? {
+            SearchMode::Vector
+        } else {
+            mode
+        };
+        let mut query = table
+            .query()
+            .only_if(format!("tenant = {}", sql_literal(tenant)))
+            .select(Select::columns(&RESULT_COLUMNS))
+            .limit(limit);
+        if mode == SearchMode::Hybrid {
+            query = query.full_text_search(FullTextSearchQuery::new(query_text.to_owned()));
+        }
+        let query = query
+            .nearest_to(query_vector)?
+            .distance_type(DistanceType::Cosine)
+            .refine_factor(REFINE_FACTOR);
+        let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
+        let mut hits = Vec::new();
+        for batch in &batches {
+            hits.extend(read_hits(batch, mode)?);
+        }
+        Ok(hits)
+    }
+}
+
+async fn has_text_index(table: &lancedb::Table) -> Result<bool, StoreError> {
+    let indices = table.list_indices().await?;
+    Ok(indices
+        .iter()
+        .any(|index| index.columns == ["text"] && index.index_type == lancedb::index::IndexType::FTS))
+}
+
+fn read_hits(batch: &RecordBatch, mode: SearchMode) -> Result<Vec<SearchHit>, StoreError> {
+    let chunk_id = column::<StringArray>(batch, "chunk_id")?;
+    let doc_id = column::<StringArray>(batch, "doc_id")?;
+    let version = column::<UInt64Array>(batch, "version")?;
+    let title = column::<StringArray>(batch, "title")?;
+    let context = column::<StringArray>(batch, "context")?;
+    let text = column::<StringArray>(batch, "text")?;
+    let scores: Vec<f32> = match mode {
+        SearchMode::Vector => column::<Float32Array>(batch, "_distance")?
+            .values()
+            .iter()
+            .map(|distance| 1.0 - distance)
+            .collect(),
+        SearchMode::Hybrid => column::<Float32Array>(batch, "_relevance_score")?.values().to_vec(),
+    };
+    Ok((0..batch.num_rows())
+        .map(|row| SearchHit {
+            chunk_id: chunk_id.value(row).to_owned(),
+            doc_id: doc_id.value(row).to_owned(),
+            version: version.value(row),
+            title: arrow_array::Array::is_valid(title, row).then(|| title.value(row).to_owned()),
+            context: context.value(row).to_owned(),
+            text: text.value(row).to_owned(),
+            score: scores[row],
+        })
+        .collect())
+}

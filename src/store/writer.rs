@@ -1,0 +1,140 @@
+//! Batching index writes across messages, with upkeep in between.
+//!
+//! A LanceDB commit costs the same for one chunk as for thousands, and every commit adds a
+//! fragment and a version. So all concurrent messages hand their document to one task that
+//! gathers up to `max_documents` of them (or waits at most `max_wait`), applies them as one
+//! batch, and only then answers each message; the offsets of those messages are committed
+//! after that, so nothing is acknowledged before it is durable. The same task runs upkeep
+//! between batches, so upkeep never races this replica's writes.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::{ChunkStore, DocumentWrite, MaintenancePolicy, WriteOutcome};
+use crate::error::StageError;
+use crate::telemetry::metrics::metrics;
+
+type Reply = oneshot::Sender<Result<WriteOutcome, StageError>>;
+
+struct Job {
+    write: DocumentWrite,
+    reply: Reply,
+}
+
+/// How the writer batches and when it does upkeep.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub max_documents: usize,
+    pub max_wait: Duration,
+    pub maintenance_interval: Duration,
+    pub maintenance: MaintenancePolicy,
+}
+
+/// A handle to the writing task; cheap to clone.
+#[derive(Clone)]
+pub struct IndexWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl IndexWriter {
+    /// Starts the writing task on the current runtime; it owns `store`.
+    pub fn spawn(store: ChunkStore, settings: WriterSettings) -> Self {
+        let (jobs, receiver) = mpsc::channel(4096);
+        tokio::spawn(run(store, receiver, settings));
+        Self { jobs }
+    }
+
+    /// Applies `write` (with others) and returns once it is committed.
+    pub async fn write(&self, write: DocumentWrite) -> Result<WriteOutcome, StageError> {
+        let (reply, response) = oneshot::channel();
+        self.jobs
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| StageError::internal("the index writer has stopped"))?;
+        response
+            .await
+            .map_err(|_| StageError::internal("the index writer dropped the request"))?
+    }
+}
+
+async fn run(mut store: ChunkStore, mut receiver: mpsc::Receiver<Job>, settings: WriterSettings) {
+    let mut upkeep = tokio::time::interval(settings.maintenance_interval);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    upkeep.tick().await; // the first tick is immediate; nothing to tidy yet
+    loop {
+        tokio::select! {
+            job = receiver.recv() => {
+                let Some(first) = job else { return };
+                let jobs = gather(first, &mut receiver, &settings).await;
+                apply(&mut store, jobs).await;
+            }
+            _ = upkeep.tick() => maintain(&store, &settings.maintenance).await,
+        }
+    }
+}
+
+async fn gather(first: Job, receiver: &mut mpsc::Receiver<Job>, settings: &WriterSettings) -> Vec<Job> {
+    let mut jobs = vec![first];
+    let deadline = tokio::time::Instant::now() + settings.max_wait;
+    while jobs.len() < settings.max_documents {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(job)) => jobs.push(job),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    jobs
+}
+
+async fn apply(store: &mut ChunkStore, jobs: Vec<Job>) {
+    let started = Instant::now();
+    let (writes, replies): (Vec<DocumentWrite>, Vec<Reply>) = jobs.into_iter().map(|j| (j.write, j.reply)).unzip();
+    let chunks: usize = writes.iter().map(|w| w.document.chunks.len()).sum();
+    let result = store.apply(&writes).await;
+    let m = metrics();
+    m.index_batch_documents.observe(writes.len() as f64);
+    m.index_batch_seconds.observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcomes) => {
+            m.index_chunks_written.inc_by(chunks as u64);
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let label = match &outcome {
+                    WriteOutcome::Indexed { .. } => "indexed",
+                    WriteOutcome::Deleted { .. } => "deleted",
+                    WriteOutcome::Skipped { .. } => "skipped",
+                };
+                m.index_documents.with_label_values(&[label]).inc();
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            let error = StageError::from(error);
+            warn!(documents = writes.len(), %error, "index batch failed");
+            m.index_documents
+                .with_label_values(&["failed"])
+                .inc_by(writes.len() as u64);
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+async fn maintain(store: &ChunkStore, policy: &MaintenancePolicy) {
+    match store.maintain(policy).await {
+        Ok(report) => {
+            metrics()
+                .index_maintenance_seconds
+                .observe(report.duration.as_secs_f64());
+            if report.vector_index_built || report.full_text_index_built || report.fragments_removed > 0 {
+                info!(?report, "index upkeep");
+            }
+        }
+        // Upkeep failing only slows searches and grows storage; writes go on. Retried next round.
+        Err(error) => {
+            metrics().index_maintenance_failures.inc();
+            warn!(%error, "index upkeep failed");
+        }
+    }
+}
