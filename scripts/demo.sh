@@ -68,14 +68,7 @@ done
 echo "$handled document versions handled by the index"
 
 say "audit (event, tenant/doc, version, chunks, ms per stage)"
-$KCAT -C -b $BROKER -t audit -o beginning -e -q -f '%s\n' | python3 -c '
-import json, sys
-for line in sys.stdin:
-    e = json.loads(line)
-    d = e.get("durations_ms", {})
-    print(f"{e[\"event\"]:17} {e[\"tenant\"]}/{e[\"doc_id\"]:42} v{e[\"version\"]:<14} chunks={e.get(\"chunk_count\", \"-\")!s:3} "
-          f"embed={d.get(\"embed\", 0):7.1f} index={d.get(\"index\", 0):6.1f} total={d.get(\"total\", 0):7.1f} {e.get(\"reason\", \"\")}")
-' | tail -n 40
+$KCAT -C -b $BROKER -t audit -o beginning -e -q -f '%s\n' | scripts/audit-table.py
 
 say "search: acme, 'How many weeks of parental leave does the primary caregiver get?'"
 $BIN search --tenant acme "How many weeks of parental leave does the primary caregiver get?" --top-k 3

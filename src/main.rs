@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use ragstream::config::{load_file, KafkaProperties, Topology};
 use ragstream::engine::{run_topology, Shutdown};
 use ragstream::ingest::{ingest, IngestOptions};
-use ragstream::telemetry::{init_logging, LogFormat};
+use ragstream::telemetry::{init_logging, LogFormat, Verbosity};
 use ragstream::transport::kafka::create_topics;
 
 /// Event-driven stream processor that brings LLMs into Kafka-based systems.
@@ -106,7 +106,11 @@ const EXIT_INVALID_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ragstream::embed::tune_allocator();
-    init_logging(cli.log_format);
+    let verbosity = match cli.command {
+        Command::Run { .. } => Verbosity::Service,
+        _ => Verbosity::Command,
+    };
+    init_logging(cli.log_format, verbosity);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

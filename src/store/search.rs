@@ -12,6 +12,16 @@ use super::{ChunkStore, StoreError};
 /// Columns a search returns besides the score.
 const RESULT_COLUMNS: [&str; 6] = ["chunk_id", "doc_id", "version", "title", "context", "text"];
 
+/// The score column of each mode, selected explicitly (lance warns that implicit projection of
+/// `_distance` will go away).
+fn result_columns(mode: SearchMode) -> Vec<&'static str> {
+    let mut columns = RESULT_COLUMNS.to_vec();
+    if mode == SearchMode::Vector {
+        columns.push("_distance");
+    }
+    columns
+}
+
 /// Candidates re-ranked by exact distance per result when the vector index is approximate (PQ).
 const REFINE_FACTOR: u32 = 4;
 
@@ -62,7 +72,7 @@ impl ChunkStore {
         let mut query = table
             .query()
             .only_if(format!("tenant = {}", sql_literal(tenant)))
-            .select(Select::columns(&RESULT_COLUMNS))
+            .select(Select::columns(&result_columns(mode)))
             .limit(limit);
         if mode == SearchMode::Hybrid {
             query = query.full_text_search(FullTextSearchQuery::new(query_text.to_owned()));

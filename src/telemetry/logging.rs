@@ -13,9 +13,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. The level comes from `RUST_LOG` (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+/// How chatty the default log filter is (`RUST_LOG` overrides it either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// A long-running service (`ragstream run`): lifecycle events at info.
+    Service,
+    /// A one-shot command (`ingest`, `search`, …): its own output is the report; only warnings.
+    Command,
+}
+
+/// Installs the global subscriber. The filter comes from `RUST_LOG`, else from `verbosity`.
+pub fn init_logging(format: LogFormat, verbosity: Verbosity) {
+    let default = match verbosity {
+        // LanceDB logs every table load and query plan at info: too much for a service log.
+        Verbosity::Service => "info,rdkafka=warn,lance=warn",
+        Verbosity::Command => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -5,4 +5,4 @@ mod logging;
 pub mod metrics;
 
 pub use http::{serve, Readiness};
-pub use logging::{init_logging, LogFormat};
+pub use logging::{init_logging, LogFormat, Verbosity};
