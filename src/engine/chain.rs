@@ -107,6 +107,7 @@ impl StageChain {
             None => None,
         };
         let started = Instant::now();
+        context.start_stage(&stage.name);
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.retry.initial_backoff_ms))
             .with_max_delay(Duration::from_millis(self.retry.max_backoff_ms))
@@ -129,12 +130,11 @@ impl StageChain {
             warn!(pipeline = labels[0], stage = labels[1], offset = context.offset, ?delay, %error, "retrying");
         })
         .await;
-        let elapsed = started.elapsed();
-        context.record_stage_time(&stage.name, elapsed);
+        context.finish_stage();
         metrics()
             .stage_duration
             .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
+            .observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) if error.fault == Fault::Internal => "error",

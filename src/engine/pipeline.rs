@@ -188,24 +188,17 @@ impl Pipeline {
         context: &MessageContext,
         rejection: &Rejection,
     ) -> Result<(), String> {
-        let failure_event = self
-            .config
-            .audit_sink
-            .as_ref()
-            .and_then(|sink| Some((sink, audit::failure_event(context, &rejection.stage, &rejection.error)?)));
-        let event_record = match failure_event {
-            Some((sink, event)) => Some(event.into_record(Some(sink.clone())).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        let dead_letter = self.outputs.dead_letter(message, context, rejection);
-        let event = async {
-            match event_record {
-                Some(record) => self.outputs.produce(vec![record]).await,
-                None => Ok(()),
+        let mut events = Vec::new();
+        if let Some(sink) = &self.config.audit_sink {
+            if let Some(event) = audit::failure_event(context, &rejection.stage, &rejection.error) {
+                events.push(event.into_record(Some(sink.clone())).map_err(|e| e.to_string())?);
             }
-        };
-        let (dead_letter, event) = tokio::join!(dead_letter, event);
-        dead_letter.and(event).map_err(|e| e.to_string())
+        }
+        let (dead_letter, events) = tokio::join!(
+            self.outputs.dead_letter(message, context, rejection),
+            self.outputs.produce(events)
+        );
+        dead_letter.and(events).map_err(|e| e.to_string())
     }
 
     async fn transform(&self, message: &OwnedMessage, context: &MessageContext) -> Result<Vec<Record>, Rejection> {

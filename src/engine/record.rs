@@ -81,7 +81,14 @@ pub struct MessageContext {
     /// reported on the audit topic with these identifiers, not only dead-lettered.
     pub subject: OnceLock<Subject>,
     /// Time each stage took so far, in chain order (retries included).
-    stage_times: Mutex<Vec<(String, Duration)>>,
+    stage_clock: Mutex<StageClock>,
+}
+
+/// The stages a message has been through, and the one it is in.
+#[derive(Debug, Default)]
+struct StageClock {
+    finished: Vec<(String, Duration)>,
+    running: Option<(String, Instant)>,
 }
 
 impl MessageContext {
@@ -95,25 +102,46 @@ impl MessageContext {
             timestamp_ms,
             received_at: Instant::now(),
             subject: OnceLock::new(),
-            stage_times: Mutex::new(Vec::new()),
+            stage_clock: Mutex::new(StageClock::default()),
+        }
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, StageClock> {
+        self.stage_clock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the start of `stage` for this message (called by the stage chain).
+    pub fn start_stage(&self, stage: &str) {
+        self.clock().running = Some((stage.to_owned(), Instant::now()));
+    }
+
+    /// Marks the end of the stage started last.
+    pub fn finish_stage(&self) {
+        let running = self.clock().running.take();
+        if let Some((stage, started)) = running {
+            self.record_stage_time(&stage, started.elapsed());
         }
     }
 
     /// Records that `stage` took `elapsed` for this message.
     pub fn record_stage_time(&self, stage: &str, elapsed: Duration) {
-        let mut times = self.stage_times.lock().unwrap_or_else(|p| p.into_inner());
-        times.push((stage.to_owned(), elapsed));
+        self.clock().finished.push((stage.to_owned(), elapsed));
     }
 
-    /// Time spent per stage so far, in chain order; a stage that ran for several records of
-    /// the message is summed.
+    /// Time spent per stage so far, in chain order, the running stage included up to now (so a
+    /// stage can report its own time in what it emits); a stage that ran for several records
+    /// of the message is summed.
     pub fn stage_times(&self) -> Vec<(String, Duration)> {
-        let times = self.stage_times.lock().unwrap_or_else(|p| p.into_inner());
-        let mut summed: Vec<(String, Duration)> = Vec::with_capacity(times.len());
-        for (stage, elapsed) in times.iter() {
+        let clock = self.clock();
+        let running = clock
+            .running
+            .as_ref()
+            .map(|(stage, started)| (stage, started.elapsed()));
+        let mut summed: Vec<(String, Duration)> = Vec::with_capacity(clock.finished.len() + 1);
+        for (stage, elapsed) in clock.finished.iter().map(|(s, e)| (s, *e)).chain(running) {
             match summed.iter_mut().find(|(name, _)| name == stage) {
-                Some((_, total)) => *total += *elapsed,
-                None => summed.push((stage.clone(), *elapsed)),
+                Some((_, total)) => *total += elapsed,
+                None => summed.push((stage.clone(), elapsed)),
             }
         }
         summed

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -161,7 +161,6 @@ impl Stage for IndexStage {
     }
 
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let started = Instant::now();
         let writer = self
             .writer
             .get()
@@ -177,24 +176,17 @@ impl Stage for IndexStage {
                 event_time_ms: context.timestamp_ms,
             })
             .await?;
-        let kind = match &outcome {
-            WriteOutcome::Indexed { .. } => DocumentEventKind::DocumentIndexed,
-            WriteOutcome::Deleted { .. } => DocumentEventKind::DocumentDeleted,
-            WriteOutcome::Skipped { .. } => DocumentEventKind::DocumentSkipped,
+        let (kind, chunk_count, reason) = match outcome {
+            WriteOutcome::Indexed { chunks } => (DocumentEventKind::DocumentIndexed, Some(chunks), None),
+            WriteOutcome::Deleted { removed } => (DocumentEventKind::DocumentDeleted, Some(removed), None),
+            WriteOutcome::Skipped { reason } => (DocumentEventKind::DocumentSkipped, None, Some(reason)),
         };
+        // The event's durations include this stage's time so far (the chain's stage clock).
         let mut event = DocumentEvent::new(kind, &tenant, &doc_id, version, context);
-        // This stage's own time is not in the context yet (it is recorded when it returns).
-        event.durations_ms.insert(
-            "index".to_owned(),
-            (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-        );
-        match outcome {
-            WriteOutcome::Indexed { chunks } => {
-                event.chunk_count = Some(u64::from(chunks));
-                event.embedding_model = embedding_model;
-            }
-            WriteOutcome::Deleted { removed } => event.chunk_count = Some(u64::from(removed)),
-            WriteOutcome::Skipped { reason } => event.reason = Some(reason),
+        event.chunk_count = chunk_count.map(u64::from);
+        event.reason = reason;
+        if kind == DocumentEventKind::DocumentIndexed {
+            event.embedding_model = embedding_model;
         }
         Ok(vec![event.into_record(None)?])
     }

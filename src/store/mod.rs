@@ -69,8 +69,9 @@ impl From<arrow_schema::ArrowError> for StoreError {
 pub struct ChunkStore {
     connection: Connection,
     chunks_name: String,
-    /// Opened on first use: its vector width comes from the first embedded document.
-    chunks: Option<Table>,
+    /// Opened on first use (its vector width comes from the first embedded document), with that
+    /// width, read once: every batch is checked against it without another schema read.
+    chunks: Option<(Table, i32)>,
     documents: Table,
 }
 
@@ -81,6 +82,14 @@ fn now_ms() -> i64 {
 fn reader(batch: RecordBatch) -> Box<dyn RecordBatchReader + Send> {
     let schema = batch.schema();
     Box::new(RecordBatchIterator::new(vec![Ok(batch)], schema))
+}
+
+/// `table` with the vector width of its schema.
+async fn with_dimensions(table: Table) -> Result<(Table, i32), StoreError> {
+    let schema = table.schema().await?;
+    let dimensions = columns::dimensions_of(&schema)
+        .ok_or_else(|| StoreError::Mismatch(format!("table `{}` has no vector column", table.name())))?;
+    Ok((table, dimensions))
 }
 
 async fn open_or_create(
@@ -121,21 +130,17 @@ impl ChunkStore {
             .execute()
             .await?;
         let documents = open_or_create(&connection, &format!("{table}_documents"), columns::documents_schema()).await?;
-        let mut store = Self {
+        let chunks = match connection.open_table(table).execute().await {
+            Ok(chunks) => Some(with_dimensions(chunks).await?),
+            Err(lancedb::Error::TableNotFound { .. }) => None,
+            Err(error) => return Err(error.into()),
+        };
+        let store = Self {
             connection,
             chunks_name: table.to_owned(),
-            chunks: None,
+            chunks,
             documents,
         };
-        if store
-            .connection
-            .table_names()
-            .execute()
-            .await?
-            .contains(&store.chunks_name)
-        {
-            store.chunks = Some(store.connection.open_table(&store.chunks_name).execute().await?);
-        }
         Ok(store)
     }
 
@@ -143,16 +148,13 @@ impl ChunkStore {
     async fn chunks_for(&mut self, dimensions: i32) -> Result<&Table, StoreError> {
         if self.chunks.is_none() {
             let table = open_or_create(&self.connection, &self.chunks_name, columns::chunks_schema(dimensions)).await?;
-            self.chunks = Some(table);
+            self.chunks = Some(with_dimensions(table).await?);
         }
-        let table = self.chunks.as_ref().expect("set above");
-        let schema = table.schema().await?;
-        let existing = columns::dimensions_of(&schema);
-        if existing != Some(dimensions) {
+        let (table, existing) = self.chunks.as_ref().expect("set above");
+        if *existing != dimensions {
             return Err(StoreError::Mismatch(format!(
-                "table `{}` holds {}-dimensional vectors but the chunks have {dimensions} (a different embedding model?)",
+                "table `{}` holds {existing}-dimensional vectors but the chunks have {dimensions} (a different embedding model?)",
                 self.chunks_name,
-                existing.map_or("unknown".to_owned(), |d| d.to_string()),
             )));
         }
         Ok(table)
@@ -160,7 +162,7 @@ impl ChunkStore {
 
     /// The chunks table, if any document was indexed yet.
     pub fn chunks(&self) -> Option<&Table> {
-        self.chunks.as_ref()
+        self.chunks.as_ref().map(|(table, _)| table)
     }
 
     /// The latest recorded state of each of `keys` that has one.
@@ -192,6 +194,7 @@ impl ChunkStore {
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let known = self.document_states(&key_refs).await?;
         let plan = plan(writes, &keys, &known);
+        let mut outcomes = plan.outcomes;
 
         let upserts: Vec<&DocumentWrite> = plan
             .applied
@@ -212,21 +215,13 @@ impl ChunkStore {
             merge
                 .execute(reader(columns::document_rows(&states, now_ms())?))
                 .await?;
+            for (&i, state) in plan.applied.iter().zip(&states) {
+                outcomes[i] = Some(state.outcome());
+            }
         }
-        Ok(plan
-            .outcomes
+        Ok(outcomes
             .into_iter()
-            .enumerate()
-            .map(|(i, outcome)| {
-                outcome.unwrap_or_else(|| match writes[i].document.op {
-                    DocumentOp::Upsert => WriteOutcome::Indexed {
-                        chunks: writes[i].document.chunks.len() as u32,
-                    },
-                    DocumentOp::Delete => WriteOutcome::Deleted {
-                        removed: known.get(&keys[i]).filter(|s| !s.deleted).map_or(0, |s| s.chunk_count),
-                    },
-                })
-            })
+            .map(|outcome| outcome.expect("every write is either applied or decided by the plan"))
             .collect())
     }
 
@@ -250,7 +245,7 @@ impl ChunkStore {
             }
             // Only deletes (or chunkless upserts): nothing to insert.
             None => {
-                if let Some(table) = &self.chunks {
+                if let Some(table) = self.chunks() {
                     table.delete(&remove_others).await?;
                 }
             }
@@ -260,7 +255,7 @@ impl ChunkStore {
 
     /// Rows in the chunks table matching `filter` (all rows with `None`).
     pub async fn count_chunks(&self, filter: Option<String>) -> Result<usize, StoreError> {
-        match &self.chunks {
+        match self.chunks() {
             Some(table) => Ok(table.count_rows(filter).await?),
             None => Ok(0),
         }
@@ -327,20 +322,27 @@ fn plan(writes: &[DocumentWrite], keys: &[String], known: &HashMap<String, Docum
             // A redelivery of what was applied: report it the same way again (the audit event
             // of the first time may not have been produced before a crash).
             Some(state) if state.version == version => {
-                outcomes[i] = Some(if state.deleted {
-                    WriteOutcome::Deleted {
-                        removed: state.chunk_count,
-                    }
-                } else {
-                    WriteOutcome::Indexed {
-                        chunks: state.chunk_count,
-                    }
-                });
+                outcomes[i] = Some(state.outcome());
             }
             _ => applied.push(i),
         }
     }
     Plan { applied, outcomes }
+}
+
+impl DocumentState {
+    /// How applying this state is reported: the same the first time and on every redelivery.
+    fn outcome(&self) -> WriteOutcome {
+        if self.deleted {
+            WriteOutcome::Deleted {
+                removed: self.chunk_count,
+            }
+        } else {
+            WriteOutcome::Indexed {
+                chunks: self.chunk_count,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::sync::LazyLock;
 
+use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -47,29 +48,29 @@ pub struct Metrics {
     pub index_maintenance_failures: IntCounter,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+/// Adds `metric` to `registry` and hands it back. Definitions are constants of this module, so
+/// a failure here is a bug caught by the first test that touches metrics.
+fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<M>) -> M {
+    let metric = metric.expect("valid metric definition");
     registry
         .register(Box::new(metric.clone()))
         .expect("metric registered once");
     metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let metric =
-        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric definition");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
 }
 
 fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let metric = IntCounter::new(name, help).expect("valid metric definition");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
+    register(registry, IntCounter::new(name, help))
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -77,28 +78,23 @@ fn seconds_buckets() -> Vec<f64> {
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
-        let stage_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ragstream_stage_duration_seconds",
-                "Time spent in one stage invocation, retries included.",
-            )
-            .buckets(exponential_buckets(0.000_1, 2.5, 16).expect("valid buckets")),
-            &["pipeline", "stage"],
-        )
-        .expect("valid metric definition");
-        registry
-            .register(Box::new(stage_duration.clone()))
-            .expect("metric registered once");
+        let stage_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ragstream_stage_duration_seconds",
+                    "Time spent in one stage invocation, retries included.",
+                )
+                .buckets(exponential_buckets(0.000_1, 2.5, 16).expect("valid buckets")),
+                &["pipeline", "stage"],
+            ),
+        );
         Self {
             messages_consumed: counter(
                 &registry,
