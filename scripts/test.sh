@@ -41,6 +41,10 @@ echo "== cargo test"
 # (Benchmarks are compiled by clippy above and run with `cargo bench`, not here.)
 log=$(mktemp)
 cargo test --lib --bins --tests -- --test-threads 3 2>&1 | tee "$log"
+echo "== deployment artefacts (scripts/check-deploy.sh)"
+deploy_status=0
+scripts/check-deploy.sh || deploy_status=$?
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "summary: %d passed, %d failed\n", passed, failed }' "$log"
 rm -f "$log"
+exit $deploy_status

@@ -180,20 +180,22 @@ impl Pipeline {
         drop(permit);
     }
 
-    /// Dead-letters the message and, when the pipeline has an audit sink and a stage had
-    /// identified the message, emits its failure event; the offset waits for both.
+    /// Dead-letters the message and, when a stage had identified it, emits what its readers
+    /// still expect (a document's failure event, a question's `failed` answer and audit event);
+    /// the offset waits for all of them.
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
         context: &MessageContext,
         rejection: &Rejection,
     ) -> Result<(), String> {
-        let mut events = Vec::new();
-        if let Some(sink) = &self.config.audit_sink {
-            if let Some(event) = audit::failure_event(context, &rejection.stage, &rejection.error) {
-                events.push(event.into_record(Some(sink.clone())).map_err(|e| e.to_string())?);
-            }
-        }
+        let events = audit::failure_records(
+            context,
+            &rejection.stage,
+            &rejection.error,
+            self.config.audit_sink.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         let (dead_letter, events) = tokio::join!(
             self.outputs.dead_letter(message, context, rejection),
             self.outputs.produce(events)

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::audit::Subject;
+use crate::pii::PiiScope;
 
 /// The body of a record: raw bytes as consumed, or JSON once a stage has decoded it (so later
 /// stages do not parse the same text again).
@@ -80,6 +81,9 @@ pub struct MessageContext {
     /// What the message is about, set by the stage that decodes it; a failure after that is
     /// reported on the audit topic with these identifiers, not only dead-lettered.
     pub subject: OnceLock<Subject>,
+    /// The question's personal-data placeholders, set by `mask_pii` and read by the stages
+    /// after it. It lives exactly as long as the message: never serialized or produced.
+    pub pii: OnceLock<PiiScope>,
     /// Time each stage took so far, in chain order (retries included).
     stage_clock: Mutex<StageClock>,
 }
@@ -102,6 +106,7 @@ impl MessageContext {
             timestamp_ms,
             received_at: Instant::now(),
             subject: OnceLock::new(),
+            pii: OnceLock::new(),
             stage_clock: Mutex::new(StageClock::default()),
         }
     }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted_llm;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::TcpListener;
@@ -346,6 +348,8 @@ pub struct TestTopology {
     pub port: u16,
     /// Extra YAML lines for the pipeline (e.g. a `retry:` block), indented by four spaces.
     pub pipeline_extra: String,
+    /// Sinks besides `out`: (name, topic).
+    pub extra_sinks: Vec<(String, String)>,
 }
 
 impl TestTopology {
@@ -362,6 +366,7 @@ impl TestTopology {
             commit_interval_ms: 200,
             port: free_port(),
             pipeline_extra: String::new(),
+            extra_sinks: Vec::new(),
         }
     }
 
@@ -374,14 +379,17 @@ impl TestTopology {
             group: self.group.clone(),
             stages: self.stages.clone(),
             pipeline_extra: self.pipeline_extra.clone(),
+            extra_sinks: self.extra_sinks.clone(),
             port: free_port(),
             ..*self
         }
     }
 
-    /// Creates the three topics.
+    /// Creates the input, output and dead-letter topics and those of the extra sinks.
     pub async fn create_topics(&self, partitions: i32) {
-        create_topics(&[&self.input, &self.output, &self.dead_letter], partitions).await;
+        let mut topics = vec![self.input.as_str(), self.output.as_str(), self.dead_letter.as_str()];
+        topics.extend(self.extra_sinks.iter().map(|(_, topic)| topic.as_str()));
+        create_topics(&topics, partitions).await;
     }
 
     /// The topology file text.
@@ -411,7 +419,7 @@ pipelines:
     sinks:
       - name: out
         topic: {output}
-    dead_letter:
+{extra_sinks}    dead_letter:
       topic: {dlq}
 "#,
             brokers = brokers(),
@@ -424,6 +432,11 @@ pipelines:
             stages = self.stages,
             extra = self.pipeline_extra,
             output = self.output,
+            extra_sinks = self
+                .extra_sinks
+                .iter()
+                .map(|(name, topic)| format!("      - name: {name}\n        topic: {topic}\n"))
+                .collect::<String>(),
             dlq = self.dead_letter,
         )
     }
