@@ -3,7 +3,7 @@
 //!     cargo bench --bench pii
 //!
 //! Detects and masks every record of the labeled set repeatedly and prints MB/s of input text
-//! (one thread). Precision and recall on the same set: `cargo test --test pii_labeled -- --nocapture`.
+//! (one thread). Precision and recall on the same set: `cargo test --test integration pii_labeled -- --nocapture`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

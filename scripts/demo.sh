@@ -77,7 +77,7 @@ $BIN search --tenant globex "How many weeks of parental leave does the primary c
 say "hybrid search: globex, 'rate limit Pro plan requests per minute'"
 $BIN search --tenant globex --hybrid "rate limit Pro plan requests per minute" --top-k 3
 
-say "ragstream ask: sample questions from corpus/questions.jsonl, answered by the local model"
+say "ragstream ask: sample questions from corpus/questions.jsonl, answered by the local model (streamed)"
 python3 - <<'PY' > .run/questions.tsv
 import json
 for line in list(open("corpus/questions.jsonl"))[:6]:
@@ -86,7 +86,7 @@ for line in list(open("corpus/questions.jsonl"))[:6]:
 PY
 while IFS=$'\t' read -r tenant question expected; do
   printf '\n\033[1m%s asks:\033[0m %s  (the documents say: %s)\n' "$tenant" "$question" "$expected"
-  $BIN ask --tenant "$tenant" "$question" --timeout 300 --brokers $BROKER || true
+  $BIN ask --tenant "$tenant" "$question" --timeout 300 --brokers $BROKER --partials-topic answers.partial || true
 done < .run/questions.tsv
 
 say "ragstream ask with personal data: the model sees placeholders, the answer has the values back"

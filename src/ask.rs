@@ -9,7 +9,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaProperties;
-use crate::contracts::{Answer, Question, QuestionOptions, Task, SCHEMA_VERSION};
+use crate::contracts::{Answer, PartialAnswer, Question, QuestionOptions, Task, SCHEMA_VERSION};
 use crate::transport::kafka::{client_config, create_producer};
 
 /// What to ask and where.
@@ -22,6 +22,9 @@ pub struct AskOptions {
     pub top_k: Option<u32>,
     pub questions_topic: String,
     pub answers_topic: String,
+    /// The topic of the generate stage's `partials_sink`: the answer is printed to stdout as
+    /// it is written.
+    pub partials_topic: Option<String>,
     pub kafka: KafkaProperties,
     /// How long to wait for the answer.
     pub timeout: Duration,
@@ -36,40 +39,49 @@ fn new_request_id() -> String {
     )
 }
 
-/// A consumer positioned at the current end of every partition of `topic`, so it sees the
+/// A consumer positioned at the current end of every partition of `topics`, so it sees the
 /// answer to a question produced afterwards and little before it.
-fn answers_consumer(kafka: &KafkaProperties, topic: &str) -> anyhow::Result<BaseConsumer> {
+fn answers_consumer(kafka: &KafkaProperties, topics: &[&str]) -> anyhow::Result<BaseConsumer> {
     let mut config = client_config(kafka, &KafkaProperties::new());
     config
         .set("group.id", format!("ragstream-ask-{:08x}", rand::random::<u32>()))
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create().context("cannot create a Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read the metadata of topic `{topic}`"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        bail!("topic `{topic}` does not exist (create the topology's topics first: ragstream topics create)");
-    }
     let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("cannot read the end of `{topic}` partition {partition}"))?;
-        // Explicit offsets, not Offset::End: the end is resolved now, before the question is
-        // produced, so a fast answer cannot slip in before the consumer starts.
-        assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot read the metadata of topic `{topic}`"))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            bail!("topic `{topic}` does not exist (create the topology's topics first: ragstream topics create)");
+        }
+        for partition in partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .with_context(|| format!("cannot read the end of `{topic}` partition {partition}"))?;
+            // Explicit offsets, not Offset::End: the end is resolved now, before the question
+            // is produced, so a fast answer cannot slip in before the consumer starts.
+            assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+        }
     }
     consumer.assign(&assignment)?;
     Ok(consumer)
 }
 
+/// An answer, and whether its text was printed already while it was written.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub answer: Answer,
+    pub streamed: bool,
+}
+
 /// Produces the question and waits for the answer with its request id.
-pub async fn ask(options: &AskOptions) -> anyhow::Result<Answer> {
+pub async fn ask(options: &AskOptions) -> anyhow::Result<Asked> {
     let request_id = new_request_id();
     let question = Question {
         schema_version: SCHEMA_VERSION,
@@ -84,7 +96,9 @@ pub async fn ask(options: &AskOptions) -> anyhow::Result<Answer> {
         }),
         metadata: Default::default(),
     };
-    let consumer = answers_consumer(&options.kafka, &options.answers_topic)?;
+    let mut topics = vec![options.answers_topic.as_str()];
+    topics.extend(options.partials_topic.as_deref());
+    let consumer = answers_consumer(&options.kafka, &topics)?;
     let producer =
         create_producer(&options.kafka, &KafkaProperties::new()).context("cannot create a Kafka producer")?;
     let payload = serde_json::to_vec(&question)?;
@@ -102,13 +116,38 @@ pub async fn ask(options: &AskOptions) -> anyhow::Result<Answer> {
     tokio::task::spawn_blocking(move || wait_for_answer(&consumer, &request_id, &answers_topic, timeout)).await?
 }
 
+/// Prints partial answers as they come: the text of the current attempt, and a note when a
+/// failed attempt's text is superseded.
+#[derive(Default)]
+struct PartialPrinter {
+    attempt: Option<(String, u32)>,
+    printed: bool,
+}
+
+impl PartialPrinter {
+    fn print(&mut self, partial: PartialAnswer) {
+        use std::io::Write as _;
+        let attempt = (partial.model.clone(), partial.attempt);
+        if self.attempt.as_ref() != Some(&attempt) {
+            if self.printed {
+                println!("\n[that attempt failed; {} attempt {} starts over]", partial.model, partial.attempt);
+            }
+            self.attempt = Some(attempt);
+        }
+        print!("{}", partial.delta);
+        self.printed |= !partial.delta.is_empty();
+        let _ = std::io::stdout().flush();
+    }
+}
+
 fn wait_for_answer(
     consumer: &BaseConsumer,
     request_id: &str,
     topic: &str,
     timeout: Duration,
-) -> anyhow::Result<Answer> {
+) -> anyhow::Result<Asked> {
     let deadline = std::time::Instant::now() + timeout;
+    let mut partials = PartialPrinter::default();
     while std::time::Instant::now() < deadline {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
@@ -118,7 +157,22 @@ fn wait_for_answer(
             continue;
         }
         let payload = message.payload().unwrap_or_default();
-        return serde_json::from_slice(payload).with_context(|| format!("the answer on `{topic}` is not readable"));
+        if message.topic() != topic {
+            // A partial answer: progress only, so an unreadable one is skipped.
+            if let Ok(partial) = serde_json::from_slice::<PartialAnswer>(payload) {
+                partials.print(partial);
+            }
+            continue;
+        }
+        if partials.printed {
+            println!("\n");
+        }
+        let answer =
+            serde_json::from_slice(payload).with_context(|| format!("the answer on `{topic}` is not readable"))?;
+        return Ok(Asked {
+            answer,
+            streamed: partials.printed,
+        });
     }
     bail!(
         "no answer for request {request_id} on `{topic}` within {} s (is `ragstream run` running with an answering pipeline?)",
@@ -138,6 +192,13 @@ pub fn render(answer: &Answer) -> String {
         )),
     }
     out.push('\n');
+    out.push_str(&render_footer(answer));
+    out
+}
+
+/// The sources an answer cites and its status line (what follows a streamed answer's text).
+pub fn render_footer(answer: &Answer) -> String {
+    let mut out = String::new();
     if !answer.citations.is_empty() {
         out.push_str("\nSources:\n");
         for citation in &answer.citations {

@@ -198,6 +198,28 @@ pub struct Answer {
     pub created_at: String,
 }
 
+/// A piece of an answer while a model writes it (the sink `generate.partials_sink` names, key
+/// `request_id`; `schemas/partial_answers.schema.json`). Progress for a user watching, not the
+/// result: the message on the answers topic is the answer. The `delta`s of one
+/// `(model, attempt)` in `seq` order make up the text so far; a partial with a new
+/// `(model, attempt)` starts over, because the attempt before it failed. Personal data is
+/// restored, as in the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialAnswer {
+    pub schema_version: u32,
+    pub request_id: String,
+    pub tenant: String,
+    /// 0, 1, 2… per question, across attempts.
+    pub seq: u64,
+    pub model: String,
+    /// 1 for a model's first call, 2 for its first retry…
+    pub attempt: u32,
+    /// The text that follows the previous partial of the same attempt.
+    pub delta: String,
+    /// Set on the last partial of the attempt that answered.
+    pub done: bool,
+}
+
 /// A chunk found for a question, as the answering stages pass it on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetrievedPassage {
@@ -385,6 +407,17 @@ impl Contract {
     pub fn answers() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> =
             LazyLock::new(|| Contract::compile("answer", include_str!("../schemas/answers.schema.json")));
+        &CONTRACT
+    }
+
+    /// The partial answers contract (`schemas/partial_answers.schema.json`).
+    pub fn partial_answers() -> &'static Contract {
+        static CONTRACT: LazyLock<Contract> = LazyLock::new(|| {
+            Contract::compile(
+                "partial answer",
+                include_str!("../schemas/partial_answers.schema.json"),
+            )
+        });
         &CONTRACT
     }
 

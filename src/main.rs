@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ragstream::ask::{ask, render, AskOptions};
+use ragstream::ask::{ask, render, render_footer, AskOptions, Asked};
 use ragstream::config::{load_file, KafkaProperties, Topology};
 use ragstream::contracts::{AnswerStatus, Task};
 use ragstream::engine::{run_topology, Shutdown};
@@ -105,6 +105,10 @@ enum Command {
         /// Topic answers are read from.
         #[arg(long, default_value = "answers")]
         answers_topic: String,
+        /// Topic of partial answers (the generate stage's `partials_sink`): print the answer
+        /// while it is written.
+        #[arg(long)]
+        partials_topic: Option<String>,
         /// Kafka bootstrap servers.
         #[arg(long, env = "RAGSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
@@ -234,6 +238,7 @@ async fn dispatch(command: Command) -> ExitCode {
             top_k,
             questions_topic,
             answers_topic,
+            partials_topic,
             brokers,
             timeout,
             json,
@@ -246,13 +251,17 @@ async fn dispatch(command: Command) -> ExitCode {
                 top_k,
                 questions_topic,
                 answers_topic,
+                partials_topic,
                 kafka: KafkaProperties::from([("bootstrap.servers".to_owned(), brokers)]),
                 timeout: std::time::Duration::from_secs(timeout),
             };
             match ask(&options).await {
-                Ok(answer) => {
+                Ok(Asked { answer, streamed }) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+                    } else if streamed && answer.answer.is_some() {
+                        // The text is on screen already.
+                        print!("{}", render_footer(&answer));
                     } else {
                         print!("{}", render(&answer));
                     }

@@ -31,7 +31,8 @@ pub struct Pipeline {
     name: Arc<str>,
     config: PipelineConfig,
     chain: StageChain,
-    outputs: Outputs,
+    /// Shared with the messages' contexts, for records produced before a message finishes.
+    outputs: Arc<Outputs>,
     consumer: Arc<PipelineConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
     /// Set when a failure means this pipeline must stop without committing past it.
@@ -66,7 +67,7 @@ impl Pipeline {
             name: Arc::from(config.name.as_str()),
             config: config.clone(),
             chain,
-            outputs: Outputs::new(config, producer),
+            outputs: Arc::new(Outputs::new(config, producer)),
             consumer: Arc::new(consumer),
             tracker,
             fatal: CancellationToken::new(),
@@ -155,7 +156,8 @@ impl Pipeline {
             message.partition(),
             message.offset(),
             message.timestamp().to_millis(),
-        );
+        )
+        .with_early_outputs(self.outputs.clone());
         let outcome = match self.transform(&message, &context).await {
             Ok(records) => self.outputs.produce(records).await.map_err(|e| e.to_string()),
             Err(rejection) if rejection.error.fault == Fault::Internal => Err(format!(

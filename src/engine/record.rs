@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -62,6 +63,15 @@ pub struct Record {
     pub sink: Option<String>,
 }
 
+/// Produces records at once, while their message is still being processed: progress reports
+/// (partial answers), not results. They do not hold back the offset, and when the message is
+/// redelivered they are produced again.
+#[async_trait]
+pub trait ProduceNow: Send + Sync {
+    /// Produces `records` and waits for the broker's acknowledgement.
+    async fn produce_now(&self, records: Vec<Record>) -> Result<(), String>;
+}
+
 /// Where the message being processed came from, and what stages learnt about it on the way;
 /// shared by every record derived from it.
 #[derive(Debug)]
@@ -86,6 +96,18 @@ pub struct MessageContext {
     pub pii: OnceLock<PiiScope>,
     /// Time each stage took so far, in chain order (retries included).
     stage_clock: Mutex<StageClock>,
+    /// The pipeline's producer for records that cannot wait for the end of the chain.
+    early_outputs: Option<EarlyOutputs>,
+}
+
+/// A [`ProduceNow`] behind a name `Debug` can print.
+#[derive(Clone)]
+struct EarlyOutputs(Arc<dyn ProduceNow>);
+
+impl std::fmt::Debug for EarlyOutputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EarlyOutputs")
+    }
 }
 
 /// The stages a message has been through, and the one it is in.
@@ -108,6 +130,28 @@ impl MessageContext {
             subject: OnceLock::new(),
             pii: OnceLock::new(),
             stage_clock: Mutex::new(StageClock::default()),
+            early_outputs: None,
+        }
+    }
+
+    /// Lets stages produce records before the message is finished, with `outputs`.
+    pub fn with_early_outputs(mut self, outputs: Arc<dyn ProduceNow>) -> Self {
+        self.early_outputs = Some(EarlyOutputs(outputs));
+        self
+    }
+
+    /// Whether [`produce_now`](Self::produce_now) reaches a broker (it does in a running
+    /// pipeline, not in a stage's unit test).
+    pub fn can_produce_now(&self) -> bool {
+        self.early_outputs.is_some()
+    }
+
+    /// Produces `records` now (see [`ProduceNow`]); without early outputs there is nowhere to
+    /// send them and they are dropped.
+    pub async fn produce_now(&self, records: Vec<Record>) -> Result<(), String> {
+        match &self.early_outputs {
+            Some(EarlyOutputs(outputs)) => outputs.produce_now(records).await,
+            None => Ok(()),
         }
     }
 

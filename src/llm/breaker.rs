@@ -56,8 +56,9 @@ impl CircuitBreaker {
     }
 
     /// Reports a failed call (only failures that say something about the model's health:
-    /// rate limits, server errors, timeouts, broken connections, unreadable answers).
-    pub fn record_failure(&self) {
+    /// rate limits, server errors, timeouts, broken connections, unreadable answers). Returns
+    /// whether the circuit is open now.
+    pub fn record_failure(&self) -> bool {
         let mut state = self.state();
         *state = match *state {
             State::Closed { failures } if failures + 1 < self.failure_threshold => {
@@ -67,6 +68,7 @@ impl CircuitBreaker {
                 until: Instant::now() + self.open_for,
             },
         };
+        matches!(*state, State::Open { .. })
     }
 
     /// Whether the circuit is open (calls refused) right now.

@@ -23,7 +23,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::{CallError, CallErrorKind, ChatMessage, ChatProvider, ChatRequest, Completion, Role, Usage};
+use super::{DeltaSink, CallError, CallErrorKind, ChatMessage, ChatProvider, ChatRequest, Completion, Role, Usage};
 
 /// Prompt tokens fed to the model per forward pass. Feeding a long prompt at once would build
 /// attention scores for every pair of positions in one go (hundreds of MB per layer at a few
@@ -152,15 +152,17 @@ impl LocalChatModel {
     /// Answers a conversation, greedily (always the most likely token: deterministic). Blocks
     /// for as long as generation takes; safe to call from several threads at once.
     pub fn generate(&self, messages: &[ChatMessage], max_output_tokens: u32) -> Result<Completion, String> {
-        self.generate_until(messages, max_output_tokens, &AtomicBool::new(false))
+        self.generate_until(messages, max_output_tokens, &AtomicBool::new(false), None)
     }
 
-    /// [`generate`](Self::generate) that gives up between two tokens once `cancelled` is set.
+    /// [`generate`](Self::generate) that gives up between two tokens once `cancelled` is set,
+    /// and reports the answer's text to `on_text` piece by piece as tokens are decoded.
     fn generate_until(
         &self,
         messages: &[ChatMessage],
         max_output_tokens: u32,
         cancelled: &AtomicBool,
+        mut on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Completion, String> {
         let prompt = self.prompt_ids(messages)?;
         if prompt.len() >= self.context_length {
@@ -175,6 +177,9 @@ impl LocalChatModel {
         let mut model = self.weights.clone();
         let mut generated: Vec<u32> = Vec::new();
         let mut stopped = false;
+        // The text reported so far; a token can end inside a UTF-8 character, so a piece is
+        // reported only once the decoded text extends it cleanly.
+        let mut reported = String::new();
         let run = |e: candle_core::Error| format!("{} failed: {e}", self.name);
         if limit > 0 {
             let mut logits = prefill(&mut model, &prompt, PREFILL_CHUNK).map_err(run)?;
@@ -184,6 +189,16 @@ impl LocalChatModel {
                 if self.stop_tokens.contains(&next) {
                     stopped = true;
                     break;
+                }
+                if let Some(on_text) = on_text.as_mut() {
+                    let so_far = self
+                        .tokenizer
+                        .decode(&generated, true)
+                        .map_err(|e| format!("{}: cannot decode the answer: {e}", self.name))?;
+                    if !so_far.ends_with('\u{FFFD}') && so_far.len() > reported.len() && so_far.starts_with(&reported) {
+                        on_text(&so_far[reported.len()..]);
+                        reported = so_far;
+                    }
                 }
                 if generated.len() == limit {
                     break;
@@ -207,6 +222,13 @@ impl LocalChatModel {
             .tokenizer
             .decode(answer, true)
             .map_err(|e| format!("{}: cannot decode the answer: {e}", self.name))?;
+        if let Some(on_text) = on_text {
+            if let Some(rest) = text.strip_prefix(reported.as_str()) {
+                if !rest.is_empty() {
+                    on_text(rest);
+                }
+            }
+        }
         Ok(Completion {
             text,
             usage: Usage {
@@ -489,37 +511,29 @@ fn chat_template(source: String) -> Result<minijinja::Environment<'static>, mini
     Ok(environment)
 }
 
-/// Whether candle multiplies by tensors of this type without a SIMD kernel (on x86).
-fn lacks_fast_kernel(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
-}
-
-/// The model weights, with the tensors candle multiplies slowly re-quantised to Q8_0.
+/// The model weights, every quantized tensor dequantized to f32.
 ///
-/// candle has no SIMD dot product for Q4_1 (the type of SmolLM2's file): generation ran at 24
-/// tokens/s here, 72 tokens/s once the weights were re-quantised to Q8_0 at load (which takes
-/// under a second). Q8_0 keeps 8 bits per weight with the same 32-weight blocks, so the 4-bit
-/// values survive almost exactly. `ModelWeights` reads only from a GGUF reader, so the
-/// converted tensors go through an in-memory GGUF file.
+/// candle 0.11.1's quantized CPU matrix products gave wrong results on the development machine
+/// (a Xeon with AVX-512 VNNI and AMX): SmolLM2 answered "What is the capital of France?" with
+/// "L'Étoile, la Cité…", and a prompt fed in chunks disagreed with the same prompt fed at once
+/// by 2% of the largest logit, for the file's own Q4_1 weights and for weights re-quantised to
+/// Q8_0 alike. With the weights dequantized (what `CANDLE_DEQUANTIZE_ALL=1` does) the answer is
+/// "The capital of France is Paris." and chunked prefill matches to 1e-5: correctness first, at
+/// four bytes per parameter (540 MB for the 135M model; a 7B model would need 28 GB).
+/// `ModelWeights` reads only from a GGUF reader, so the converted tensors go through an
+/// in-memory GGUF file.
 fn load_weights(
     content: gguf_file::Content,
     reader: &mut BufReader<std::fs::File>,
 ) -> candle_core::Result<ModelWeights> {
     let device = Device::Cpu;
-    if !content
-        .tensor_infos
-        .values()
-        .any(|info| lacks_fast_kernel(info.ggml_dtype))
-    {
-        return ModelWeights::from_gguf(content, reader, &device);
-    }
     let mut tensors = Vec::with_capacity(content.tensor_infos.len());
     for name in content.tensor_infos.keys() {
         let tensor = content.tensor(reader, name, &device)?;
-        let tensor = if lacks_fast_kernel(tensor.dtype()) {
-            QTensor::quantize(&tensor.dequantize(&device)?, GgmlDType::Q8_0)?
-        } else {
+        let tensor = if tensor.dtype() == GgmlDType::F32 {
             tensor
+        } else {
+            QTensor::quantize(&tensor.dequantize(&device)?, GgmlDType::F32)?
         };
         tensors.push((name.as_str(), tensor));
     }
@@ -604,19 +618,43 @@ impl Drop for CancelOnDrop {
     }
 }
 
-#[async_trait]
-impl ChatProvider for LocalProvider {
-    async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {
+impl LocalProvider {
+    /// Generates on a blocking thread (it is CPU-bound for seconds), reporting pieces to
+    /// `deltas` when given.
+    async fn run(&self, request: &ChatRequest, deltas: Option<DeltaSink>) -> Result<Completion, CallError> {
         let model = self.model.clone();
         let messages = request.messages.clone();
         let max_output_tokens = request.max_output_tokens;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(cancelled.clone());
-        // Generation is CPU-bound for seconds: off the async workers.
-        tokio::task::spawn_blocking(move || model.generate_until(&messages, max_output_tokens, &cancelled))
-            .await
-            .map_err(|e| CallError::new(CallErrorKind::Local, format!("local model task failed: {e}")))?
-            .map_err(|e| CallError::new(CallErrorKind::Local, e))
+        tokio::task::spawn_blocking(move || match deltas {
+            Some(deltas) => model.generate_until(
+                &messages,
+                max_output_tokens,
+                &cancelled,
+                Some(&mut |piece: &str| deltas.text(piece)),
+            ),
+            // Without a listener, no decoding per token.
+            None => model.generate_until(&messages, max_output_tokens, &cancelled, None),
+        })
+        .await
+        .map_err(|e| CallError::new(CallErrorKind::Local, format!("local model task failed: {e}")))?
+        .map_err(|e| CallError::new(CallErrorKind::Local, e))
+    }
+}
+
+#[async_trait]
+impl ChatProvider for LocalProvider {
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {
+        self.run(request, None).await
+    }
+
+    async fn stream(&self, request: &ChatRequest, deltas: &DeltaSink) -> Result<Completion, CallError> {
+        self.run(request, Some(deltas.clone())).await
+    }
+
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        Some(self.model.count_tokens(text))
     }
 }
 

@@ -10,6 +10,7 @@ mod local;
 mod openai;
 mod prompt;
 mod resilience;
+mod sse;
 
 use std::fmt;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub use local::{shared_local_chat_model, LocalChatModel, LocalProvider};
 pub use openai::OpenAiProvider;
 pub use prompt::{assemble, citation, estimate_tokens, extractive_answer, parse_citations, Passage, Prompt};
 pub use resilience::{Answered, CallOutcome, ChainModel, ModelChain, RetryPolicy};
+
 
 /// Who speaks a message of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,11 +188,63 @@ impl fmt::Display for CallError {
     }
 }
 
+/// What a streaming call reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A call to `model` begins; text of any earlier attempt is void.
+    Attempt { model: String, attempt: u32 },
+    /// The next piece of the answer text of the current attempt.
+    Text(String),
+}
+
+/// Where a streaming call sends its events. Sending never blocks the call: the receiver
+/// drains at its own pace (an unbounded channel: an answer is at most a few thousand pieces).
+#[derive(Debug, Clone)]
+pub struct DeltaSink(tokio::sync::mpsc::UnboundedSender<StreamEvent>);
+
+impl DeltaSink {
+    /// A sink and the receiver of what is sent to it.
+    pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        (Self(sender), receiver)
+    }
+
+    /// Reports the next piece of text (nothing for an empty one).
+    pub fn text(&self, piece: &str) {
+        if !piece.is_empty() {
+            // A receiver that stopped listening only loses progress reports.
+            let _ = self.0.send(StreamEvent::Text(piece.to_owned()));
+        }
+    }
+
+    fn attempt(&self, model: &str, attempt: u32) {
+        let _ = self.0.send(StreamEvent::Attempt {
+            model: model.to_owned(),
+            attempt,
+        });
+    }
+}
+
 /// A chat model behind some API, or in-process.
 #[async_trait]
 pub trait ChatProvider: Send + Sync {
     /// One call, no retries: those are the caller's, so that every attempt is visible.
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError>;
+
+    /// [`complete`](Self::complete), reporting the answer's text to `deltas` as it is produced.
+    /// The returned completion holds the whole text. Providers that cannot stream report it in
+    /// one piece at the end.
+    async fn stream(&self, request: &ChatRequest, deltas: &DeltaSink) -> Result<Completion, CallError> {
+        let completion = self.complete(request).await?;
+        deltas.text(&completion.text);
+        Ok(completion)
+    }
+
+    /// Tokens `text` takes for this model, when the provider knows its tokenizer (a local
+    /// model does); `None` means the caller estimates.
+    fn count_tokens(&self, _text: &str) -> Option<usize> {
+        None
+    }
 }
 
 /// The `Retry-After` header in its delay-seconds form (an HTTP date is ignored: the normal

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::{CallError, CallErrorKind, ChatProvider, ChatRequest, CircuitBreaker, Completion};
+use super::{CallError, CallErrorKind, ChatProvider, ChatRequest, CircuitBreaker, Completion, DeltaSink};
 use crate::audit::millis;
 use crate::contracts::ModelAttempt;
 
@@ -62,6 +62,22 @@ impl ModelChain {
         Self { models, retry }
     }
 
+    /// Tokens `text` takes for the model of the chain that needs the most: a prompt trimmed
+    /// to that fits whichever model answers. Models whose tokenizer is unknown here count by
+    /// [`estimate_tokens`](super::estimate_tokens).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.models
+            .iter()
+            .map(|model| {
+                model
+                    .provider
+                    .count_tokens(text)
+                    .unwrap_or_else(|| super::estimate_tokens(text))
+            })
+            .max()
+            .unwrap_or_else(|| super::estimate_tokens(text))
+    }
+
     /// Names of the models, in order.
     pub fn model_names(&self) -> Vec<&str> {
         self.models.iter().map(|m| m.name.as_str()).collect()
@@ -71,12 +87,18 @@ impl ModelChain {
     /// at once: the next model would most likely reject the same request, and a configuration
     /// error should be seen, not papered over.
     pub async fn complete(&self, request: &ChatRequest) -> CallOutcome {
+        self.complete_streaming(request, None).await
+    }
+
+    /// [`complete`](Self::complete), streaming each attempt's text to `deltas` (each attempt
+    /// announced first: what an earlier attempt streamed is void).
+    pub async fn complete_streaming(&self, request: &ChatRequest, deltas: Option<&DeltaSink>) -> CallOutcome {
         let deadline = Instant::now() + self.retry.max_total;
         let mut attempts = Vec::new();
         let mut passed_over = Vec::new();
         let mut last_error = CallError::new(CallErrorKind::Local, "no model configured");
         for model in &self.models {
-            match self.try_model(model, request, deadline, &mut attempts).await {
+            match self.try_model(model, request, deltas, deadline, &mut attempts).await {
                 Ok(completion) => {
                     return CallOutcome {
                         result: Ok(Answered {
@@ -109,6 +131,7 @@ impl ModelChain {
         &self,
         model: &ChainModel,
         request: &ChatRequest,
+        deltas: Option<&DeltaSink>,
         deadline: Instant,
         attempts: &mut Vec<ModelAttempt>,
     ) -> Result<Completion, CallError> {
@@ -133,10 +156,16 @@ impl ModelChain {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let started = Instant::now();
-            let result =
-                match tokio::time::timeout(remaining.min(self.retry.call_timeout), model.provider.complete(request))
-                    .await
-                {
+            let call = async {
+                match deltas {
+                    Some(deltas) => {
+                        deltas.attempt(&model.name, attempt);
+                        model.provider.stream(request, deltas).await
+                    }
+                    None => model.provider.complete(request).await,
+                }
+            };
+            let result = match tokio::time::timeout(remaining.min(self.retry.call_timeout), call).await {
                     Ok(result) => result,
                     Err(_) => Err(CallError::new(
                         CallErrorKind::Timeout,
@@ -164,8 +193,9 @@ impl ModelChain {
                 }
                 return Err(error);
             }
-            model.breaker.record_failure();
-            if attempt == self.retry.max_attempts {
+            // A circuit this failure opened ends the model's turn: retrying would only be
+            // refused, and the failure itself says more than "circuit open".
+            if model.breaker.record_failure() || attempt == self.retry.max_attempts {
                 return Err(error);
             }
             let delay = self.backoff(attempt).max(error.retry_after.unwrap_or_default());
@@ -338,5 +368,26 @@ mod tests {
         assert_eq!(outcome.result.unwrap_err().kind, CallErrorKind::RateLimited);
         // 100 ms waits in a 300 ms bound: at most three calls, not ten.
         assert!(outcome.attempts.len() <= 3, "{:?}", outcome.attempts);
+    }
+
+    #[tokio::test]
+    async fn streaming_announces_every_attempt_before_its_text() {
+        let primary = Scripted::new(vec![Err(error(CallErrorKind::Server, None)), Ok("fine")]);
+        let (sink, mut receiver) = DeltaSink::channel();
+        let outcome = chain(vec![("a", primary)], policy())
+            .complete_streaming(&request(), Some(&sink))
+            .await;
+        drop(sink);
+        assert_eq!(outcome.result.unwrap().completion.text, "fine");
+        let mut events = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            events.push(event);
+        }
+        use crate::llm::StreamEvent;
+        let attempt = |n| StreamEvent::Attempt {
+            model: "a".into(),
+            attempt: n,
+        };
+        assert_eq!(events, [attempt(1), attempt(2), StreamEvent::Text("fine".into())]);
     }
 }

@@ -5,7 +5,7 @@
 //! registry (Luhn for cards, mod-97 for IBANs, libphonenumber for phones, the IP parsers), a
 //! context cue for dates of birth, and a name dictionary plus cues (titles, "my name is") for
 //! people and street-suffix patterns for addresses. Precision and recall are measured on the
-//! labeled set in `tests/fixtures/pii` (`cargo test --test pii_labeled -- --nocapture`).
+//! labeled set in `tests/fixtures/pii` (`cargo test --test integration pii_labeled -- --nocapture`).
 
 mod detect;
 mod names;

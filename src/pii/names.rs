@@ -27,20 +27,23 @@ static SURNAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
-/// A capitalised word: the shape of a name (also hyphenated or with an apostrophe: O'Neil).
-const NAME_WORD: &str = r"\p{Lu}[\p{Ll}'’]+(?:-\p{Lu}[\p{Ll}]+)?";
+/// A capitalised word: the shape of a name, also `O'Neil`, `McCarty`, `Min-jun`, `Ní`.
+const NAME_WORD: &str = r"\p{Lu}\p{Ll}*(?:(?:['’]|-)?\p{Lu}?\p{Ll}+)*\b";
 
-/// Up to three capitalised words after a title (`Dr. Lindqvist`, `Ms Aisha Bello`).
+/// Lower-case words inside names (`Ludwig van Beethoven`, `Ms. van Dijk`, `Saoirse Ní Bhriain`).
+const PARTICLE: &str = r"(?:van|von|de|da|di|du|del|der|den|le|la|bin|al|ní|nic)";
+
+/// Up to three capitalised words after a title (`Dr. Lindqvist`, `Ms Aisha Bello`, `Ms. van Dijk`).
 static TITLED: LazyLock<Regex> = LazyLock::new(|| {
     regex(&format!(
-        r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Herr|Frau)\.?\s+({NAME_WORD}(?:\s+{NAME_WORD}){{0,2}})"
+        r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Herr|Frau)\.?\s+((?:{PARTICLE}\s+)?{NAME_WORD}(?:\s+(?:{PARTICLE}\s+)?{NAME_WORD}){{0,2}})"
     ))
 });
 
 /// Capitalised words after a phrase that introduces a person.
 static CUED: LazyLock<Regex> = LazyLock::new(|| {
     regex(&format!(
-        r"(?i:\bmy name is|\bname:|\bi am|\bi'm|\bthis is|\bcalled|\bnamed|\bcontact|\bsigned|\bregards,|\bthanks,|\bcustomer|\bemployee|\bpatient|\bmanager|\bcolleague|\bspeak (?:to|with)|\bassigned to|\bfrom)\s+({NAME_WORD}(?:\s+{NAME_WORD}){{0,2}})"
+        r"(?i:\bmy name is|\bname:|\bi am|\bi'm|\bthis is|\bcalled|\bnamed|\bcontact|\bsigned|\bregards,|\bthanks,|\bcustomer|\bemployee|\bpatient|\bmanager|\bcolleague|\bspeak (?:to|with)|\bassigned to)\s+({NAME_WORD}(?:\s+{NAME_WORD}){{0,2}})"
     ))
 });
 
@@ -169,6 +172,19 @@ fn is_common_capitalised(word: &str) -> bool {
         "manager",
         "department",
         "hr",
+        // Titles: they introduce a name without being part of it.
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "dr",
+        "prof",
+        "sir",
+        "madam",
+        "mme",
+        "herr",
+        "frau",
     ];
     COMMON.contains(&word.to_lowercase().as_str())
 }
@@ -227,8 +243,38 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
             break;
         }
     }
+    let mut found: Vec<(usize, usize)> = found
+        .into_iter()
+        .filter_map(|span| without_possessive(text, span))
+        .filter(|&(start, end)| !names_an_organisation(&text[start..end]))
+        .collect();
     found.sort();
     merge_overlapping(found)
+}
+
+/// `Kelly Carrol` of `Kelly Carrol's`.
+fn without_possessive(text: &str, (start, end): (usize, usize)) -> Option<(usize, usize)> {
+    let span = &text[start..end];
+    let trimmed = span
+        .strip_suffix("'s")
+        .or_else(|| span.strip_suffix("’s"))
+        .unwrap_or(span);
+    (!trimmed.is_empty()).then_some((start, start + trimmed.len()))
+}
+
+/// Capitalised words that end like a company, shop or institution (`Northwind Traders`).
+fn names_an_organisation(candidate: &str) -> bool {
+    const ORGANISATION_WORDS: &[&str] = &[
+        "traders", "toys", "inc", "ltd", "llc", "gmbh", "corp", "group", "bank", "airlines", "airways", "foods",
+        "systems", "solutions", "labs", "partners", "industries", "holdings", "insurance", "logistics", "motors",
+        "energy", "consulting", "media", "studios", "ventures", "capital", "technologies", "software", "networks",
+        "hotel", "hotels", "university", "college", "school", "hospital", "clinic", "cafe", "café", "restaurant",
+        "store", "shop", "market", "bakery", "pharmacy", "electronics", "outfitters", "supplies", "company",
+    ];
+    candidate
+        .split_whitespace()
+        .last()
+        .is_some_and(|word| ORGANISATION_WORDS.contains(&word.to_lowercase().as_str()))
 }
 
 fn word_offset(run: &str, index: usize) -> usize {
@@ -247,19 +293,33 @@ fn merge_overlapping(spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
     merged
 }
 
-const STREET_SUFFIX: &str = r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Boulevard|Blvd|Drive|Dr|Court|Ct|Place|Pl|Way|Parkway|Pkwy|Terrace|Close|Square|Sq|Highway|Hwy|Crescent|Row|Gardens|Grove|Circle|Walk|Hill|Mews)\.?";
+/// Full words, then abbreviations; only an abbreviation takes a dot (a sentence's full stop
+/// after `Cedar Street.` is not part of the address).
+const STREET_SUFFIX: &str = r"(?:(?:Street|Avenue|Road|Lane|Boulevard|Drive|Court|Place|Way|Parkway|Terrace|Close|Square|Highway|Crescent|Row|Gardens|Grove|Circle|Walk|Hill|Mews)\b|(?:St|Ave|Rd|Ln|Blvd|Dr|Ct|Pl|Pkwy|Sq|Hwy)\b\.?)";
 
-/// `[Flat 3, ]14 Rosewood Lane[, Leeds][ LS6 2QT]`, `1600 Amphitheatre Parkway, Mountain View,
-/// CA 94043`, and the German-style `Hauptstraße 5, 10115 Berlin`.
+/// `[Flat 3, ]14 Rosewood Lane[, Leeds][ LS6 2QT][, United Kingdom]`, `1600 Amphitheatre
+/// Parkway, Mountain View, CA 94043`, and the continental styles: `Hauptstraße 5, 10115
+/// Berlin`, `Keizersgracht 249, 7884 HJ Eindhoven`, `Calle de Alcalá 136, 08008 Barcelona`,
+/// `50 bis rue Pasteur, 69007 Lyon`.
 static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     let unit = r"(?:(?:Flat|Apt\.?|Apartment|Suite|Unit)\s+\w+,?\s+)?";
     let street = format!(r"\b{unit}\d{{1,5}}[A-Za-z]?\s+(?:\p{{Lu}}[\p{{L}}'-]+\s+){{1,3}}{STREET_SUFFIX}");
     let after_unit = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Unit|Flat)\s+\w+)?";
-    let city = r"(?:,\s*\p{Lu}[\p{L}'-]+(?:\s+\p{Lu}[\p{L}'-]+){0,2})?";
-    let region =
-        r"(?:,?\s+[A-Z]{2}(?:\s+\d{5}(?:-\d{4})?)?|,?\s+\d{5}(?:-\d{4})?|,?\s+[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2})?";
-    let german = r"\b\p{Lu}[\p{Ll}]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)\s+\d{1,4}[a-z]?(?:,\s*\d{5}\s+\p{Lu}[\p{Ll}]+)?";
-    regex(&format!(r"{street}{after_unit}{city}{region}|{german}"))
+    // City words have a lower-case letter, so a postcode's `NW1` is not taken for one.
+    let city = r"(?:,\s*\p{Lu}\p{Ll}[\p{L}'-]*(?:\s+\p{Lu}\p{Ll}[\p{L}'-]*){0,2})?";
+    // A UK postcode first: the alternatives are tried in order, and a US state would take its
+    // first two letters (`NW` of `NW1 6XE`).
+    let region = r"(?:,?\s+[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b|,?\s+[A-Z]{2}(?:\s+\d{5}(?:-\d{4})?)?\b|,?\s+\d{5}(?:-\d{4})?)?";
+    let country = r"(?:,\s*(?:USA|United States|United Kingdom|UK|Germany|Deutschland|France|Spain|España|Netherlands|Nederland|Ireland|Canada|Australia|Italy|Belgium|Austria|Switzerland)\b)?";
+    // Street name, then number (German, Dutch, Spanish, Italian), or number then street (French).
+    let germanic = r"\b(?:Am\s+\p{Lu}\p{Ll}+|\p{Lu}\p{Ll}+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|straat|gracht|laan|plein|kade|singel|dijk|steeg))\s+\d{1,4}[a-z]?";
+    let southern = r"\b(?:Calle|Avenida|Plaza|Paseo|Carrer|Camino|Via|Viale|Piazza|Corso|Rua)\s+(?:(?:de la|del|de|dei|della|di)\s+)?\p{Lu}[\p{L}'-]+(?:\s+\p{Lu}[\p{L}'-]+){0,2},?\s+\d{1,4}";
+    let french = r"\b\d{1,4}(?:\s+(?:bis|ter))?,?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|route)\s+(?:(?:de la|des|du|de)\s+)?\p{Lu}[\p{L}'-]+(?:\s+\p{Lu}[\p{L}'-]+){0,2}";
+    // `10115 Berlin`, `7884 HJ Eindhoven`, `Frankfurt am Main`, `Den Haag`.
+    let postcode_city = r"(?:,\s*(?:\d{4}\s?[A-Z]{2}|\d{5})\s+\p{Lu}\p{Ll}+(?:\s+(?:am|an|der|sur|\p{Lu}\p{Ll}+)){0,3})?";
+    regex(&format!(
+        r"{street}{after_unit}{city}{region}{country}|(?:{germanic}|{southern}|{french}){postcode_city}{country}"
+    ))
 });
 
 pub(super) fn addresses(text: &str) -> Vec<(usize, usize)> {
@@ -278,14 +338,19 @@ static DATE: LazyLock<Regex> = LazyLock::new(|| {
 /// Words that make a nearby date a date of birth.
 static BIRTH_CUE: LazyLock<Regex> = LazyLock::new(|| regex(r"(?i)\b(?:born|birth|birthday|birthdate|dob|d\.o\.b)\b"));
 
-/// How far before a date (in bytes) a birth cue is looked for.
-const CUE_WINDOW: usize = 48;
+/// How far before a date (in bytes) a birth cue is looked for: the sentence before counts
+/// (`My date of birth is wrong. It should be 2002-05-28.`).
+const CUE_WINDOW: usize = 96;
 
-/// Dates with a birth cue shortly before them (`born on 4 March 1985`, `DOB: 1985-03-04`).
+/// Dates with a birth cue shortly before them and no other date between (`born on 4 March
+/// 1985`, `DOB: 1985-03-04`; not the second date of `born on 4 March 1985; the meeting is on
+/// 12/03/2024`, whose cue belongs to the first).
 pub(super) fn dates_of_birth(text: &str) -> Vec<(usize, usize)> {
+    let mut previous_date_end = 0;
     DATE.find_iter(text)
         .filter(|m| {
-            let mut from = m.start().saturating_sub(CUE_WINDOW);
+            let mut from = m.start().saturating_sub(CUE_WINDOW).max(previous_date_end);
+            previous_date_end = m.end();
             while !text.is_char_boundary(from) {
                 from += 1;
             }

@@ -10,14 +10,15 @@ use serde_json::Value;
 
 use super::{Stage, StageBuilder};
 use crate::config::ConfigError;
-use crate::contracts::{AnswerDraft, AnswerStatus, Task};
+use crate::contracts::{AnswerDraft, AnswerStatus, PartialAnswer, Task, SCHEMA_VERSION};
 use crate::engine::{MessageContext, Payload, Record};
 use crate::error::StageError;
 use crate::llm::{
     assemble, citation, estimate_tokens, extractive_answer, parse_citations, AnthropicProvider, ChainModel,
-    ChatMessage, ChatProvider, ChatRequest, CircuitBreaker, LocalProvider, ModelChain, OpenAiProvider, RetryPolicy,
-    Role, Usage,
+    ChatMessage, ChatProvider, ChatRequest, CircuitBreaker, DeltaSink, LocalProvider, ModelChain, OpenAiProvider,
+    RetryPolicy, Role, StreamEvent, Usage,
 };
+use crate::pii::StreamRestorer;
 use crate::telemetry::metrics::metrics;
 
 /// Which API a model is reached through.
@@ -209,6 +210,11 @@ pub struct GenerateConfig {
     /// Circuit breaker per model.
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
+    /// Sink for partial answers (`schemas/partial_answers.schema.json`) while a model writes:
+    /// the models are then called in streaming mode. Not for `extract`, whose answer is only
+    /// useful once validated. Unset: no streaming.
+    #[serde(default)]
+    pub partials_sink: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -274,6 +280,13 @@ impl StageBuilder for GenerateConfig {
                 "must be at least 1",
             ));
         }
+    }
+
+    fn sinks(&self) -> Vec<(&'static str, &str)> {
+        self.partials_sink
+            .iter()
+            .map(|sink| ("partials_sink", sink.as_str()))
+            .collect()
     }
 
     fn needs_earlier(&self) -> Option<&'static str> {
@@ -379,9 +392,14 @@ impl Generate {
     }
 
     /// Calls the chain and records the calls on the draft; the answer text, or why none came.
-    async fn call(&self, draft: &mut AnswerDraft, request: &ChatRequest) -> Result<String, String> {
+    async fn call(
+        &self,
+        draft: &mut AnswerDraft,
+        request: &ChatRequest,
+        deltas: Option<&DeltaSink>,
+    ) -> Result<String, String> {
         let chain = self.chain().map_err(|error| error.reason)?;
-        let outcome = chain.complete(request).await;
+        let outcome = chain.complete_streaming(request, deltas).await;
         for attempt in &outcome.attempts {
             metrics()
                 .llm_attempts
@@ -401,7 +419,38 @@ impl Generate {
         Ok(answered.completion.text)
     }
 
-    async fn answer(&self, draft: &mut AnswerDraft) -> Result<(), StageError> {
+    /// [`call`](Self::call) in streaming mode, producing partial answers to `sink` as the
+    /// text comes.
+    async fn call_streaming(
+        &self,
+        draft: &mut AnswerDraft,
+        request: &ChatRequest,
+        context: &MessageContext,
+        sink: &str,
+    ) -> Result<String, String> {
+        let mut partials = PartialStream {
+            context,
+            sink: sink.to_owned(),
+            request_id: draft.request_id.clone(),
+            tenant: draft.tenant.clone(),
+            seq: 0,
+            current: None,
+            restorer: StreamRestorer::default(),
+        };
+        let (deltas, receiver) = DeltaSink::channel();
+        let call = async move {
+            let reply = self.call(draft, request, Some(&deltas)).await;
+            drop(deltas); // ends the forwarding below
+            reply
+        };
+        let (reply, ()) = tokio::join!(call, partials.forward(receiver));
+        if reply.is_ok() {
+            partials.finish().await;
+        }
+        reply
+    }
+
+    async fn answer(&self, draft: &mut AnswerDraft, context: &MessageContext) -> Result<(), StageError> {
         let options = draft.options.clone().unwrap_or_default();
         let schema = options.extract_schema.as_ref();
         let max_output = options.max_output_tokens.unwrap_or(self.config.max_output_tokens);
@@ -412,6 +461,11 @@ impl Generate {
             .map(|m| m.context_tokens)
             .min()
             .unwrap_or(8192);
+        // The models' own tokenizers where known (a local model), else an estimate.
+        let count_tokens = |text: &str| match self.chain.get() {
+            Some(chain) => chain.count_tokens(text),
+            None => estimate_tokens(text),
+        };
         let prompt = assemble(
             draft.task,
             &draft.question,
@@ -419,7 +473,7 @@ impl Generate {
             schema,
             context_tokens,
             max_output as usize,
-            &estimate_tokens,
+            &count_tokens,
         );
         let mut request = ChatRequest {
             messages: prompt.messages.clone(),
@@ -427,10 +481,15 @@ impl Generate {
             temperature: self.config.temperature,
             json_output: draft.task == Task::Extract,
         };
-        let reply = if self.config.models.is_empty() {
-            Err("no model is configured".to_owned())
-        } else {
-            self.call(draft, &request).await
+        let streaming_sink = self
+            .config
+            .partials_sink
+            .as_deref()
+            .filter(|_| draft.task != Task::Extract && context.can_produce_now());
+        let reply = match streaming_sink {
+            _ if self.config.models.is_empty() => Err("no model is configured".to_owned()),
+            Some(sink) => self.call_streaming(draft, &request, context, sink).await,
+            None => self.call(draft, &request, None).await,
         };
         let reply = match reply {
             Ok(reply) => reply,
@@ -454,7 +513,7 @@ impl Generate {
                     Role::User,
                     format!("That reply is not valid: {problem}. Reply with only the corrected JSON object."),
                 ));
-                match self.call(draft, &request).await {
+                match self.call(draft, &request, None).await {
                     Ok(repaired) => check_extract(&repaired, schema),
                     Err(reason) => Err(reason),
                 }
@@ -526,17 +585,119 @@ impl Stage for Generate {
         Ok(())
     }
 
-    async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
+    async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
         let mut draft: AnswerDraft = record
             .payload
             .into_typed()
             .map_err(|error| StageError::input(format!("not an answer draft (put retrieve first): {error}")))?;
         if !draft.is_decided() {
-            self.answer(&mut draft).await?;
+            self.answer(&mut draft, context).await?;
         }
         let payload = Payload::from_typed(&draft)
             .map_err(|error| StageError::internal(format!("cannot serialize the answer draft: {error}")))?;
         Ok(vec![Record { payload, ..record }])
+    }
+}
+
+/// Turns a streaming call's events into partial answers, personal data restored.
+struct PartialStream<'a> {
+    context: &'a MessageContext,
+    sink: String,
+    request_id: String,
+    tenant: String,
+    seq: u64,
+    /// The model and attempt the text now arriving belongs to.
+    current: Option<(String, u32)>,
+    restorer: StreamRestorer,
+}
+
+impl PartialStream<'_> {
+    /// Produces partials until the call ends. Events that queued up while the last partials
+    /// were being produced go out as one partial: a slow broker gets fewer, larger pieces
+    /// instead of slowing the model down.
+    async fn forward(&mut self, mut receiver: tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) {
+        while let Some(first) = receiver.recv().await {
+            let mut events = vec![first];
+            while let Ok(event) = receiver.try_recv() {
+                events.push(event);
+            }
+            let mut records = Vec::new();
+            let mut text = String::new();
+            for event in events {
+                match event {
+                    StreamEvent::Attempt { model, attempt } => {
+                        records.extend(self.partial(std::mem::take(&mut text), false));
+                        // What the failed attempt held back is void with it.
+                        self.restorer = StreamRestorer::default();
+                        self.current = Some((model, attempt));
+                    }
+                    StreamEvent::Text(piece) => {
+                        let restored = self.restore(&piece);
+                        text.push_str(&restored);
+                    }
+                }
+            }
+            records.extend(self.partial(text, false));
+            self.send(records).await;
+        }
+    }
+
+    /// The last partial of the attempt that answered: what the restorer still held back.
+    async fn finish(&mut self) {
+        let context = self.context;
+        let rest = match context.pii.get() {
+            Some(scope) => scope.with_vault(|vault| self.restorer.finish(vault)),
+            None => String::new(),
+        };
+        let last = self.partial_always(rest, true);
+        self.send(last.into_iter().collect()).await;
+    }
+
+    fn restore(&mut self, piece: &str) -> String {
+        let context = self.context;
+        match context.pii.get() {
+            Some(scope) => scope.with_vault(|vault| self.restorer.push(piece, vault)),
+            None => piece.to_owned(),
+        }
+    }
+
+    /// A partial carrying `delta`, unless it is empty.
+    fn partial(&mut self, delta: String, done: bool) -> Option<Record> {
+        if delta.is_empty() {
+            return None;
+        }
+        self.partial_always(delta, done)
+    }
+
+    fn partial_always(&mut self, delta: String, done: bool) -> Option<Record> {
+        let (model, attempt) = self.current.clone()?;
+        let partial = PartialAnswer {
+            schema_version: SCHEMA_VERSION,
+            request_id: self.request_id.clone(),
+            tenant: self.tenant.clone(),
+            seq: self.seq,
+            model,
+            attempt,
+            delta,
+            done,
+        };
+        self.seq += 1;
+        Some(Record {
+            key: Some(self.request_id.clone().into_bytes()),
+            payload: Payload::from_typed(&partial).ok()?,
+            headers: Vec::new(),
+            sink: Some(self.sink.clone()),
+        })
+    }
+
+    async fn send(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        if let Err(error) = self.context.produce_now(records).await {
+            // Progress is lost, not the answer: that comes on the answers topic regardless.
+            tracing::warn!(request_id = %self.request_id, %error, "cannot produce partial answers");
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! generate (a scripted OpenAI-compatible server) → restore_pii → emit_answer, against the
 //! real broker.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::scripted_llm::{always_answer, echo_placeholders, user_message, Behaviour, Responder, Script, ScriptedLlm};
 use common::*;
 use ragstream::audit::QuestionEvent;
-use ragstream::contracts::{Answer, AnswerStatus, ChunkedDocument, DocumentChunk, DocumentOp};
+use ragstream::contracts::{Answer, AnswerStatus, ChunkedDocument, DocumentChunk, DocumentOp, PartialAnswer};
 use ragstream::embed::{shared_local_model, Pooling};
 use ragstream::store::{ChunkStore, DocumentWrite};
 
@@ -112,6 +112,8 @@ impl Setup {
 struct Running {
     topology: TestTopology,
     audit_topic: String,
+    /// Behind the sink `partials`, for a generate stage configured to stream.
+    partials_topic: String,
     /// Kept so the process lives as long as the test (killed on drop).
     _process: Ragstream,
     _index: tempfile::TempDir,
@@ -122,7 +124,11 @@ async fn start(prefix: &str, setup: Setup) -> Running {
     index_corpus(index.path()).await;
     let mut topology = TestTopology::new(prefix);
     let audit_topic = unique(&format!("{prefix}-audit"));
-    topology.extra_sinks = vec![("audit".to_owned(), audit_topic.clone())];
+    let partials_topic = unique(&format!("{prefix}-partials"));
+    topology.extra_sinks = vec![
+        ("audit".to_owned(), audit_topic.clone()),
+        ("partials".to_owned(), partials_topic.clone()),
+    ];
     topology.stages = format!(
         "[{{ type: decode_question }}, \
           {{ type: mask_pii {mask} }}, \
@@ -143,6 +149,7 @@ async fn start(prefix: &str, setup: Setup) -> Running {
     Running {
         topology,
         audit_topic,
+        partials_topic,
         _process: process,
         _index: index,
     }
@@ -381,6 +388,95 @@ async fn personal_data_never_reaches_the_model_or_the_audit_topic_and_is_restore
     assert!(bodies
         .iter()
         .all(|b| b.contains("[CARD_1]") && b.contains("[PERSON_1]")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_answers_arrive_as_partials_that_add_up_to_the_answer() {
+    // Every fourth call breaks off halfway through its stream: its partials are void, and the
+    // retry's partials start over.
+    let script: Script = Arc::new(|_, call| {
+        if call % 4 == 1 {
+            Behaviour::BreakMidStream
+        } else {
+            Behaviour::Answer
+        }
+    });
+    let llm = ScriptedLlm::start(script, echo_placeholders()).await;
+    let setup = Setup {
+        generate_extra: ", partials_sink: partials".to_owned(),
+        ..Setup::openai(&llm.url)
+    };
+    let running = start("stream", setup).await;
+    let count = 24;
+    let mut originals = HashMap::new();
+    let mut messages = Vec::new();
+    for i in 0..count {
+        let request_id = format!("stream-{i}");
+        let values = personal_data(i);
+        messages.push(question(
+            &request_id,
+            TENANTS[i % 5],
+            &pii_question(i, &values),
+            "qa",
+            serde_json::json!({}),
+        ));
+        originals.insert(request_id, values);
+    }
+    produce_all(&running.topology.input, messages).await;
+    let ids: HashSet<String> = originals.keys().cloned().collect();
+    let answers = answers_for(&running.topology.output, &ids, Duration::from_secs(120)).await;
+
+    let mut reader = TopicReader::new(&running.partials_topic);
+    reader
+        .read_until(
+            |received| {
+                received
+                    .iter()
+                    .filter(|m| serde_json::from_slice::<PartialAnswer>(&m.payload).is_ok_and(|p| p.done))
+                    .count()
+                    >= count
+            },
+            Duration::from_secs(60),
+        )
+        .await;
+    let mut partials: HashMap<String, Vec<PartialAnswer>> = HashMap::new();
+    for message in &reader.received {
+        let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        ragstream::contracts::Contract::partial_answers()
+            .validate(&value)
+            .unwrap();
+        let partial: PartialAnswer = serde_json::from_value(value).unwrap();
+        assert_eq!(message.key.as_deref(), Some(partial.request_id.as_bytes()));
+        partials.entry(partial.request_id.clone()).or_default().push(partial);
+    }
+    let mut restarted = 0;
+    for (request_id, values) in &originals {
+        let answer = answers[request_id].answer.as_deref().unwrap();
+        let mut pieces = partials.remove(request_id).unwrap_or_default();
+        pieces.sort_by_key(|p| p.seq);
+        let seqs: Vec<u64> = pieces.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, (0..pieces.len() as u64).collect::<Vec<_>>(), "{request_id}: gaps");
+        let last = pieces.last().unwrap_or_else(|| panic!("{request_id}: no partials"));
+        assert!(last.done, "{request_id}: the last partial is not marked done");
+        let answered_by = (&last.model, last.attempt);
+        if pieces.iter().any(|p| (&p.model, p.attempt) != answered_by) {
+            restarted += 1;
+        }
+        let streamed: String = pieces
+            .iter()
+            .filter(|p| (&p.model, p.attempt) == answered_by)
+            .map(|p| p.delta.as_str())
+            .collect();
+        assert_eq!(streamed, answer, "{request_id}: partials do not add up to the answer");
+        for (kind, value) in values {
+            assert!(streamed.contains(value.as_str()), "{kind} not restored in the partials");
+        }
+    }
+    assert!(restarted > 0, "no question saw a broken stream and a restart");
+    assert!(llm.requests().iter().all(|r| r.body.contains("\"stream\":true")));
 }
 
 // ---------------------------------------------------------------------------------------------

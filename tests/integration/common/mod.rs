@@ -118,7 +118,7 @@ pub struct Received {
     pub headers: HashMap<String, String>,
 }
 
-fn reader(group: &str) -> StreamConsumer {
+pub fn reader(group: &str) -> StreamConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", group)

@@ -17,6 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Behaviour {
     /// A normal completion whose text the responder writes.
     Answer,
+    /// [`Behaviour::Answer`] after this long (a model's fixed response time).
+    AnswerAfter(Duration),
     /// 429 with `Retry-After: seconds`.
     RateLimited { retry_after_s: u64 },
     /// An error status with an empty JSON body.
@@ -27,7 +29,13 @@ pub enum Behaviour {
     Reset,
     /// 200 with a body that is not JSON.
     Malformed,
+    /// A streamed answer (when the request asks for one) that breaks off halfway: the
+    /// connection is reset after half of the pieces.
+    BreakMidStream,
 }
+
+/// Characters per streamed piece: small, so placeholders are split across pieces.
+const STREAM_PIECE_CHARS: usize = 3;
 
 /// One request the server received.
 #[derive(Debug, Clone)]
@@ -147,8 +155,18 @@ async fn serve(
             body: body.clone(),
             behaviour: behaviour.clone(),
         });
+        if let Behaviour::AnswerAfter(delay) = behaviour {
+            tokio::time::sleep(delay).await;
+        }
+        let streamed = request["stream"] == true;
+        if streamed && matches!(behaviour, Behaviour::Answer | Behaviour::BreakMidStream) {
+            let text = responder(&request);
+            let complete = behaviour == Behaviour::Answer;
+            stream_answer(&mut stream, &text, complete).await;
+            return; // a close-delimited body: the connection is done
+        }
         let bytes = match &behaviour {
-            Behaviour::Answer => {
+            Behaviour::Answer | Behaviour::AnswerAfter(_) | Behaviour::BreakMidStream => {
                 let text = responder(&request);
                 let completion = serde_json::json!({
                     "id": "scripted",
@@ -182,6 +200,38 @@ async fn serve(
             return;
         }
     }
+}
+
+/// Streams `text` as server-sent events in small pieces; `complete: false` resets the
+/// connection after half of them.
+async fn stream_answer(stream: &mut TcpStream, text: &str, complete: bool) {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let pieces: Vec<String> = chars.chunks(STREAM_PIECE_CHARS).map(|c| c.iter().collect()).collect();
+    let sent = if complete { pieces.len() } else { pieces.len() / 2 };
+    for piece in &pieces[..sent] {
+        let event = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+        if stream.write_all(format!("data: {event}\n\n").as_bytes()).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if !complete {
+        #[allow(deprecated)]
+        let _ = stream.set_linger(Some(Duration::ZERO));
+        return;
+    }
+    let last = serde_json::json!({
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": pieces.len()},
+    });
+    let _ = stream
+        .write_all(format!("data: {last}\n\ndata: [DONE]\n\n").as_bytes())
+        .await;
+    let _ = stream.shutdown().await;
 }
 
 /// The user message of a chat request.

@@ -48,13 +48,15 @@ impl Tally {
 }
 
 /// Lowest acceptable (precision, recall) per kind: validated formats must be near perfect; the
-/// heuristic kinds (people, addresses, dates of birth) are held at what was measured, so a
-/// change that makes them worse fails.
+/// heuristic kinds (people, addresses, dates of birth) are held just below what was measured
+/// (2026-11-27: PERSON 0.979/0.805, ADDRESS 1.000/0.982, DOB 1.000/0.956), so a change that
+/// makes them worse fails. PERSON recall is bounded by the US Census name lists: names from
+/// elsewhere (`Haruto Suzuki`, `Efua Asante`) are found only after a title or a cue phrase.
 fn floor(kind: &str) -> (f64, f64) {
     match kind {
-        "PERSON" => (0.85, 0.75),
-        "ADDRESS" => (0.85, 0.75),
-        "DOB" => (0.9, 0.85),
+        "PERSON" => (0.95, 0.78),
+        "ADDRESS" => (0.95, 0.95),
+        "DOB" => (0.95, 0.93),
         _ => (0.95, 0.95),
     }
 }
