@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use common::scripted_llm::{echo_placeholders, Behaviour, ScriptedLlm};
 use common::{produce_all, reader, unique, Outgoing, Ragstream, TestTopology};
-use rand::{Rng, SeedableRng};
 use ragstream::contracts::{ChunkedDocument, DocumentChunk, DocumentOp};
 use ragstream::store::{ChunkStore, DocumentWrite, MaintenancePolicy, VectorIndexKind};
+use rand::{Rng, SeedableRng};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -62,10 +62,14 @@ async fn build_index(dir: &Path, rows: usize) {
                         DocumentChunk {
                             chunk_id: format!("doc-{doc}:1:{position}"),
                             position,
-                            text: format!("Section {position} of policy document {doc}: opening hours, refunds and support."),
+                            text: format!(
+                                "Section {position} of policy document {doc}: opening hours, refunds and support."
+                            ),
                             context: String::new(),
                             token_count: 16,
-                            vector: Some(unit(centre.iter().map(|c| c + rng.random_range(-0.08f32..0.08)).collect())),
+                            vector: Some(unit(
+                                centre.iter().map(|c| c + rng.random_range(-0.08f32..0.08)).collect(),
+                            )),
                         }
                     })
                     .collect();

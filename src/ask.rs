@@ -130,7 +130,10 @@ impl PartialPrinter {
         let attempt = (partial.model.clone(), partial.attempt);
         if self.attempt.as_ref() != Some(&attempt) {
             if self.printed {
-                println!("\n[that attempt failed; {} attempt {} starts over]", partial.model, partial.attempt);
+                println!(
+                    "\n[that attempt failed; {} attempt {} starts over]",
+                    partial.model, partial.attempt
+                );
             }
             self.attempt = Some(attempt);
         }
@@ -140,12 +143,7 @@ impl PartialPrinter {
     }
 }
 
-fn wait_for_answer(
-    consumer: &BaseConsumer,
-    request_id: &str,
-    topic: &str,
-    timeout: Duration,
-) -> anyhow::Result<Asked> {
+fn wait_for_answer(consumer: &BaseConsumer, request_id: &str, topic: &str, timeout: Duration) -> anyhow::Result<Asked> {
     let deadline = std::time::Instant::now() + timeout;
     let mut partials = PartialPrinter::default();
     while std::time::Instant::now() < deadline {

@@ -413,10 +413,7 @@ impl Contract {
     /// The partial answers contract (`schemas/partial_answers.schema.json`).
     pub fn partial_answers() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> = LazyLock::new(|| {
-            Contract::compile(
-                "partial answer",
-                include_str!("../schemas/partial_answers.schema.json"),
-            )
+            Contract::compile("partial answer", include_str!("../schemas/partial_answers.schema.json"))
         });
         &CONTRACT
     }

@@ -23,7 +23,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::{DeltaSink, CallError, CallErrorKind, ChatMessage, ChatProvider, ChatRequest, Completion, Role, Usage};
+use super::{CallError, CallErrorKind, ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage};
 
 /// Prompt tokens fed to the model per forward pass. Feeding a long prompt at once would build
 /// attention scores for every pair of positions in one go (hundreds of MB per layer at a few
@@ -413,6 +413,9 @@ impl Metadata<'_> {
     }
 }
 
+/// The prompt tokenizer, the content tokenizer and the control tokens with their ids.
+type Tokenizers = (Tokenizer, Tokenizer, Vec<(String, u32)>);
+
 /// The tokenizer of a GGUF file, rebuilt from its vocabulary and merges: once splitting control
 /// tokens out of the text, once treating them as text; and the control tokens.
 ///
@@ -420,7 +423,7 @@ impl Metadata<'_> {
 /// adds a leading space and merges digits). What llama.cpp does for SmolLM2 (`tokenizer.ggml.pre`
 /// `smollm`) is a byte-level BPE after splitting off every digit on its own, which is what the
 /// model was trained with; built that way the tokenizer matched llama.cpp on all 17 test strings.
-fn build_tokenizers(meta: &Metadata) -> Result<(Tokenizer, Tokenizer, Vec<(String, u32)>), String> {
+fn build_tokenizers(meta: &Metadata) -> Result<Tokenizers, String> {
     let kind = meta.string("tokenizer.ggml.model")?;
     if kind != "gpt2" {
         return Err(format!(

@@ -25,7 +25,6 @@ pub use openai::OpenAiProvider;
 pub use prompt::{assemble, citation, estimate_tokens, extractive_answer, parse_citations, Passage, Prompt};
 pub use resilience::{Answered, CallOutcome, ChainModel, ModelChain, RetryPolicy};
 
-
 /// Who speaks a message of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

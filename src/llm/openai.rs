@@ -217,7 +217,11 @@ impl ChatProvider for OpenAiProvider {
         // Servers that ignore `include_usage` report nothing: an estimate beats counting the
         // call as free.
         let usage = usage.unwrap_or_else(|| Usage {
-            prompt_tokens: request.messages.iter().map(|m| estimate_tokens(&m.content) as u64).sum(),
+            prompt_tokens: request
+                .messages
+                .iter()
+                .map(|m| estimate_tokens(&m.content) as u64)
+                .sum(),
             completion_tokens: estimate_tokens(&text) as u64,
         });
         Ok(Completion {

@@ -166,15 +166,15 @@ impl ModelChain {
                 }
             };
             let result = match tokio::time::timeout(remaining.min(self.retry.call_timeout), call).await {
-                    Ok(result) => result,
-                    Err(_) => Err(CallError::new(
-                        CallErrorKind::Timeout,
-                        format!(
-                            "no answer within {} ms",
-                            remaining.min(self.retry.call_timeout).as_millis()
-                        ),
-                    )),
-                };
+                Ok(result) => result,
+                Err(_) => Err(CallError::new(
+                    CallErrorKind::Timeout,
+                    format!(
+                        "no answer within {} ms",
+                        remaining.min(self.retry.call_timeout).as_millis()
+                    ),
+                )),
+            };
             let latency = started.elapsed();
             let error = match result {
                 Ok(completion) => {

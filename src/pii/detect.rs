@@ -61,7 +61,7 @@ impl Detector {
             let found: Vec<(usize, usize)> = match kind {
                 PiiKind::Email => matches(&EMAIL, text),
                 PiiKind::UrlCredentials => urls_with_credentials(text),
-                PiiKind::Card => validated(&CARD, text, |m| luhn_valid(m)),
+                PiiKind::Card => validated(&CARD, text, luhn_valid),
                 PiiKind::Iban => ibans(text),
                 PiiKind::Ssn => ssns(text),
                 PiiKind::Phone => self.phones(text),

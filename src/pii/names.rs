@@ -265,11 +265,55 @@ fn without_possessive(text: &str, (start, end): (usize, usize)) -> Option<(usize
 /// Capitalised words that end like a company, shop or institution (`Northwind Traders`).
 fn names_an_organisation(candidate: &str) -> bool {
     const ORGANISATION_WORDS: &[&str] = &[
-        "traders", "toys", "inc", "ltd", "llc", "gmbh", "corp", "group", "bank", "airlines", "airways", "foods",
-        "systems", "solutions", "labs", "partners", "industries", "holdings", "insurance", "logistics", "motors",
-        "energy", "consulting", "media", "studios", "ventures", "capital", "technologies", "software", "networks",
-        "hotel", "hotels", "university", "college", "school", "hospital", "clinic", "cafe", "café", "restaurant",
-        "store", "shop", "market", "bakery", "pharmacy", "electronics", "outfitters", "supplies", "company",
+        "traders",
+        "toys",
+        "inc",
+        "ltd",
+        "llc",
+        "gmbh",
+        "corp",
+        "group",
+        "bank",
+        "airlines",
+        "airways",
+        "foods",
+        "systems",
+        "solutions",
+        "labs",
+        "partners",
+        "industries",
+        "holdings",
+        "insurance",
+        "logistics",
+        "motors",
+        "energy",
+        "consulting",
+        "media",
+        "studios",
+        "ventures",
+        "capital",
+        "technologies",
+        "software",
+        "networks",
+        "hotel",
+        "hotels",
+        "university",
+        "college",
+        "school",
+        "hospital",
+        "clinic",
+        "cafe",
+        "café",
+        "restaurant",
+        "store",
+        "shop",
+        "market",
+        "bakery",
+        "pharmacy",
+        "electronics",
+        "outfitters",
+        "supplies",
+        "company",
     ];
     candidate
         .split_whitespace()
@@ -309,14 +353,16 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     let city = r"(?:,\s*\p{Lu}\p{Ll}[\p{L}'-]*(?:\s+\p{Lu}\p{Ll}[\p{L}'-]*){0,2})?";
     // A UK postcode first: the alternatives are tried in order, and a US state would take its
     // first two letters (`NW` of `NW1 6XE`).
-    let region = r"(?:,?\s+[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b|,?\s+[A-Z]{2}(?:\s+\d{5}(?:-\d{4})?)?\b|,?\s+\d{5}(?:-\d{4})?)?";
+    let region =
+        r"(?:,?\s+[A-Z]{1,2}\d[A-Z\d]?\s+\d[A-Z]{2}\b|,?\s+[A-Z]{2}(?:\s+\d{5}(?:-\d{4})?)?\b|,?\s+\d{5}(?:-\d{4})?)?";
     let country = r"(?:,\s*(?:USA|United States|United Kingdom|UK|Germany|Deutschland|France|Spain|España|Netherlands|Nederland|Ireland|Canada|Australia|Italy|Belgium|Austria|Switzerland)\b)?";
     // Street name, then number (German, Dutch, Spanish, Italian), or number then street (French).
     let germanic = r"\b(?:Am\s+\p{Lu}\p{Ll}+|\p{Lu}\p{Ll}+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|straat|gracht|laan|plein|kade|singel|dijk|steeg))\s+\d{1,4}[a-z]?";
     let southern = r"\b(?:Calle|Avenida|Plaza|Paseo|Carrer|Camino|Via|Viale|Piazza|Corso|Rua)\s+(?:(?:de la|del|de|dei|della|di)\s+)?\p{Lu}[\p{L}'-]+(?:\s+\p{Lu}[\p{L}'-]+){0,2},?\s+\d{1,4}";
     let french = r"\b\d{1,4}(?:\s+(?:bis|ter))?,?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|route)\s+(?:(?:de la|des|du|de)\s+)?\p{Lu}[\p{L}'-]+(?:\s+\p{Lu}[\p{L}'-]+){0,2}";
     // `10115 Berlin`, `7884 HJ Eindhoven`, `Frankfurt am Main`, `Den Haag`.
-    let postcode_city = r"(?:,\s*(?:\d{4}\s?[A-Z]{2}|\d{5})\s+\p{Lu}\p{Ll}+(?:\s+(?:am|an|der|sur|\p{Lu}\p{Ll}+)){0,3})?";
+    let postcode_city =
+        r"(?:,\s*(?:\d{4}\s?[A-Z]{2}|\d{5})\s+\p{Lu}\p{Ll}+(?:\s+(?:am|an|der|sur|\p{Lu}\p{Ll}+)){0,3})?";
     regex(&format!(
         r"{street}{after_unit}{city}{region}{country}|(?:{germanic}|{southern}|{french}){postcode_city}{country}"
     ))
@@ -364,7 +410,7 @@ pub(super) fn dates_of_birth(text: &str) -> Vec<(usize, usize)> {
 mod tests {
     use super::*;
 
-    fn spans<'a>(found: Vec<(usize, usize)>, text: &'a str) -> Vec<&'a str> {
+    fn spans(found: Vec<(usize, usize)>, text: &str) -> Vec<&str> {
         found.into_iter().map(|(s, e)| &text[s..e]).collect()
     }
 

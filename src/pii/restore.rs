@@ -31,7 +31,7 @@ pub struct Restored {
 
 fn kind_of(label: &str) -> Option<PiiKind> {
     let label = label
-        .split(|c: char| c == ' ' || c == '_' || c == '-')
+        .split([' ', '_', '-'])
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
         .join("_")
