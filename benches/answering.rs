@@ -118,6 +118,9 @@ struct Pipeline {
 async fn start(prefix: &str, index: &Path, llm: &ScriptedLlm, max_in_flight: u32) -> Pipeline {
     let mut topology = TestTopology::new(prefix);
     topology.max_in_flight = max_in_flight;
+    if let Ok(wait) = std::env::var("RAGSTREAM_BENCH_FETCH_WAIT_MS") {
+        topology.source_kafka_extra = vec![("fetch.wait.max.ms".to_owned(), wait)];
+    }
     let audit = unique(&format!("{prefix}-audit"));
     topology.extra_sinks = vec![("audit".to_owned(), audit)];
     topology.stages = format!(
@@ -133,6 +136,8 @@ async fn start(prefix: &str, index: &Path, llm: &ScriptedLlm, max_in_flight: u32
     process.wait_ready(Duration::from_secs(120)).await;
 
     let consumer = reader(&unique("bench-answers"));
+    // The answers consumer stands for a waiting service: it asks often, so the figures show the
+    // pipeline's latency, not this consumer's long poll.
     let mut assignment = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         assignment

@@ -125,6 +125,9 @@ pub fn reader(group: &str) -> StreamConsumer {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
+        // tansu answers a fetch only when its wait is over, even if data arrives sooner: a
+        // short wait keeps readers (and the latency a benchmark sees) prompt.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer")
 }
@@ -348,6 +351,8 @@ pub struct TestTopology {
     pub port: u16,
     /// Extra YAML lines for the pipeline (e.g. a `retry:` block), indented by four spaces.
     pub pipeline_extra: String,
+    /// Consumer properties for the source besides the ones every test sets: (key, value).
+    pub source_kafka_extra: Vec<(String, String)>,
     /// Sinks besides `out`: (name, topic).
     pub extra_sinks: Vec<(String, String)>,
 }
@@ -366,6 +371,7 @@ impl TestTopology {
             commit_interval_ms: 200,
             port: free_port(),
             pipeline_extra: String::new(),
+            source_kafka_extra: Vec::new(),
             extra_sinks: Vec::new(),
         }
     }
@@ -380,6 +386,7 @@ impl TestTopology {
             stages: self.stages.clone(),
             pipeline_extra: self.pipeline_extra.clone(),
             extra_sinks: self.extra_sinks.clone(),
+            source_kafka_extra: self.source_kafka_extra.clone(),
             port: free_port(),
             ..*self
         }
@@ -411,7 +418,7 @@ pipelines:
         # A killed process's membership expires after this; the default 45 s slows the tests.
         session.timeout.ms: 6000
         heartbeat.interval.ms: 1000
-    max_in_flight: {max_in_flight}
+{source_kafka_extra}    max_in_flight: {max_in_flight}
     max_message_bytes: 1048576
     commit_interval_ms: {commit}
 {extra}
@@ -431,6 +438,11 @@ pipelines:
             commit = self.commit_interval_ms,
             stages = self.stages,
             extra = self.pipeline_extra,
+            source_kafka_extra = self
+                .source_kafka_extra
+                .iter()
+                .map(|(key, value)| format!("        {key}: {value}\n"))
+                .collect::<String>(),
             output = self.output,
             extra_sinks = self
                 .extra_sinks
