@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The demo: starts the local broker and ragstream on the embedded default topology, loads the
 # sample corpus (corpus/, two tenants) with `ragstream ingest`, feeds updates, a delete and a few
-# deliberately malformed documents and questions, and shows the audit events, tenant-scoped
-# searches over the LanceDB index, the dead-letter topics and /metrics. Ctrl-C stops early;
-# everything it started is stopped on exit.
+# deliberately malformed documents, then answers the sample questions end to end with the local
+# model (offline: SmolLM2-135M in-process), one of them full of personal data that the model never
+# sees. Shows the answers, the audit events, tenant-scoped searches, the dead-letter topics and
+# /metrics. Ctrl-C stops early; everything it started is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,9 +55,8 @@ say "ragstream ingest: the sample corpus, one tenant per folder"
 $BIN ingest corpus/acme --tenant acme --brokers $BROKER
 $BIN ingest corpus/globex --tenant globex --brokers $BROKER
 
-say "producing demo/documents.jsonl (an update, a delete, malformed documents) and demo/questions.jsonl"
+say "producing demo/documents.jsonl (an update, a delete, malformed documents)"
 $KCAT -P -b $BROKER -t documents -K '|' -l demo/documents.jsonl
-$KCAT -P -b $BROKER -t questions -K '|' -l demo/questions.jsonl
 
 say "waiting until every document is chunked, embedded and indexed"
 expected=$(( $(find corpus/acme corpus/globex -type f | wc -l) + 4 ))
@@ -68,7 +68,7 @@ done
 echo "$handled document versions handled by the index"
 
 say "audit (event, tenant/doc, version, chunks, ms per stage)"
-$KCAT -C -b $BROKER -t audit -o beginning -e -q -f '%s\n' | scripts/audit-table.py
+$KCAT -C -b $BROKER -t audit -o beginning -e -q -f '%s\n' | scripts/audit-table.py --documents
 
 say "search: acme, 'How many weeks of parental leave does the primary caregiver get?'"
 $BIN search --tenant acme "How many weeks of parental leave does the primary caregiver get?" --top-k 3
@@ -77,15 +77,41 @@ $BIN search --tenant globex "How many weeks of parental leave does the primary c
 say "hybrid search: globex, 'rate limit Pro plan requests per minute'"
 $BIN search --tenant globex --hybrid "rate limit Pro plan requests per minute" --top-k 3
 
-say "questions.decoded"
-$KCAT -C -b $BROKER -t questions.decoded -o beginning -e -q -f '%k  %s\n'
+say "ragstream ask: sample questions from corpus/questions.jsonl, answered by the local model (streamed)"
+python3 - <<'PY' > .run/questions.tsv
+import json
+for line in list(open("corpus/questions.jsonl"))[:6]:
+    q = json.loads(line)
+    print(f"{q['tenant']}\t{q['question']}\t{q['expected_answer_contains']}")
+PY
+while IFS=$'\t' read -r tenant question expected; do
+  printf '\n\033[1m%s asks:\033[0m %s  (the documents say: %s)\n' "$tenant" "$question" "$expected"
+  $BIN ask --tenant "$tenant" "$question" --timeout 300 --brokers $BROKER --partials-topic answers.partial || true
+done < .run/questions.tsv
+
+say "ragstream ask with personal data: the model sees placeholders, the answer has the values back"
+$BIN ask --tenant acme --brokers $BROKER --timeout 300 \
+  "I am Maria Jensen (maria.jensen@example.com, +44 20 7946 0958). How many weeks of parental leave does a primary caregiver get?" || true
+
+say "demo/questions.jsonl: a question, a summary and a malformed question (dead-lettered)"
+$KCAT -P -b $BROKER -t questions -K '|' -l demo/questions.jsonl
+for _ in $(seq 1 600); do
+  answered=$(curl -fs "http://$TELEMETRY/metrics" | awk '/^ragstream_answers_total/ {s += $2} END {print s + 0}')
+  [[ $answered -ge 9 ]] && break
+  sleep 0.5
+done
+$KCAT -C -b $BROKER -t answers -o beginning -e -q -f '%k  %s\n' | scripts/answers-table.py
+
+say "audit: question events (status, model, chunks cited, PII masked; never the values)"
+$KCAT -C -b $BROKER -t audit -o beginning -e -q -f '%s\n' | scripts/audit-table.py --questions
+
 for topic in documents.dlq questions.dlq; do
   say "$topic (original bytes; reason in headers)"
   $KCAT -C -b $BROKER -t $topic -o beginning -e -q -f '%k  %s\n   %h\n'
 done
 
 say "metrics"
-curl -fs "http://$TELEMETRY/metrics" | grep -E '^ragstream_(messages|in_flight|committed|assigned|index_documents|index_chunks)' || true
+curl -fs "http://$TELEMETRY/metrics" | grep -E '^ragstream_(messages|in_flight|committed|assigned|index_documents|index_chunks|answers|llm|pii)' || true
 
 say "stopping ragstream with SIGTERM (drains, commits, exits 0)"
 kill -TERM "$ragstream_pid"

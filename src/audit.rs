@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contracts::SCHEMA_VERSION;
+use crate::contracts::{AnswerDraft, AnswerStatus, ModelAttempt, Task, TokenUsage, SCHEMA_VERSION};
 use crate::engine::{MessageContext, Payload, Record};
 use crate::error::StageError;
 
@@ -23,6 +23,14 @@ pub enum Subject {
         tenant: String,
         doc_id: String,
         version: u64,
+    },
+    /// A question, once its personal data is masked (the masked text only).
+    Question {
+        tenant: String,
+        request_id: String,
+        user: String,
+        task: Task,
+        masked_question: String,
     },
 }
 
@@ -131,8 +139,121 @@ impl DocumentEvent {
     }
 }
 
-fn millis(duration: Duration) -> f64 {
-    // Rounded to microseconds: enough for latency analysis, short in JSON.
+/// A retrieved passage as an audit event records it: identifiers and scores, no text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkUse {
+    pub chunk_id: String,
+    pub doc_id: String,
+    pub score: f32,
+    /// Whether the answer cites it.
+    pub cited: bool,
+}
+
+/// The event for an answered question (key: `request_id`), whatever its status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionEvent {
+    pub schema_version: u32,
+    /// `{tenant}/{request_id}:question_answered`.
+    pub event_id: String,
+    /// Always `question_answered`.
+    pub event: String,
+    pub occurred_at: String,
+    pub pipeline: String,
+    pub tenant: String,
+    pub request_id: String,
+    /// A pseudonym of the user ([`user_ref`]).
+    pub user_ref: String,
+    pub task: Task,
+    pub status: AnswerStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub masked_question: String,
+    pub chunks: Vec<ChunkUse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
+    pub attempts: Vec<ModelAttempt>,
+    pub durations_ms: BTreeMap<String, f64>,
+    pub pii_counts: BTreeMap<String, u32>,
+    pub context_pii_counts: BTreeMap<String, u32>,
+    pub invented_placeholders: u32,
+    pub source: EventSource,
+}
+
+/// A stable pseudonym for a user of a tenant: user ids are often e-mail addresses, which must
+/// not reach the audit topic, but analysts still need to tell users apart.
+pub fn user_ref(tenant: &str, user: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(tenant.as_bytes())
+        .chain_update([0u8])
+        .chain_update(user.as_bytes())
+        .finalize();
+    digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+impl QuestionEvent {
+    /// The event for `draft` (after the answering stages), timed from `context`.
+    pub fn new(draft: &AnswerDraft, status: AnswerStatus, context: &MessageContext) -> Self {
+        let cited: Vec<&str> = draft.citations.iter().map(|c| c.chunk_id.as_str()).collect();
+        Self {
+            schema_version: SCHEMA_VERSION,
+            event_id: format!("{}/{}:question_answered", draft.tenant, draft.request_id),
+            event: "question_answered".to_owned(),
+            occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            pipeline: context.pipeline.to_string(),
+            tenant: draft.tenant.clone(),
+            request_id: draft.request_id.clone(),
+            user_ref: user_ref(&draft.tenant, &draft.user),
+            task: draft.task,
+            status,
+            reason: draft.reason.clone(),
+            masked_question: draft.question.clone(),
+            chunks: draft
+                .passages
+                .iter()
+                .map(|p| ChunkUse {
+                    chunk_id: p.chunk_id.clone(),
+                    doc_id: p.doc_id.clone(),
+                    score: p.score,
+                    cited: cited.contains(&p.chunk_id.as_str()),
+                })
+                .collect(),
+            model: draft.model.clone(),
+            fallback_reason: draft.fallback_reason.clone(),
+            usage: draft.usage,
+            cost_usd: draft.cost_usd,
+            attempts: draft.attempts.clone(),
+            durations_ms: durations_ms(context),
+            pii_counts: draft.pii_counts.clone(),
+            context_pii_counts: draft.context_pii_counts.clone(),
+            invented_placeholders: draft.invented_placeholders,
+            source: EventSource {
+                topic: context.topic.to_string(),
+                partition: context.partition,
+                offset: context.offset,
+            },
+        }
+    }
+
+    /// The event as a record for `sink`, keyed by `request_id`.
+    pub fn into_record(self, sink: Option<String>) -> Result<Record, StageError> {
+        let payload = Payload::from_typed(&self)
+            .map_err(|error| StageError::internal(format!("cannot serialize audit event: {error}")))?;
+        Ok(Record {
+            key: Some(self.request_id.into_bytes()),
+            payload,
+            headers: Vec::new(),
+            sink,
+        })
+    }
+}
+
+/// A duration in milliseconds, rounded to microseconds: enough for latency analysis, short in JSON.
+pub fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
@@ -146,19 +267,70 @@ fn durations_ms(context: &MessageContext) -> BTreeMap<String, f64> {
     durations
 }
 
-/// The audit event for a message rejected by `stage` with `error`, if a stage identified what
-/// the message was about before it failed.
+/// The audit event for a document rejected by `stage` with `error`, if a stage identified the
+/// document before it failed.
 pub fn failure_event(context: &MessageContext, stage: &str, error: &StageError) -> Option<DocumentEvent> {
-    let Subject::Document {
+    let Some(Subject::Document {
         tenant,
         doc_id,
         version,
-    } = context.subject.get()?;
+    }) = context.subject.get()
+    else {
+        return None;
+    };
     let mut event = DocumentEvent::new(DocumentEventKind::DocumentFailed, tenant, doc_id, *version, context);
     event.reason = Some(error.reason.clone());
     event.stage = Some(stage.to_owned());
     event.fault = Some(error.fault.as_str().to_owned());
     Some(event)
+}
+
+/// What a dead-lettered message still owes its readers, beside the dead letter: a document's
+/// `document_failed` event (to `audit_sink`), or for a question a `failed` answer (to the
+/// default sink, so the asking service is not left waiting) and its `question_answered` event.
+pub fn failure_records(
+    context: &MessageContext,
+    stage: &str,
+    error: &StageError,
+    audit_sink: Option<&str>,
+) -> Result<Vec<Record>, StageError> {
+    let mut records = Vec::new();
+    match context.subject.get() {
+        None => {}
+        Some(Subject::Document { .. }) => {
+            if let (Some(sink), Some(event)) = (audit_sink, failure_event(context, stage, error)) {
+                records.push(event.into_record(Some(sink.to_owned()))?);
+            }
+        }
+        Some(Subject::Question {
+            tenant,
+            request_id,
+            user,
+            task,
+            masked_question,
+        }) => {
+            let reason = format!(
+                "the question could not be processed ({} fault in stage {stage}); it was sent to the dead-letter topic",
+                error.fault
+            );
+            let draft = AnswerDraft::failed(tenant, request_id, user, *task, masked_question, &reason);
+            if let Some(sink) = audit_sink {
+                records.push(
+                    QuestionEvent::new(&draft, AnswerStatus::Failed, context).into_record(Some(sink.to_owned()))?,
+                );
+            }
+            let answer = draft.into_answer(millis(context.received_at.elapsed()));
+            let payload = Payload::from_typed(&answer)
+                .map_err(|e| StageError::internal(format!("cannot serialize the answer: {e}")))?;
+            records.push(Record {
+                key: Some(answer.request_id.into_bytes()),
+                payload,
+                headers: Vec::new(),
+                sink: None,
+            });
+        }
+    }
+    Ok(records)
 }
 
 #[cfg(test)]

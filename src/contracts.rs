@@ -120,6 +120,257 @@ pub struct DocumentChunk {
     pub vector: Option<Vec<f32>>,
 }
 
+/// How a question ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerStatus {
+    /// Answered.
+    Ok,
+    /// Nothing in the tenant's documents was relevant enough; no model was called.
+    NoContext,
+    /// The tenant's PII policy refused the question.
+    Blocked,
+    /// Every model failed, or the answer was invalid (`reason` says which).
+    Failed,
+    /// A budget would be exceeded.
+    BudgetExceeded,
+    /// A rate limit would be exceeded.
+    RateLimited,
+}
+
+impl AnswerStatus {
+    /// The snake-case name used in messages and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerStatus::Ok => "ok",
+            AnswerStatus::NoContext => "no_context",
+            AnswerStatus::Blocked => "blocked",
+            AnswerStatus::Failed => "failed",
+            AnswerStatus::BudgetExceeded => "budget_exceeded",
+            AnswerStatus::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A passage an answer cites.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Citation {
+    /// The `[n]` the answer cites.
+    pub index: u32,
+    pub doc_id: String,
+    pub chunk_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub score: f32,
+}
+
+/// Tokens a question consumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// The answer to a question (topic `answers`, key `request_id`; `schemas/answers.schema.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub schema_version: u32,
+    pub request_id: String,
+    pub tenant: String,
+    pub user: String,
+    pub task: Task,
+    pub status: AnswerStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub citations: Vec<Citation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
+    pub cached: bool,
+    pub latency_ms: f64,
+    pub created_at: String,
+}
+
+/// A piece of an answer while a model writes it (the sink `generate.partials_sink` names, key
+/// `request_id`; `schemas/partial_answers.schema.json`). Progress for a user watching, not the
+/// result: the message on the answers topic is the answer. The `delta`s of one
+/// `(model, attempt)` in `seq` order make up the text so far; a partial with a new
+/// `(model, attempt)` starts over, because the attempt before it failed. Personal data is
+/// restored, as in the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialAnswer {
+    pub schema_version: u32,
+    pub request_id: String,
+    pub tenant: String,
+    /// 0, 1, 2… per question, across attempts.
+    pub seq: u64,
+    pub model: String,
+    /// 1 for a model's first call, 2 for its first retry…
+    pub attempt: u32,
+    /// The text that follows the previous partial of the same attempt.
+    pub delta: String,
+    /// Set on the last partial of the attempt that answered.
+    pub done: bool,
+}
+
+/// A chunk found for a question, as the answering stages pass it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrievedPassage {
+    pub chunk_id: String,
+    pub doc_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The chunk's text with personal data masked (when `mask_pii` runs before retrieval).
+    pub text: String,
+    /// Cosine similarity to the question (1 is identical).
+    pub score: f32,
+}
+
+/// One call to a model, as the audit event records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelAttempt {
+    pub model: String,
+    /// 1 for the first call to this model.
+    pub attempt: u32,
+    /// `ok`, or the error kind (`rate_limited`, `server`, `timeout`, `connection`, `malformed`,
+    /// `rejected`, `circuit_open`, `local`).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Wait before this call (backoff or Retry-After).
+    pub waited_ms: f64,
+    pub latency_ms: f64,
+}
+
+/// A question on its way through the answering stages (between `mask_pii` and `emit_answer`).
+/// The question text is masked; the originals of its placeholders stay in the message
+/// context, so this struct can be logged or produced without leaking personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerDraft {
+    pub schema_version: u32,
+    pub request_id: String,
+    pub tenant: String,
+    pub user: String,
+    pub task: Task,
+    /// The question with personal data replaced by placeholders.
+    pub question: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<QuestionOptions>,
+    /// Personal data masked in the question, per kind label.
+    #[serde(default)]
+    pub pii_counts: BTreeMap<String, u32>,
+    /// Personal data masked in the retrieved passages, per kind label.
+    #[serde(default)]
+    pub context_pii_counts: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub passages: Vec<RetrievedPassage>,
+    /// Set once the outcome is decided; later stages leave a decided draft alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AnswerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The answer, placeholders still in until `restore_pii`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub citations: Vec<Citation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    #[serde(default)]
+    pub usage: TokenUsage,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub attempts: Vec<ModelAttempt>,
+    /// Placeholders in the answer that the request never handed out (set by `restore_pii`).
+    #[serde(default)]
+    pub invented_placeholders: u32,
+}
+
+impl AnswerDraft {
+    /// Settles the outcome (first decision wins).
+    pub fn decide(&mut self, status: AnswerStatus, reason: Option<String>) {
+        if self.status.is_none() {
+            self.status = Some(status);
+            self.reason = reason;
+        }
+    }
+
+    /// Whether a stage already settled the outcome.
+    pub fn is_decided(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// The draft of a question that failed before an answer could be prepared.
+    pub fn failed(tenant: &str, request_id: &str, user: &str, task: Task, masked_question: &str, reason: &str) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            request_id: request_id.to_owned(),
+            tenant: tenant.to_owned(),
+            user: user.to_owned(),
+            task,
+            question: masked_question.to_owned(),
+            options: None,
+            pii_counts: BTreeMap::new(),
+            context_pii_counts: BTreeMap::new(),
+            passages: Vec::new(),
+            status: Some(AnswerStatus::Failed),
+            reason: Some(reason.to_owned()),
+            answer: None,
+            data: None,
+            citations: Vec::new(),
+            model: None,
+            fallback_reason: None,
+            usage: TokenUsage::default(),
+            cost_usd: 0.0,
+            attempts: Vec::new(),
+            invented_placeholders: 0,
+        }
+    }
+
+    /// The answers-topic message for this draft, `latency_ms` after the question arrived. A
+    /// draft no stage decided says so (a chain without `generate`) instead of passing for ok.
+    pub fn into_answer(self, latency_ms: f64) -> Answer {
+        let (status, reason) = match self.status {
+            Some(status) => (status, self.reason),
+            None => (
+                AnswerStatus::Failed,
+                Some("the pipeline has no stage that answers (generate)".to_owned()),
+            ),
+        };
+        Answer {
+            schema_version: SCHEMA_VERSION,
+            request_id: self.request_id,
+            tenant: self.tenant,
+            user: self.user,
+            task: self.task,
+            status,
+            answer: self.answer,
+            data: self.data,
+            reason,
+            citations: self.citations,
+            model: self.model,
+            fallback_reason: self.fallback_reason,
+            usage: self.usage,
+            cost_usd: self.cost_usd,
+            cached: false,
+            latency_ms,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+}
+
 /// A compiled JSON Schema plus the name used in error messages.
 pub struct Contract {
     name: &'static str,
@@ -149,6 +400,21 @@ impl Contract {
     pub fn questions() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> =
             LazyLock::new(|| Contract::compile("question", include_str!("../schemas/questions.schema.json")));
+        &CONTRACT
+    }
+
+    /// The answers contract (`schemas/answers.schema.json`).
+    pub fn answers() -> &'static Contract {
+        static CONTRACT: LazyLock<Contract> =
+            LazyLock::new(|| Contract::compile("answer", include_str!("../schemas/answers.schema.json")));
+        &CONTRACT
+    }
+
+    /// The partial answers contract (`schemas/partial_answers.schema.json`).
+    pub fn partial_answers() -> &'static Contract {
+        static CONTRACT: LazyLock<Contract> = LazyLock::new(|| {
+            Contract::compile("partial answer", include_str!("../schemas/partial_answers.schema.json"))
+        });
         &CONTRACT
     }
 

@@ -5,6 +5,7 @@
 //! ([`transport`]), the stage registry ([`stages`]), the message contracts ([`contracts`]) and
 //! telemetry ([`telemetry`]).
 
+pub mod ask;
 pub mod audit;
 pub mod chunk;
 pub mod config;
@@ -13,6 +14,8 @@ pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod ingest;
+pub mod llm;
+pub mod pii;
 pub mod stages;
 pub mod store;
 pub mod telemetry;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ragstream::ask::{ask, render, render_footer, AskOptions, Asked};
 use ragstream::config::{load_file, KafkaProperties, Topology};
+use ragstream::contracts::{AnswerStatus, Task};
 use ragstream::engine::{run_topology, Shutdown};
 use ragstream::ingest::{ingest, IngestOptions};
 use ragstream::telemetry::{init_logging, LogFormat, Verbosity};
@@ -79,6 +81,43 @@ enum Command {
         /// Combine vector and full-text (BM25) search.
         #[arg(long)]
         hybrid: bool,
+    },
+    /// Ask a question through the running pipelines: produce it, wait for its answer, print it
+    /// with its sources. Exits 0 for `ok` and `no_context`, 1 otherwise.
+    Ask {
+        /// The question.
+        question: String,
+        /// Tenant whose documents ground the answer.
+        #[arg(long)]
+        tenant: String,
+        /// Who asks (for per-user limits and the audit pseudonym).
+        #[arg(long, default_value = "cli")]
+        user: String,
+        /// qa, summarize, extract or report.
+        #[arg(long, default_value = "qa", value_parser = parse_task)]
+        task: Task,
+        /// Passages to retrieve (default: the retrieve stage's top_k).
+        #[arg(long)]
+        top_k: Option<u32>,
+        /// Topic questions are produced to.
+        #[arg(long, default_value = "questions")]
+        questions_topic: String,
+        /// Topic answers are read from.
+        #[arg(long, default_value = "answers")]
+        answers_topic: String,
+        /// Topic of partial answers (the generate stage's `partials_sink`): print the answer
+        /// while it is written.
+        #[arg(long)]
+        partials_topic: Option<String>,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "RAGSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the answer message as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage the topics a topology uses.
     Topics {
@@ -191,6 +230,52 @@ async fn dispatch(command: Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ask {
+            question,
+            tenant,
+            user,
+            task,
+            top_k,
+            questions_topic,
+            answers_topic,
+            partials_topic,
+            brokers,
+            timeout,
+            json,
+        } => {
+            let options = AskOptions {
+                question,
+                tenant,
+                user,
+                task,
+                top_k,
+                questions_topic,
+                answers_topic,
+                partials_topic,
+                kafka: KafkaProperties::from([("bootstrap.servers".to_owned(), brokers)]),
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            match ask(&options).await {
+                Ok(Asked { answer, streamed }) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+                    } else if streamed && answer.answer.is_some() {
+                        // The text is on screen already.
+                        print!("{}", render_footer(&answer));
+                    } else {
+                        print!("{}", render(&answer));
+                    }
+                    match answer.status {
+                        AnswerStatus::Ok | AnswerStatus::NoContext => ExitCode::SUCCESS,
+                        _ => ExitCode::FAILURE,
+                    }
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Topics {
             command: TopicsCommand::Create { topology, partitions },
         } => {
@@ -271,6 +356,11 @@ async fn search(
         );
     }
     Ok(())
+}
+
+fn parse_task(value: &str) -> Result<Task, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned()))
+        .map_err(|_| format!("`{value}` is not a task (qa, summarize, extract, report)"))
 }
 
 fn load_or_report(path: &Path) -> Option<Topology> {

@@ -37,7 +37,14 @@ install() {
     return
   fi
   log "installing tansu $TANSU_VERSION (about 15 minutes on 2 cores)"
-  cargo install --locked tansu --version "$TANSU_VERSION" --no-default-features --features dynostore,postgres
+  # tansu's release profile (full optimisation, one codegen unit) took 31 minutes on 2 cores; a
+  # loopback test broker does not need it, and CI must fit its budget on a fresh machine.
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_INCREMENTAL=false \
+    cargo install --locked tansu --version "$TANSU_VERSION" --no-default-features --features dynostore,postgres
 }
 
 storage_url() {

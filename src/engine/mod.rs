@@ -10,6 +10,6 @@ mod shutdown;
 
 pub use chain::{Rejection, StageChain};
 pub use pipeline::Pipeline;
-pub use record::{MessageContext, Payload, Record};
+pub use record::{MessageContext, Payload, ProduceNow, Record};
 pub use runtime::run_topology;
 pub use shutdown::Shutdown;

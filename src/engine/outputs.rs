@@ -60,6 +60,13 @@ pub enum OutputError {
     },
 }
 
+#[async_trait::async_trait]
+impl super::record::ProduceNow for Outputs {
+    async fn produce_now(&self, records: Vec<Record>) -> Result<(), String> {
+        self.produce(records).await.map_err(|e| e.to_string())
+    }
+}
+
 impl Outputs {
     /// Outputs for `config`, producing with `producer`.
     pub fn new(config: &PipelineConfig, producer: FutureProducer) -> Self {

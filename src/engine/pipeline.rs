@@ -31,7 +31,8 @@ pub struct Pipeline {
     name: Arc<str>,
     config: PipelineConfig,
     chain: StageChain,
-    outputs: Outputs,
+    /// Shared with the messages' contexts, for records produced before a message finishes.
+    outputs: Arc<Outputs>,
     consumer: Arc<PipelineConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
     /// Set when a failure means this pipeline must stop without committing past it.
@@ -66,7 +67,7 @@ impl Pipeline {
             name: Arc::from(config.name.as_str()),
             config: config.clone(),
             chain,
-            outputs: Outputs::new(config, producer),
+            outputs: Arc::new(Outputs::new(config, producer)),
             consumer: Arc::new(consumer),
             tracker,
             fatal: CancellationToken::new(),
@@ -155,7 +156,8 @@ impl Pipeline {
             message.partition(),
             message.offset(),
             message.timestamp().to_millis(),
-        );
+        )
+        .with_early_outputs(self.outputs.clone());
         let outcome = match self.transform(&message, &context).await {
             Ok(records) => self.outputs.produce(records).await.map_err(|e| e.to_string()),
             Err(rejection) if rejection.error.fault == Fault::Internal => Err(format!(
@@ -180,20 +182,22 @@ impl Pipeline {
         drop(permit);
     }
 
-    /// Dead-letters the message and, when the pipeline has an audit sink and a stage had
-    /// identified the message, emits its failure event; the offset waits for both.
+    /// Dead-letters the message and, when a stage had identified it, emits what its readers
+    /// still expect (a document's failure event, a question's `failed` answer and audit event);
+    /// the offset waits for all of them.
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
         context: &MessageContext,
         rejection: &Rejection,
     ) -> Result<(), String> {
-        let mut events = Vec::new();
-        if let Some(sink) = &self.config.audit_sink {
-            if let Some(event) = audit::failure_event(context, &rejection.stage, &rejection.error) {
-                events.push(event.into_record(Some(sink.clone())).map_err(|e| e.to_string())?);
-            }
-        }
+        let events = audit::failure_records(
+            context,
+            &rejection.stage,
+            &rejection.error,
+            self.config.audit_sink.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         let (dead_letter, events) = tokio::join!(
             self.outputs.dead_letter(message, context, rejection),
             self.outputs.produce(events)

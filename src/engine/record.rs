@@ -4,10 +4,12 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::audit::Subject;
+use crate::pii::PiiScope;
 
 /// The body of a record: raw bytes as consumed, or JSON once a stage has decoded it (so later
 /// stages do not parse the same text again).
@@ -61,6 +63,15 @@ pub struct Record {
     pub sink: Option<String>,
 }
 
+/// Produces records at once, while their message is still being processed: progress reports
+/// (partial answers), not results. They do not hold back the offset, and when the message is
+/// redelivered they are produced again.
+#[async_trait]
+pub trait ProduceNow: Send + Sync {
+    /// Produces `records` and waits for the broker's acknowledgement.
+    async fn produce_now(&self, records: Vec<Record>) -> Result<(), String>;
+}
+
 /// Where the message being processed came from, and what stages learnt about it on the way;
 /// shared by every record derived from it.
 #[derive(Debug)]
@@ -80,8 +91,23 @@ pub struct MessageContext {
     /// What the message is about, set by the stage that decodes it; a failure after that is
     /// reported on the audit topic with these identifiers, not only dead-lettered.
     pub subject: OnceLock<Subject>,
+    /// The question's personal-data placeholders, set by `mask_pii` and read by the stages
+    /// after it. It lives exactly as long as the message: never serialized or produced.
+    pub pii: OnceLock<PiiScope>,
     /// Time each stage took so far, in chain order (retries included).
     stage_clock: Mutex<StageClock>,
+    /// The pipeline's producer for records that cannot wait for the end of the chain.
+    early_outputs: Option<EarlyOutputs>,
+}
+
+/// A [`ProduceNow`] behind a name `Debug` can print.
+#[derive(Clone)]
+struct EarlyOutputs(Arc<dyn ProduceNow>);
+
+impl std::fmt::Debug for EarlyOutputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EarlyOutputs")
+    }
 }
 
 /// The stages a message has been through, and the one it is in.
@@ -102,7 +128,30 @@ impl MessageContext {
             timestamp_ms,
             received_at: Instant::now(),
             subject: OnceLock::new(),
+            pii: OnceLock::new(),
             stage_clock: Mutex::new(StageClock::default()),
+            early_outputs: None,
+        }
+    }
+
+    /// Lets stages produce records before the message is finished, with `outputs`.
+    pub fn with_early_outputs(mut self, outputs: Arc<dyn ProduceNow>) -> Self {
+        self.early_outputs = Some(EarlyOutputs(outputs));
+        self
+    }
+
+    /// Whether [`produce_now`](Self::produce_now) reaches a broker (it does in a running
+    /// pipeline, not in a stage's unit test).
+    pub fn can_produce_now(&self) -> bool {
+        self.early_outputs.is_some()
+    }
+
+    /// Produces `records` now (see [`ProduceNow`]); without early outputs there is nowhere to
+    /// send them and they are dropped.
+    pub async fn produce_now(&self, records: Vec<Record>) -> Result<(), String> {
+        match &self.early_outputs {
+            Some(EarlyOutputs(outputs)) => outputs.produce_now(records).await,
+            None => Ok(()),
         }
     }
 

@@ -145,29 +145,9 @@ impl StageBuilder for EmbedConfig {
             .or(directory_name)
             .or_else(|| self.model.clone())
             .unwrap_or_else(|| "unnamed".to_owned());
-        let backend = match self.provider {
-            EmbedProvider::Local => Backend::Local(OnceLock::new()),
-            EmbedProvider::Openai => {
-                let api_key = match &self.api_key_env {
-                    Some(variable) => Some(std::env::var(variable).map_err(|_| {
-                        StageError::internal(format!("environment variable `{variable}` (api_key_env) is not set"))
-                    })?),
-                    None => None,
-                };
-                let client = OpenAiEmbedder::new(
-                    self.base_url.as_deref().unwrap_or_default(),
-                    self.model.as_deref().unwrap_or_default(),
-                    api_key,
-                    Duration::from_millis(self.timeout_ms),
-                )
-                .map_err(StageError::internal)?;
-                Backend::Remote(client)
-            }
-        };
         Ok(Box::new(EmbedStage {
-            config: self.clone(),
+            embedder: Embedder::build(self)?,
             model_name,
-            backend,
         }))
     }
 }
@@ -178,35 +158,42 @@ enum Backend {
     Remote(OpenAiEmbedder),
 }
 
-struct EmbedStage {
+/// Texts to vectors with the configured provider; shared by `embed` and `retrieve`, so that
+/// questions are embedded exactly like the chunks they are compared with.
+pub(super) struct Embedder {
     config: EmbedConfig,
-    model_name: String,
     backend: Backend,
 }
 
-impl EmbedStage {
-    async fn vectors(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StageError> {
-        match &self.backend {
-            Backend::Local(batcher) => {
-                let batcher = batcher
-                    .get()
-                    .ok_or_else(|| StageError::internal("embed stage used before start"))?;
-                batcher.embed(texts).await.map_err(StageError::internal)
+impl Embedder {
+    pub(super) fn build(config: &EmbedConfig) -> Result<Self, StageError> {
+        let backend = match config.provider {
+            EmbedProvider::Local => Backend::Local(OnceLock::new()),
+            EmbedProvider::Openai => {
+                let api_key = match &config.api_key_env {
+                    Some(variable) => Some(std::env::var(variable).map_err(|_| {
+                        StageError::internal(format!("environment variable `{variable}` (api_key_env) is not set"))
+                    })?),
+                    None => None,
+                };
+                let client = OpenAiEmbedder::new(
+                    config.base_url.as_deref().unwrap_or_default(),
+                    config.model.as_deref().unwrap_or_default(),
+                    api_key,
+                    Duration::from_millis(config.timeout_ms),
+                )
+                .map_err(StageError::internal)?;
+                Backend::Remote(client)
             }
-            Backend::Remote(client) => {
-                let mut vectors = Vec::with_capacity(texts.len());
-                for batch in texts.chunks(self.config.batch_size) {
-                    vectors.extend(client.embed(batch).await?);
-                }
-                Ok(vectors)
-            }
-        }
+        };
+        Ok(Self {
+            config: config.clone(),
+            backend,
+        })
     }
-}
 
-#[async_trait]
-impl Stage for EmbedStage {
-    async fn start(&self) -> Result<(), StageError> {
+    /// Loads a local model (once per process) and starts its batching task.
+    pub(super) async fn start(&self) -> Result<(), StageError> {
         let Backend::Local(slot) = &self.backend else {
             return Ok(());
         };
@@ -230,13 +217,43 @@ impl Stage for EmbedStage {
         Ok(())
     }
 
+    pub(super) async fn vectors(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StageError> {
+        match &self.backend {
+            Backend::Local(batcher) => {
+                let batcher = batcher
+                    .get()
+                    .ok_or_else(|| StageError::internal("embedding used before the stage started"))?;
+                batcher.embed(texts).await.map_err(StageError::internal)
+            }
+            Backend::Remote(client) => {
+                let mut vectors = Vec::with_capacity(texts.len());
+                for batch in texts.chunks(self.config.batch_size) {
+                    vectors.extend(client.embed(batch).await?);
+                }
+                Ok(vectors)
+            }
+        }
+    }
+}
+
+struct EmbedStage {
+    embedder: Embedder,
+    model_name: String,
+}
+
+#[async_trait]
+impl Stage for EmbedStage {
+    async fn start(&self) -> Result<(), StageError> {
+        self.embedder.start().await
+    }
+
     async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
         let mut document: ChunkedDocument = record
             .payload
             .into_typed()
             .map_err(|error| StageError::input(format!("not a chunked document (put chunk first): {error}")))?;
         let texts: Vec<String> = document.chunks.iter().map(|chunk| chunk.text.clone()).collect();
-        let vectors = self.vectors(texts).await?;
+        let vectors = self.embedder.vectors(texts).await?;
         for (chunk, vector) in document.chunks.iter_mut().zip(vectors) {
             chunk.vector = Some(vector);
         }

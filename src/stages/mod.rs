@@ -9,9 +9,14 @@ mod chunk;
 mod decode_document;
 mod decode_question;
 mod embed;
+mod emit_answer;
 mod fault_injection;
+mod generate;
 mod index;
+mod mask_pii;
 mod random_delay;
+mod restore_pii;
+mod retrieve;
 
 use std::path::Path;
 
@@ -26,9 +31,14 @@ pub use chunk::ChunkConfig;
 pub use decode_document::DecodeDocumentConfig;
 pub use decode_question::DecodeQuestionConfig;
 pub use embed::EmbedConfig;
+pub use emit_answer::EmitAnswerConfig;
 pub use fault_injection::FaultInjectionConfig;
+pub use generate::{GenerateConfig, ModelConfig, ModelProvider, Price};
 pub use index::IndexConfig;
+pub use mask_pii::{MaskPiiConfig, PiiAction, PiiPolicy};
 pub use random_delay::RandomDelayConfig;
+pub use restore_pii::RestorePiiConfig;
+pub use retrieve::RetrieveConfig;
 
 /// One step of a pipeline. Only [`Stage::process`] is required; the lifecycle hooks default to
 /// doing nothing.
@@ -54,6 +64,18 @@ pub trait StageBuilder {
 
     /// Builds the runtime stage.
     fn build(&self) -> Result<Box<dyn Stage>, StageError>;
+
+    /// Sinks this stage routes records to by name, with the config field naming each; the
+    /// topology check makes sure the pipeline has them.
+    fn sinks(&self) -> Vec<(&'static str, &str)> {
+        Vec::new()
+    }
+
+    /// The `type` of a stage that must run earlier in the same pipeline (for state that only
+    /// lives in the message context, like the PII placeholders).
+    fn needs_earlier(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Appends an error at `{path}.model_dir` for every file of `files` missing from `dir`: stages
@@ -94,6 +116,13 @@ macro_rules! registry {
                     $(StageConfig::$variant(config) => config,)+
                 }
             }
+
+            /// The `type` name of this stage.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(StageConfig::$variant(_) => $type_name,)+
+                }
+            }
         }
     };
 }
@@ -103,9 +132,14 @@ registry! {
     "decode_document" => DecodeDocument(DecodeDocumentConfig),
     "decode_question" => DecodeQuestion(DecodeQuestionConfig),
     "embed" => Embed(EmbedConfig),
+    "emit_answer" => EmitAnswer(EmitAnswerConfig),
     "fault_injection" => FaultInjection(FaultInjectionConfig),
+    "generate" => Generate(GenerateConfig),
     "index" => Index(IndexConfig),
+    "mask_pii" => MaskPii(MaskPiiConfig),
     "random_delay" => RandomDelay(RandomDelayConfig),
+    "restore_pii" => RestorePii(RestorePiiConfig),
+    "retrieve" => Retrieve(RetrieveConfig),
 }
 
 impl StageConfig {
@@ -117,5 +151,15 @@ impl StageConfig {
     /// Builds the runtime stage.
     pub fn build(&self) -> Result<Box<dyn Stage>, StageError> {
         self.builder().build()
+    }
+
+    /// Sinks the stage routes to by name, with the config field naming each.
+    pub fn sinks(&self) -> Vec<(&'static str, &str)> {
+        self.builder().sinks()
+    }
+
+    /// The `type` of a stage that must run earlier in the same pipeline.
+    pub fn needs_earlier(&self) -> Option<&'static str> {
+        self.builder().needs_earlier()
     }
 }

@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 
 use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The process-wide metrics.
@@ -46,6 +46,17 @@ pub struct Metrics {
     pub index_maintenance_seconds: Histogram,
     /// Rounds of index upkeep that failed (retried next round).
     pub index_maintenance_failures: IntCounter,
+    /// Calls to language models by outcome (`ok`, `rate_limited`, `server`, `timeout`…).
+    pub llm_attempts: IntCounterVec,
+    /// Tokens consumed by answered questions, by kind (`prompt`, `completion`).
+    pub llm_tokens: IntCounterVec,
+    /// What answered questions cost, by the configured prices.
+    pub llm_cost_usd: CounterVec,
+    /// Answers emitted, by status.
+    pub answers: IntCounterVec,
+    /// Personal data replaced by placeholders, by kind and where it was found
+    /// (`question`, `context`).
+    pub pii_masked: IntCounterVec,
 }
 
 /// Adds `metric` to `registry` and hands it back. Definitions are constants of this module, so
@@ -184,6 +195,37 @@ impl Metrics {
                 &registry,
                 "ragstream_index_maintenance_failures_total",
                 "Rounds of index upkeep that failed (retried next round).",
+            ),
+            llm_attempts: counter(
+                &registry,
+                "ragstream_llm_attempts_total",
+                "Calls to language models by outcome (ok, rate_limited, server, timeout, connection, malformed, rejected, circuit_open, local).",
+                &["model", "outcome"],
+            ),
+            llm_tokens: counter(
+                &registry,
+                "ragstream_llm_tokens_total",
+                "Tokens consumed by answered questions, by kind (prompt, completion).",
+                &["tenant", "model", "kind"],
+            ),
+            llm_cost_usd: register(
+                &registry,
+                CounterVec::new(
+                    Opts::new("ragstream_llm_cost_usd_total", "What answered questions cost, by the configured prices."),
+                    &["tenant", "model"],
+                ),
+            ),
+            answers: counter(
+                &registry,
+                "ragstream_answers_total",
+                "Answers emitted, by status (ok, no_context, blocked, failed, budget_exceeded, rate_limited).",
+                &["tenant", "status"],
+            ),
+            pii_masked: counter(
+                &registry,
+                "ragstream_pii_masked_total",
+                "Personal data replaced by placeholders, by kind and where it was found (question, context).",
+                &["kind", "found_in"],
             ),
             registry,
         }

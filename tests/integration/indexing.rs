@@ -2,7 +2,7 @@
 //! the real broker: the table must hold exactly the chunks of each document's live version,
 //! whatever is redelivered, delivered late, or interrupted by `kill -9`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

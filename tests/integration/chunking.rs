@@ -1,7 +1,7 @@
 //! Documents through decode_document, chunk and embed against the real broker, with the real
 //! all-MiniLM-L6-v2 tokenizer and model (fetched by deploy/local/models.sh).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted_llm;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::TcpListener;
@@ -116,13 +118,16 @@ pub struct Received {
     pub headers: HashMap<String, String>,
 }
 
-fn reader(group: &str) -> StreamConsumer {
+pub fn reader(group: &str) -> StreamConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
+        // tansu answers a fetch only when its wait is over, even if data arrives sooner: a
+        // short wait keeps readers (and the latency a benchmark sees) prompt.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer")
 }
@@ -346,6 +351,10 @@ pub struct TestTopology {
     pub port: u16,
     /// Extra YAML lines for the pipeline (e.g. a `retry:` block), indented by four spaces.
     pub pipeline_extra: String,
+    /// Consumer properties for the source besides the ones every test sets: (key, value).
+    pub source_kafka_extra: Vec<(String, String)>,
+    /// Sinks besides `out`: (name, topic).
+    pub extra_sinks: Vec<(String, String)>,
 }
 
 impl TestTopology {
@@ -362,6 +371,8 @@ impl TestTopology {
             commit_interval_ms: 200,
             port: free_port(),
             pipeline_extra: String::new(),
+            source_kafka_extra: Vec::new(),
+            extra_sinks: Vec::new(),
         }
     }
 
@@ -374,14 +385,18 @@ impl TestTopology {
             group: self.group.clone(),
             stages: self.stages.clone(),
             pipeline_extra: self.pipeline_extra.clone(),
+            extra_sinks: self.extra_sinks.clone(),
+            source_kafka_extra: self.source_kafka_extra.clone(),
             port: free_port(),
             ..*self
         }
     }
 
-    /// Creates the three topics.
+    /// Creates the input, output and dead-letter topics and those of the extra sinks.
     pub async fn create_topics(&self, partitions: i32) {
-        create_topics(&[&self.input, &self.output, &self.dead_letter], partitions).await;
+        let mut topics = vec![self.input.as_str(), self.output.as_str(), self.dead_letter.as_str()];
+        topics.extend(self.extra_sinks.iter().map(|(_, topic)| topic.as_str()));
+        create_topics(&topics, partitions).await;
     }
 
     /// The topology file text.
@@ -403,7 +418,7 @@ pipelines:
         # A killed process's membership expires after this; the default 45 s slows the tests.
         session.timeout.ms: 6000
         heartbeat.interval.ms: 1000
-    max_in_flight: {max_in_flight}
+{source_kafka_extra}    max_in_flight: {max_in_flight}
     max_message_bytes: 1048576
     commit_interval_ms: {commit}
 {extra}
@@ -411,7 +426,7 @@ pipelines:
     sinks:
       - name: out
         topic: {output}
-    dead_letter:
+{extra_sinks}    dead_letter:
       topic: {dlq}
 "#,
             brokers = brokers(),
@@ -423,7 +438,17 @@ pipelines:
             commit = self.commit_interval_ms,
             stages = self.stages,
             extra = self.pipeline_extra,
+            source_kafka_extra = self
+                .source_kafka_extra
+                .iter()
+                .map(|(key, value)| format!("        {key}: {value}\n"))
+                .collect::<String>(),
             output = self.output,
+            extra_sinks = self
+                .extra_sinks
+                .iter()
+                .map(|(name, topic)| format!("      - name: {name}\n        topic: {topic}\n"))
+                .collect::<String>(),
             dlq = self.dead_letter,
         )
     }

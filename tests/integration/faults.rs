@@ -2,7 +2,7 @@
 //! dead-lettered, an external service's fault is retried (and dead-lettered once attempts run
 //! out), and our own fault stops the pipeline without committing past the message.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

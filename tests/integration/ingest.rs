@@ -1,6 +1,6 @@
 //! `ragstream ingest` against the real broker.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The engine against the real broker: delivery, crashes, ordering of commits, dead letters,
 //! graceful shutdown and metrics. Start the broker first (`deploy/local/broker.sh start`).
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,0 +1,252 @@
+//! Answering benchmark: printed figures, nothing asserted.
+//!
+//!     deploy/local/broker.sh start && cargo bench --bench answering
+//!     RAGSTREAM_BENCH_ROWS=20000 cargo bench --bench answering    # a smaller index
+//!
+//! The questions pipeline as the default topology runs it (decode → mask_pii → retrieve with
+//! the real embedding model → generate → restore_pii → emit_answer) against the real broker, a
+//! LanceDB table of N chunks (default 100,000, with an IVF-HNSW-SQ index; synthetic vectors
+//! around topic centres as in the index benchmark) and the scripted OpenAI-compatible server
+//! of the integration tests, which answers after a fixed delay:
+//!
+//! 1. Overhead per question: questions one at a time, server delay 200 ms; end-to-end latency
+//!    (produced → answer consumed) minus the 200 ms: p50/p95/p99.
+//! 2. Throughput: 640 questions at once, server delay 1 s, `max_in_flight: 64`: questions/s (a
+//!    pipeline that never blocks on the model gets close to 64/s).
+
+#[path = "../tests/integration/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::scripted_llm::{echo_placeholders, Behaviour, ScriptedLlm};
+use common::{produce_all, reader, unique, Outgoing, Ragstream, TestTopology};
+use ragstream::contracts::{ChunkedDocument, DocumentChunk, DocumentOp};
+use ragstream::store::{ChunkStore, DocumentWrite, MaintenancePolicy, VectorIndexKind};
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::Consumer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
+const DIMENSIONS: usize = 384;
+const PARTITIONS: i32 = 3;
+const TENANT: &str = "bench";
+
+fn unit(raw: Vec<f32>) -> Vec<f32> {
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+    raw.into_iter().map(|x| x / norm).collect()
+}
+
+/// `rows` chunks of one tenant around 1,000 topic centres, with the vector index the index
+/// stage would build at that size.
+async fn build_index(dir: &Path, rows: usize) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let centres: Vec<Vec<f32>> = (0..1_000)
+        .map(|_| unit((0..DIMENSIONS).map(|_| rng.random_range(-1.0f32..1.0)).collect()))
+        .collect();
+    let mut store = ChunkStore::open(dir.to_str().unwrap(), "chunks").await.unwrap();
+    let started = Instant::now();
+    let mut written = 0;
+    let mut doc = 0;
+    while written < rows {
+        let writes: Vec<DocumentWrite> = (0..250)
+            .map(|_| {
+                doc += 1;
+                let chunks = (0..4)
+                    .map(|position| {
+                        let centre = &centres[rng.random_range(0..centres.len())];
+                        DocumentChunk {
+                            chunk_id: format!("doc-{doc}:1:{position}"),
+                            position,
+                            text: format!(
+                                "Section {position} of policy document {doc}: opening hours, refunds and support."
+                            ),
+                            context: String::new(),
+                            token_count: 16,
+                            vector: Some(unit(
+                                centre.iter().map(|c| c + rng.random_range(-0.08f32..0.08)).collect(),
+                            )),
+                        }
+                    })
+                    .collect();
+                DocumentWrite {
+                    document: ChunkedDocument {
+                        schema_version: 1,
+                        doc_id: format!("doc-{doc}"),
+                        tenant: TENANT.to_owned(),
+                        op: DocumentOp::Upsert,
+                        version: 1,
+                        title: Some(format!("Policy {doc}")),
+                        source: None,
+                        metadata: Default::default(),
+                        embedding_model: Some("synthetic".to_owned()),
+                        chunks,
+                    },
+                    event_time_ms: None,
+                }
+            })
+            .collect();
+        written += writes.len() * 4;
+        store.apply(&writes).await.unwrap();
+    }
+    store
+        .maintain(&MaintenancePolicy {
+            vector_index_min_rows: 0,
+            vector_index: VectorIndexKind::IvfHnswSq,
+            full_text_index: false,
+            keep_versions_for: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    println!(
+        "index: {written} chunks written and indexed (IVF-HNSW-SQ) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A running questions pipeline and the arrival time of every answer.
+struct Pipeline {
+    topology: TestTopology,
+    answers: mpsc::UnboundedReceiver<(String, Instant)>,
+    _process: Ragstream,
+}
+
+async fn start(prefix: &str, index: &Path, llm: &ScriptedLlm, max_in_flight: u32) -> Pipeline {
+    let mut topology = TestTopology::new(prefix);
+    topology.max_in_flight = max_in_flight;
+    if let Ok(wait) = std::env::var("RAGSTREAM_BENCH_FETCH_WAIT_MS") {
+        topology.source_kafka_extra = vec![("fetch.wait.max.ms".to_owned(), wait)];
+    }
+    let audit = unique(&format!("{prefix}-audit"));
+    topology.extra_sinks = vec![("audit".to_owned(), audit)];
+    topology.stages = format!(
+        "[{{ type: decode_question }}, {{ type: mask_pii }}, \
+          {{ type: retrieve, uri: \"{uri}\", embedding: {{ model_dir: \"{MODEL_DIR}\" }}, top_k: 5, min_score: 0.0 }}, \
+          {{ type: generate, models: [{{ name: scripted, provider: openai, base_url: \"{url}\", model: scripted, timeout_ms: 10000 }}] }}, \
+          {{ type: restore_pii }}, {{ type: emit_answer, audit_sink: audit }}]",
+        uri = index.display(),
+        url = llm.url,
+    );
+    topology.create_topics(PARTITIONS).await;
+    let mut process = Ragstream::start(&topology);
+    process.wait_ready(Duration::from_secs(120)).await;
+
+    let consumer = reader(&unique("bench-answers"));
+    // The answers consumer stands for a waiting service: it asks often, so the figures show the
+    // pipeline's latency, not this consumer's long poll.
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(&topology.output, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let (sender, answers) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(message) = consumer.recv().await {
+            let arrived = Instant::now();
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+            if sender.send((key, arrived)).is_err() {
+                return;
+            }
+        }
+    });
+    Pipeline {
+        topology,
+        answers,
+        _process: process,
+    }
+}
+
+fn question(request_id: &str, i: usize) -> Outgoing {
+    let payload = serde_json::json!({
+        "schema_version": 1, "request_id": request_id, "tenant": TENANT, "user": format!("user-{}", i % 50),
+        "task": "qa",
+        "question": format!("What are the opening hours for refunds at site {i}? Call me at +44 20 7946 0{:03} or mail jo{i}@example.com.", i % 1000),
+    });
+    Outgoing {
+        partition: None,
+        key: Some(request_id.as_bytes().to_vec()),
+        payload: payload.to_string().into_bytes(),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn overhead(index: &Path) {
+    const DELAY: Duration = Duration::from_millis(200);
+    const QUESTIONS: usize = 200;
+    let llm = ScriptedLlm::start(Arc::new(|_, _| Behaviour::AnswerAfter(DELAY)), echo_placeholders()).await;
+    let mut pipeline = start("bench-overhead", index, &llm, 64).await;
+    // Warm-up: the first question pays for connections and lazy initialisation.
+    for i in 0..5 {
+        let id = format!("warm-{i}");
+        produce_all(&pipeline.topology.input, vec![question(&id, i)]).await;
+        while pipeline.answers.recv().await.is_some_and(|(key, _)| key != id) {}
+    }
+    let mut overheads = Vec::with_capacity(QUESTIONS);
+    for i in 0..QUESTIONS {
+        let id = format!("q-{i}");
+        let sent = Instant::now();
+        produce_all(&pipeline.topology.input, vec![question(&id, i)]).await;
+        loop {
+            let (key, arrived) = pipeline.answers.recv().await.expect("answers keep coming");
+            if key == id {
+                overheads.push((arrived - sent).saturating_sub(DELAY).as_secs_f64() * 1e3);
+                break;
+            }
+        }
+    }
+    overheads.sort_by(f64::total_cmp);
+    println!(
+        "overhead per question ({QUESTIONS} one at a time, server 200 ms): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        percentile(&overheads, 0.5),
+        percentile(&overheads, 0.95),
+        percentile(&overheads, 0.99)
+    );
+}
+
+async fn throughput(index: &Path) {
+    const QUESTIONS: usize = 640;
+    let llm = ScriptedLlm::start(
+        Arc::new(|_, _| Behaviour::AnswerAfter(Duration::from_secs(1))),
+        echo_placeholders(),
+    )
+    .await;
+    let mut pipeline = start("bench-throughput", index, &llm, 64).await;
+    let started = Instant::now();
+    let messages = (0..QUESTIONS).map(|i| question(&format!("t-{i}"), i)).collect();
+    produce_all(&pipeline.topology.input, messages).await;
+    let mut seen: HashMap<String, Instant> = HashMap::new();
+    while seen.len() < QUESTIONS {
+        let (key, arrived) = pipeline.answers.recv().await.expect("answers keep coming");
+        seen.insert(key, arrived);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = llm.requests().len();
+    println!(
+        "throughput ({QUESTIONS} questions, server 1 s per call, 64 in flight): {:.1} questions/s ({elapsed:.1} s; {calls} model calls)",
+        QUESTIONS as f64 / elapsed
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rows = std::env::var("RAGSTREAM_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let index = tempfile::tempdir().unwrap();
+    build_index(index.path(), rows).await;
+    overhead(index.path()).await;
+    throughput(index.path()).await;
+}

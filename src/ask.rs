@@ -1,0 +1,228 @@
+//! `ragstream ask`: produce one question and wait for its answer, as a service would.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaProperties;
+use crate::contracts::{Answer, PartialAnswer, Question, QuestionOptions, Task, SCHEMA_VERSION};
+use crate::transport::kafka::{client_config, create_producer};
+
+/// What to ask and where.
+#[derive(Debug, Clone)]
+pub struct AskOptions {
+    pub question: String,
+    pub tenant: String,
+    pub user: String,
+    pub task: Task,
+    pub top_k: Option<u32>,
+    pub questions_topic: String,
+    pub answers_topic: String,
+    /// The topic of the generate stage's `partials_sink`: the answer is printed to stdout as
+    /// it is written.
+    pub partials_topic: Option<String>,
+    pub kafka: KafkaProperties,
+    /// How long to wait for the answer.
+    pub timeout: Duration,
+}
+
+/// A request id no other question has: time plus randomness.
+fn new_request_id() -> String {
+    format!(
+        "ask-{}-{:08x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3f"),
+        rand::random::<u32>()
+    )
+}
+
+/// A consumer positioned at the current end of every partition of `topics`, so it sees the
+/// answer to a question produced afterwards and little before it.
+fn answers_consumer(kafka: &KafkaProperties, topics: &[&str]) -> anyhow::Result<BaseConsumer> {
+    let mut config = client_config(kafka, &KafkaProperties::new());
+    config
+        .set("group.id", format!("ragstream-ask-{:08x}", rand::random::<u32>()))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = config.create().context("cannot create a Kafka consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot read the metadata of topic `{topic}`"))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            bail!("topic `{topic}` does not exist (create the topology's topics first: ragstream topics create)");
+        }
+        for partition in partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .with_context(|| format!("cannot read the end of `{topic}` partition {partition}"))?;
+            // Explicit offsets, not Offset::End: the end is resolved now, before the question
+            // is produced, so a fast answer cannot slip in before the consumer starts.
+            assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
+/// An answer, and whether its text was printed already while it was written.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub answer: Answer,
+    pub streamed: bool,
+}
+
+/// Produces the question and waits for the answer with its request id.
+pub async fn ask(options: &AskOptions) -> anyhow::Result<Asked> {
+    let request_id = new_request_id();
+    let question = Question {
+        schema_version: SCHEMA_VERSION,
+        request_id: request_id.clone(),
+        tenant: options.tenant.clone(),
+        user: options.user.clone(),
+        question: options.question.clone(),
+        task: options.task,
+        options: options.top_k.map(|top_k| QuestionOptions {
+            top_k: Some(top_k),
+            ..Default::default()
+        }),
+        metadata: Default::default(),
+    };
+    let mut topics = vec![options.answers_topic.as_str()];
+    topics.extend(options.partials_topic.as_deref());
+    let consumer = answers_consumer(&options.kafka, &topics)?;
+    let producer =
+        create_producer(&options.kafka, &KafkaProperties::new()).context("cannot create a Kafka producer")?;
+    let payload = serde_json::to_vec(&question)?;
+    producer
+        .send(
+            FutureRecord::to(&options.questions_topic)
+                .key(&request_id)
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| anyhow!("cannot produce the question to `{}`: {error}", options.questions_topic))?;
+    let answers_topic = options.answers_topic.clone();
+    let timeout = options.timeout;
+    tokio::task::spawn_blocking(move || wait_for_answer(&consumer, &request_id, &answers_topic, timeout)).await?
+}
+
+/// Prints partial answers as they come: the text of the current attempt, and a note when a
+/// failed attempt's text is superseded.
+#[derive(Default)]
+struct PartialPrinter {
+    attempt: Option<(String, u32)>,
+    printed: bool,
+}
+
+impl PartialPrinter {
+    fn print(&mut self, partial: PartialAnswer) {
+        use std::io::Write as _;
+        let attempt = (partial.model.clone(), partial.attempt);
+        if self.attempt.as_ref() != Some(&attempt) {
+            if self.printed {
+                println!(
+                    "\n[that attempt failed; {} attempt {} starts over]",
+                    partial.model, partial.attempt
+                );
+            }
+            self.attempt = Some(attempt);
+        }
+        print!("{}", partial.delta);
+        self.printed |= !partial.delta.is_empty();
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn wait_for_answer(consumer: &BaseConsumer, request_id: &str, topic: &str, timeout: Duration) -> anyhow::Result<Asked> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut partials = PartialPrinter::default();
+    while std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.with_context(|| format!("cannot read `{topic}`"))?;
+        if message.key() != Some(request_id.as_bytes()) {
+            continue;
+        }
+        let payload = message.payload().unwrap_or_default();
+        if message.topic() != topic {
+            // A partial answer: progress only, so an unreadable one is skipped.
+            if let Ok(partial) = serde_json::from_slice::<PartialAnswer>(payload) {
+                partials.print(partial);
+            }
+            continue;
+        }
+        if partials.printed {
+            println!("\n");
+        }
+        let answer =
+            serde_json::from_slice(payload).with_context(|| format!("the answer on `{topic}` is not readable"))?;
+        return Ok(Asked {
+            answer,
+            streamed: partials.printed,
+        });
+    }
+    bail!(
+        "no answer for request {request_id} on `{topic}` within {} s (is `ragstream run` running with an answering pipeline?)",
+        timeout.as_secs()
+    )
+}
+
+/// The answer as a person reads it: text, then the sources it cites.
+pub fn render(answer: &Answer) -> String {
+    let mut out = String::new();
+    match &answer.answer {
+        Some(text) => out.push_str(text.trim()),
+        None => out.push_str(&format!(
+            "[{}] {}",
+            answer.status.as_str(),
+            answer.reason.as_deref().unwrap_or("no answer")
+        )),
+    }
+    out.push('\n');
+    out.push_str(&render_footer(answer));
+    out
+}
+
+/// The sources an answer cites and its status line (what follows a streamed answer's text).
+pub fn render_footer(answer: &Answer) -> String {
+    let mut out = String::new();
+    if !answer.citations.is_empty() {
+        out.push_str("\nSources:\n");
+        for citation in &answer.citations {
+            out.push_str(&format!(
+                "  [{}] {}{} (chunk {}, similarity {:.2})\n",
+                citation.index,
+                citation.doc_id,
+                citation.title.as_deref().map(|t| format!(" — {t}")).unwrap_or_default(),
+                citation.chunk_id,
+                citation.score
+            ));
+        }
+    }
+    let model = answer.model.as_deref().unwrap_or("none");
+    out.push_str(&format!(
+        "\nstatus {} · model {model}{} · {} + {} tokens · ${:.6} · {:.0} ms\n",
+        answer.status.as_str(),
+        answer
+            .fallback_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
+        answer.usage.prompt_tokens,
+        answer.usage.completion_tokens,
+        answer.cost_usd,
+        answer.latency_ms
+    ));
+    out
+}

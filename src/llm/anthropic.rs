@@ -1,0 +1,295 @@
+//! The Anthropic Messages API (`/v1/messages`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::sse::SseParser;
+use super::{retry_after, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage};
+
+/// The API version this client speaks (sent as `anthropic-version`).
+const API_VERSION: &str = "2023-06-01";
+
+/// A client for one Anthropic model.
+pub struct AnthropicProvider {
+    client: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    content: Vec<Block>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<ResponseUsage>,
+}
+
+#[derive(Deserialize)]
+struct Block {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+impl AnthropicProvider {
+    /// `base_url` is the API root (`https://api.anthropic.com`).
+    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            url: format!("{}/v1/messages", base_url.trim_end_matches('/')),
+            model: model.to_owned(),
+            api_key,
+        })
+    }
+}
+
+impl AnthropicProvider {
+    fn body(&self, request: &ChatRequest) -> serde_json::Value {
+        // The system prompt is a top-level field, not a message.
+        let system: Vec<&str> = request
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.as_str())
+            .collect();
+        let messages: Vec<_> = request.messages.iter().filter(|m| m.role != Role::System).collect();
+        let mut body = json!({
+            "model": self.model,
+            "max_tokens": request.max_output_tokens,
+            "temperature": request.temperature,
+            "messages": messages,
+        });
+        if !system.is_empty() {
+            body["system"] = json!(system.join("\n\n"));
+        }
+        body
+    }
+
+    /// Sends `body`; the response when its status is a success.
+    async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, CallError> {
+        let mut call = self
+            .client
+            .post(&self.url)
+            .header("anthropic-version", API_VERSION)
+            .json(body);
+        if let Some(key) = &self.api_key {
+            call = call.header("x-api-key", key);
+        }
+        let response = call.send().await.map_err(CallError::from_transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            // 529 "overloaded" is in the 5xx range: retried like any server error.
+            return Err(CallError::from_status(
+                status.as_u16(),
+                retry_after(response.headers()),
+                "",
+            ));
+        }
+        Ok(response)
+    }
+}
+
+/// Reads a number at `pointer` in a stream event.
+fn tokens_at(event: &serde_json::Value, pointer: &str) -> Option<u64> {
+    event.pointer(pointer).and_then(serde_json::Value::as_u64)
+}
+
+#[async_trait]
+impl ChatProvider for AnthropicProvider {
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {
+        let response = self.send(&self.body(request)).await?;
+        let bytes = response.bytes().await.map_err(CallError::from_transport)?;
+        let body: Response = serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable message response: {e}")))?;
+        let text: String = body
+            .content
+            .into_iter()
+            .filter(|block| block.kind == "text")
+            .filter_map(|block| block.text)
+            .collect();
+        let usage = body.usage.map_or_else(Usage::default, |u| Usage {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+        });
+        Ok(Completion {
+            text,
+            usage,
+            finish_reason: body.stop_reason,
+        })
+    }
+
+    async fn stream(&self, request: &ChatRequest, deltas: &DeltaSink) -> Result<Completion, CallError> {
+        let mut body = self.body(request);
+        body["stream"] = json!(true);
+        let mut response = self.send(&body).await?;
+        let mut parser = SseParser::default();
+        let mut completion = Completion {
+            text: String::new(),
+            usage: Usage::default(),
+            finish_reason: None,
+        };
+        let mut stopped = false;
+        let mut body_ended = false;
+        while !stopped && !body_ended {
+            let events = match response.chunk().await.map_err(CallError::from_transport)? {
+                Some(bytes) => parser.feed(&bytes),
+                None => {
+                    body_ended = true;
+                    parser.finish().into_iter().collect()
+                }
+            };
+            for event in events {
+                let event: serde_json::Value = serde_json::from_str(&event.data)
+                    .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable stream event: {e}")))?;
+                match event["type"].as_str().unwrap_or_default() {
+                    "message_start" => {
+                        completion.usage.prompt_tokens =
+                            tokens_at(&event, "/message/usage/input_tokens").unwrap_or_default();
+                    }
+                    "content_block_delta" => {
+                        if let Some(piece) = event.pointer("/delta/text").and_then(|t| t.as_str()) {
+                            deltas.text(piece);
+                            completion.text.push_str(piece);
+                        }
+                    }
+                    "message_delta" => {
+                        if let Some(reason) = event.pointer("/delta/stop_reason").and_then(|r| r.as_str()) {
+                            completion.finish_reason = Some(reason.to_owned());
+                        }
+                        if let Some(output) = tokens_at(&event, "/usage/output_tokens") {
+                            completion.usage.completion_tokens = output;
+                        }
+                    }
+                    "message_stop" => stopped = true,
+                    "error" => {
+                        // `overloaded_error` and `api_error` are the provider's trouble.
+                        let kind = event.pointer("/error/type").and_then(|t| t.as_str()).unwrap_or("error");
+                        return Err(CallError::new(
+                            CallErrorKind::Server,
+                            format!("provider reported {kind} mid-stream"),
+                        ));
+                    }
+                    _ => {} // ping, content_block_start/stop
+                }
+            }
+        }
+        if !stopped {
+            return Err(CallError::new(
+                CallErrorKind::Connection,
+                "the stream broke off before the answer was complete",
+            ));
+        }
+        Ok(completion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::ChatMessage;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    #[tokio::test]
+    async fn sends_the_system_prompt_apart_and_reads_text_blocks() {
+        let handler = |headers: HeaderMap, Json(request): Json<serde_json::Value>| async move {
+            assert_eq!(headers["x-api-key"], "k");
+            assert_eq!(headers["anthropic-version"], API_VERSION);
+            assert_eq!(request["system"], "be brief");
+            assert_eq!(request["messages"].as_array().unwrap().len(), 1);
+            (
+                StatusCode::OK,
+                r#"{"content":[{"type":"text","text":"Paris"},{"type":"text","text":" [1]"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":2}}"#,
+            )
+                .into_response()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/messages", post(handler))).await });
+        let provider = AnthropicProvider::new(&url, "claude", Some("k".into()), Duration::from_secs(5)).unwrap();
+        let completion = provider
+            .complete(&ChatRequest {
+                messages: vec![
+                    ChatMessage::new(Role::System, "be brief"),
+                    ChatMessage::new(Role::User, "capital?"),
+                ],
+                max_output_tokens: 8,
+                temperature: 0.0,
+                json_output: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(completion.text, "Paris [1]");
+        assert_eq!(
+            completion.usage,
+            Usage {
+                prompt_tokens: 9,
+                completion_tokens: 2
+            }
+        );
+        assert_eq!(completion.finish_reason.as_deref(), Some("end_turn"));
+    }
+
+    #[tokio::test]
+    async fn streams_text_deltas_with_usage() {
+        let body = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9}}}\n\n",
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Par\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"is\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let handler = move |Json(request): Json<serde_json::Value>| async move {
+            assert_eq!(request["stream"], true);
+            ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/messages", post(handler))).await });
+        let provider = AnthropicProvider::new(&url, "claude", None, Duration::from_secs(5)).unwrap();
+        let (sink, mut receiver) = DeltaSink::channel();
+        let request = ChatRequest {
+            messages: vec![ChatMessage::new(Role::User, "capital?")],
+            max_output_tokens: 8,
+            temperature: 0.0,
+            json_output: false,
+        };
+        let completion = provider.stream(&request, &sink).await.unwrap();
+        drop(sink);
+        assert_eq!(completion.text, "Paris");
+        assert_eq!(
+            completion.usage,
+            Usage {
+                prompt_tokens: 9,
+                completion_tokens: 2
+            }
+        );
+        assert_eq!(completion.finish_reason.as_deref(), Some("end_turn"));
+        let mut pieces = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            pieces.push(event);
+        }
+        assert_eq!(pieces.len(), 2);
+    }
+}

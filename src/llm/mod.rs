@@ -1,0 +1,259 @@
+//! LLM providers and what wraps them: prompts, retries, circuit breakers, fallbacks.
+//!
+//! A provider turns a [`ChatRequest`] into a [`Completion`] or a [`CallError`] that says
+//! whether trying again can help. Everything above the providers (retry with backoff, the
+//! circuit breaker, the fallback chain) works on that classification only.
+
+mod anthropic;
+mod breaker;
+mod local;
+mod openai;
+mod prompt;
+mod resilience;
+mod sse;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use anthropic::AnthropicProvider;
+pub use breaker::CircuitBreaker;
+pub use local::{shared_local_chat_model, LocalChatModel, LocalProvider};
+pub use openai::OpenAiProvider;
+pub use prompt::{assemble, citation, estimate_tokens, extractive_answer, parse_citations, Passage, Prompt};
+pub use resilience::{Answered, CallOutcome, ChainModel, ModelChain, RetryPolicy};
+
+/// Who speaks a message of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// What is sent to a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    /// Upper bound on generated tokens.
+    pub max_output_tokens: u32,
+    /// Sampling temperature; 0 asks for the most likely answer (deterministic where the
+    /// provider allows it).
+    pub temperature: f32,
+    /// Ask the provider for a JSON object (OpenAI `response_format`), where it supports it.
+    pub json_output: bool,
+}
+
+/// Tokens a call consumed, as the provider reported them (or counted locally).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub usage: Usage,
+    /// Why generation stopped (`stop`, `length`…), when the provider says.
+    pub finish_reason: Option<String>,
+}
+
+/// Why a call failed, in the terms that decide what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallErrorKind {
+    /// 429: the provider asks us to slow down (often with `Retry-After`).
+    RateLimited,
+    /// 5xx: the provider failed.
+    Server,
+    /// No answer within the per-call timeout.
+    Timeout,
+    /// Connecting, or the connection broke mid-answer.
+    Connection,
+    /// An answer we cannot read (not JSON, missing fields).
+    Malformed,
+    /// 400, 401, 403, 404…: the request or our credentials are wrong; retrying cannot help.
+    Rejected,
+    /// The circuit breaker is open: the provider is not called at all for a while.
+    CircuitOpen,
+    /// A local model failed to run.
+    Local,
+}
+
+impl CallErrorKind {
+    /// The snake-case name used in audit events and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallErrorKind::RateLimited => "rate_limited",
+            CallErrorKind::Server => "server",
+            CallErrorKind::Timeout => "timeout",
+            CallErrorKind::Connection => "connection",
+            CallErrorKind::Malformed => "malformed",
+            CallErrorKind::Rejected => "rejected",
+            CallErrorKind::CircuitOpen => "circuit_open",
+            CallErrorKind::Local => "local",
+        }
+    }
+}
+
+/// A failed call to a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallError {
+    pub kind: CallErrorKind,
+    /// What happened, without secrets or prompt text.
+    pub message: String,
+    /// HTTP status, when there was one.
+    pub status: Option<u16>,
+    /// How long the provider asked us to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl CallError {
+    pub fn new(kind: CallErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    /// Whether calling the same model again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            CallErrorKind::RateLimited
+                | CallErrorKind::Server
+                | CallErrorKind::Timeout
+                | CallErrorKind::Connection
+                | CallErrorKind::Malformed
+        )
+    }
+
+    /// The error for an HTTP status that is not a success: 429 and 5xx are the provider's,
+    /// everything else is a request the provider will keep rejecting.
+    pub fn from_status(status: u16, retry_after: Option<Duration>, detail: &str) -> Self {
+        let kind = match status {
+            429 => CallErrorKind::RateLimited,
+            500..=599 => CallErrorKind::Server,
+            _ => CallErrorKind::Rejected,
+        };
+        Self {
+            kind,
+            message: format!("provider answered {status}{detail}"),
+            status: Some(status),
+            retry_after,
+        }
+    }
+
+    /// The error for a failed HTTP exchange (no status): timeouts, connection failures, bodies
+    /// that broke off. The URL is left out of the message (it may carry a key).
+    pub fn from_transport(error: reqwest::Error) -> Self {
+        let kind = if error.is_timeout() {
+            CallErrorKind::Timeout
+        } else if error.is_decode() {
+            CallErrorKind::Malformed
+        } else {
+            CallErrorKind::Connection
+        };
+        Self::new(kind, error.without_url().to_string())
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+/// What a streaming call reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A call to `model` begins; text of any earlier attempt is void.
+    Attempt { model: String, attempt: u32 },
+    /// The next piece of the answer text of the current attempt.
+    Text(String),
+}
+
+/// Where a streaming call sends its events. Sending never blocks the call: the receiver
+/// drains at its own pace (an unbounded channel: an answer is at most a few thousand pieces).
+#[derive(Debug, Clone)]
+pub struct DeltaSink(tokio::sync::mpsc::UnboundedSender<StreamEvent>);
+
+impl DeltaSink {
+    /// A sink and the receiver of what is sent to it.
+    pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        (Self(sender), receiver)
+    }
+
+    /// Reports the next piece of text (nothing for an empty one).
+    pub fn text(&self, piece: &str) {
+        if !piece.is_empty() {
+            // A receiver that stopped listening only loses progress reports.
+            let _ = self.0.send(StreamEvent::Text(piece.to_owned()));
+        }
+    }
+
+    fn attempt(&self, model: &str, attempt: u32) {
+        let _ = self.0.send(StreamEvent::Attempt {
+            model: model.to_owned(),
+            attempt,
+        });
+    }
+}
+
+/// A chat model behind some API, or in-process.
+#[async_trait]
+pub trait ChatProvider: Send + Sync {
+    /// One call, no retries: those are the caller's, so that every attempt is visible.
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError>;
+
+    /// [`complete`](Self::complete), reporting the answer's text to `deltas` as it is produced.
+    /// The returned completion holds the whole text. Providers that cannot stream report it in
+    /// one piece at the end.
+    async fn stream(&self, request: &ChatRequest, deltas: &DeltaSink) -> Result<Completion, CallError> {
+        let completion = self.complete(request).await?;
+        deltas.text(&completion.text);
+        Ok(completion)
+    }
+
+    /// Tokens `text` takes for this model, when the provider knows its tokenizer (a local
+    /// model does); `None` means the caller estimates.
+    fn count_tokens(&self, _text: &str) -> Option<usize> {
+        None
+    }
+}
+
+/// The `Retry-After` header in its delay-seconds form (an HTTP date is ignored: the normal
+/// backoff applies).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map(Duration::from_secs_f64)
+}

@@ -1,0 +1,367 @@
+//! OpenAI-compatible chat completions (OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM…).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::sse::SseParser;
+use super::{
+    estimate_tokens, retry_after, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Usage,
+};
+
+/// A client for one `/v1/chat/completions` endpoint and model.
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<ResponseUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// One `data:` event of a streamed completion.
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    /// Only on the last chunk, when `stream_options.include_usage` is honoured.
+    #[serde(default)]
+    usage: Option<ResponseUsage>,
+    /// Some servers report a failure inside the stream, after a 200.
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Option<Message>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl OpenAiProvider {
+    /// `base_url` is the API root (`https://api.openai.com`, `http://127.0.0.1:11434`); the
+    /// path `/v1/chat/completions` is added. `timeout` bounds one call.
+    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            url: format!("{}/v1/chat/completions", base_url.trim_end_matches('/')),
+            model: model.to_owned(),
+            api_key,
+        })
+    }
+}
+
+impl OpenAiProvider {
+    fn body(&self, request: &ChatRequest) -> serde_json::Value {
+        let mut body = json!({
+            "model": self.model,
+            "messages": request.messages,
+            "max_tokens": request.max_output_tokens,
+            "temperature": request.temperature,
+        });
+        if request.json_output {
+            body["response_format"] = json!({ "type": "json_object" });
+        }
+        body
+    }
+
+    /// Sends `body`; the response when its status is a success.
+    async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, CallError> {
+        let mut call = self.client.post(&self.url).json(body);
+        if let Some(key) = &self.api_key {
+            call = call.bearer_auth(key);
+        }
+        let response = call.send().await.map_err(CallError::from_transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(CallError::from_status(
+                status.as_u16(),
+                retry_after(response.headers()),
+                "",
+            ));
+        }
+        Ok(response)
+    }
+}
+
+/// A whole (non-streamed) chat completion.
+fn parse_completion(bytes: &[u8]) -> Result<Completion, CallError> {
+    let body: Response = serde_json::from_slice(bytes)
+        .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable chat completion: {e}")))?;
+    let choice = body
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| CallError::new(CallErrorKind::Malformed, "chat completion has no choices"))?;
+    Ok(Completion {
+        text: choice.message.content.unwrap_or_default(),
+        usage: body.usage.map_or_else(Usage::default, ResponseUsage::into_usage),
+        finish_reason: choice.finish_reason,
+    })
+}
+
+impl ResponseUsage {
+    fn into_usage(self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+        }
+    }
+}
+
+#[async_trait]
+impl ChatProvider for OpenAiProvider {
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {
+        let response = self.send(&self.body(request)).await?;
+        let bytes = response.bytes().await.map_err(CallError::from_transport)?;
+        parse_completion(&bytes)
+    }
+
+    async fn stream(&self, request: &ChatRequest, deltas: &DeltaSink) -> Result<Completion, CallError> {
+        let mut body = self.body(request);
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({ "include_usage": true });
+        let mut response = self.send(&body).await?;
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        if !streamed {
+            // A server that ignores `stream` answers in one piece.
+            let bytes = response.bytes().await.map_err(CallError::from_transport)?;
+            let completion = parse_completion(&bytes)?;
+            deltas.text(&completion.text);
+            return Ok(completion);
+        }
+        let mut parser = SseParser::default();
+        let mut text = String::new();
+        let mut usage = None;
+        let mut finish_reason = None;
+        let mut done = false;
+        let mut saw_done = false;
+        while !done {
+            let events = match response.chunk().await.map_err(CallError::from_transport)? {
+                Some(bytes) => parser.feed(&bytes),
+                None => {
+                    done = true;
+                    parser.finish().into_iter().collect()
+                }
+            };
+            for event in events {
+                if event.data.trim() == "[DONE]" {
+                    (done, saw_done) = (true, true);
+                    break;
+                }
+                let chunk: StreamChunk = serde_json::from_str(&event.data)
+                    .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable stream event: {e}")))?;
+                if let Some(error) = chunk.error {
+                    let message = error["message"].as_str().unwrap_or("no message");
+                    return Err(CallError::new(
+                        CallErrorKind::Server,
+                        format!("provider reported an error mid-stream: {message}"),
+                    ));
+                }
+                if let Some(reported) = chunk.usage {
+                    usage = Some(reported.into_usage());
+                }
+                for choice in chunk.choices {
+                    if let Some(piece) = choice.delta.and_then(|d| d.content) {
+                        deltas.text(&piece);
+                        text.push_str(&piece);
+                    }
+                    finish_reason = choice.finish_reason.or(finish_reason);
+                }
+            }
+        }
+        if !saw_done && finish_reason.is_none() {
+            return Err(CallError::new(
+                CallErrorKind::Connection,
+                "the stream broke off before the answer was complete",
+            ));
+        }
+        // Servers that ignore `include_usage` report nothing: an estimate beats counting the
+        // call as free.
+        let usage = usage.unwrap_or_else(|| Usage {
+            prompt_tokens: request
+                .messages
+                .iter()
+                .map(|m| estimate_tokens(&m.content) as u64)
+                .sum(),
+            completion_tokens: estimate_tokens(&text) as u64,
+        });
+        Ok(Completion {
+            text,
+            usage,
+            finish_reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::{ChatMessage, Role};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    async fn server(status: u16, body: &'static str) -> String {
+        let handler = move |headers: HeaderMap, Json(request): Json<serde_json::Value>| async move {
+            assert_eq!(headers["authorization"], "Bearer k");
+            assert_eq!(request["messages"][0]["role"], "system");
+            let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            if status == 429 {
+                response.headers_mut().insert("retry-after", "3".parse().unwrap());
+            }
+            response
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(handler))).await },
+        );
+        url
+    }
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            messages: vec![ChatMessage::new(Role::System, "s"), ChatMessage::new(Role::User, "q")],
+            max_output_tokens: 10,
+            temperature: 0.0,
+            json_output: false,
+        }
+    }
+
+    async fn call(status: u16, body: &'static str) -> Result<Completion, CallError> {
+        let url = server(status, body).await;
+        OpenAiProvider::new(&url, "m", Some("k".into()), Duration::from_secs(5))
+            .unwrap()
+            .complete(&request())
+            .await
+    }
+
+    #[tokio::test]
+    async fn reads_text_and_usage() {
+        let completion = call(
+            200,
+            r#"{"choices":[{"message":{"role":"assistant","content":"Paris [1]"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(completion.text, "Paris [1]");
+        assert_eq!(
+            completion.usage,
+            Usage {
+                prompt_tokens: 12,
+                completion_tokens: 3
+            }
+        );
+        assert_eq!(completion.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[tokio::test]
+    async fn classifies_failures() {
+        let limited = call(429, "{}").await.unwrap_err();
+        assert_eq!(
+            (limited.kind, limited.retry_after),
+            (CallErrorKind::RateLimited, Some(Duration::from_secs(3)))
+        );
+        assert_eq!(call(503, "{}").await.unwrap_err().kind, CallErrorKind::Server);
+        assert_eq!(call(401, "{}").await.unwrap_err().kind, CallErrorKind::Rejected);
+        assert_eq!(call(200, "{not json").await.unwrap_err().kind, CallErrorKind::Malformed);
+        assert_eq!(
+            call(200, r#"{"choices":[]}"#).await.unwrap_err().kind,
+            CallErrorKind::Malformed
+        );
+    }
+
+    async fn stream_from(body: &'static str) -> (Result<Completion, CallError>, Vec<crate::llm::StreamEvent>) {
+        let handler = move |Json(request): Json<serde_json::Value>| async move {
+            assert_eq!(request["stream"], true);
+            ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(handler))).await },
+        );
+        let provider = OpenAiProvider::new(&url, "m", None, Duration::from_secs(5)).unwrap();
+        let (sink, mut receiver) = DeltaSink::channel();
+        let result = provider.stream(&request(), &sink).await;
+        drop(sink);
+        let mut events = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            events.push(event);
+        }
+        (result, events)
+    }
+
+    #[tokio::test]
+    async fn streams_pieces_as_they_come() {
+        let (result, events) = stream_from(concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Par\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"is [1]\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        ))
+        .await;
+        let completion = result.unwrap();
+        assert_eq!(completion.text, "Paris [1]");
+        assert_eq!(completion.usage.completion_tokens, 3);
+        assert_eq!(completion.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(
+            events,
+            [
+                crate::llm::StreamEvent::Text("Par".into()),
+                crate::llm::StreamEvent::Text("is [1]".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_breaks_off_is_a_connection_failure() {
+        let (result, _) = stream_from("data: {\"choices\":[{\"delta\":{\"content\":\"Par\"}}]}\n\n").await;
+        assert_eq!(result.unwrap_err().kind, CallErrorKind::Connection);
+        let (result, _) = stream_from("data: {not json\n\n").await;
+        assert_eq!(result.unwrap_err().kind, CallErrorKind::Malformed);
+        let (result, _) = stream_from("data: {\"error\":{\"message\":\"overloaded\"}}\n\n").await;
+        assert_eq!(result.unwrap_err().kind, CallErrorKind::Server);
+    }
+}

@@ -1,0 +1,106 @@
+//! Server-sent events (`text/event-stream`), as the chat APIs stream answers: a body cut into
+//! arbitrary network chunks goes in, whole events come out.
+
+/// One event: its type (`event:` field, when given) and its data lines joined by `\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Incremental parser; feed it the body's chunks in order.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Bytes of a line not yet terminated (a chunk may end anywhere, even inside a UTF-8
+    /// character).
+    partial_line: Vec<u8>,
+    event: Option<String>,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    /// The events completed by `chunk`.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.partial_line.extend_from_slice(&rest[..end]);
+            rest = &rest[end + 1..];
+            let mut line = std::mem::take(&mut self.partial_line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if let Some(event) = self.line(&String::from_utf8_lossy(&line)) {
+                events.push(event);
+            }
+        }
+        self.partial_line.extend_from_slice(rest);
+        events
+    }
+
+    /// The body ended: an event the server did not close with a blank line still counts.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        let line = std::mem::take(&mut self.partial_line);
+        if !line.is_empty() {
+            if let Some(event) = self.line(&String::from_utf8_lossy(&line)) {
+                return Some(event);
+            }
+        }
+        self.line("")
+    }
+
+    fn line(&mut self, line: &str) -> Option<SseEvent> {
+        if line.is_empty() {
+            let event = self.event.take();
+            if self.data.is_empty() {
+                return None;
+            }
+            let data = std::mem::take(&mut self.data).join("\n");
+            return Some(SseEvent { event, data });
+        }
+        if line.starts_with(':') {
+            return None; // a comment (keep-alive)
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "data" => self.data.push(value.to_owned()),
+            "event" => self.event = Some(value.to_owned()),
+            _ => {} // id, retry: not used by the chat APIs' clients
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(events: &[SseEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.data.as_str()).collect()
+    }
+
+    #[test]
+    fn events_split_anywhere_are_put_back_together() {
+        let body = "event: message_start\r\ndata: {\"a\":\"é\"}\r\n\r\n: keep-alive\n\ndata: one\ndata: two\n\ndata: [DONE]\n\n";
+        let whole = SseParser::default().feed(body.as_bytes());
+        assert_eq!(data(&whole), ["{\"a\":\"é\"}", "one\ntwo", "[DONE]"]);
+        assert_eq!(whole[0].event.as_deref(), Some("message_start"));
+        assert_eq!(whole[1].event, None);
+        // Every split point, including inside the two-byte `é`.
+        for cut in 1..body.len() {
+            let mut parser = SseParser::default();
+            let mut events = parser.feed(&body.as_bytes()[..cut]);
+            events.extend(parser.feed(&body.as_bytes()[cut..]));
+            assert_eq!(events, whole, "split at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn an_unterminated_last_event_still_counts() {
+        let mut parser = SseParser::default();
+        assert!(parser.feed(b"data: last").is_empty());
+        assert_eq!(parser.finish().map(|e| e.data), Some("last".to_owned()));
+        assert_eq!(parser.finish(), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! `emit_answer`: turns the finished draft into the answers-topic message and its audit event.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Stage, StageBuilder};
+use crate::audit::{millis, QuestionEvent};
+use crate::contracts::{AnswerDraft, AnswerStatus};
+use crate::engine::{MessageContext, Payload, Record};
+use crate::error::StageError;
+use crate::telemetry::metrics::metrics;
+
+/// Emits one answer per question to the pipeline's default sink (key `request_id`;
+/// `schemas/answers.schema.json`) and a `question_answered` event to `audit_sink`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitAnswerConfig {
+    /// The sink for `question_answered` events; none: no audit event.
+    #[serde(default = "default_audit_sink")]
+    pub audit_sink: Option<String>,
+}
+
+fn default_audit_sink() -> Option<String> {
+    Some("audit".to_owned())
+}
+
+impl StageBuilder for EmitAnswerConfig {
+    fn sinks(&self) -> Vec<(&'static str, &str)> {
+        self.audit_sink
+            .iter()
+            .map(|sink| ("audit_sink", sink.as_str()))
+            .collect()
+    }
+
+    fn needs_earlier(&self) -> Option<&'static str> {
+        Some("mask_pii")
+    }
+
+    fn build(&self) -> Result<Box<dyn Stage>, StageError> {
+        Ok(Box::new(EmitAnswer {
+            audit_sink: self.audit_sink.clone(),
+        }))
+    }
+}
+
+struct EmitAnswer {
+    audit_sink: Option<String>,
+}
+
+#[async_trait]
+impl Stage for EmitAnswer {
+    async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
+        let draft: AnswerDraft = record
+            .payload
+            .into_typed()
+            .map_err(|error| StageError::input(format!("not an answer draft: {error}")))?;
+        let answer = draft.clone().into_answer(millis(context.received_at.elapsed()));
+        let mut outputs = Vec::with_capacity(2);
+        if let Some(sink) = &self.audit_sink {
+            let mut event = QuestionEvent::new(&draft, answer.status, context);
+            event.reason = answer.reason.clone();
+            outputs.push(event.into_record(Some(sink.clone()))?);
+        }
+        record_metrics(&draft, answer.status);
+        let payload = Payload::from_typed(&answer)
+            .map_err(|error| StageError::internal(format!("cannot serialize the answer: {error}")))?;
+        outputs.push(Record {
+            key: Some(answer.request_id.into_bytes()),
+            payload,
+            headers: record.headers,
+            sink: None,
+        });
+        Ok(outputs)
+    }
+}
+
+fn record_metrics(draft: &AnswerDraft, status: AnswerStatus) {
+    let metrics = metrics();
+    metrics
+        .answers
+        .with_label_values(&[&draft.tenant, status.as_str()])
+        .inc();
+    for (counts, found_in) in [(&draft.pii_counts, "question"), (&draft.context_pii_counts, "context")] {
+        for (kind, n) in counts {
+            metrics
+                .pii_masked
+                .with_label_values(&[kind, found_in])
+                .inc_by(u64::from(*n));
+        }
+    }
+    if let Some(model) = &draft.model {
+        let tokens = &metrics.llm_tokens;
+        tokens
+            .with_label_values(&[&draft.tenant, model, "prompt"])
+            .inc_by(draft.usage.prompt_tokens);
+        tokens
+            .with_label_values(&[&draft.tenant, model, "completion"])
+            .inc_by(draft.usage.completion_tokens);
+        metrics
+            .llm_cost_usd
+            .with_label_values(&[&draft.tenant, model])
+            .inc_by(draft.cost_usd);
+    }
+}

@@ -1,0 +1,262 @@
+//! A scripted OpenAI-compatible chat-completions server for fault injection.
+//!
+//! It speaks plain HTTP/1.1 on a raw socket (not a framework) so that it can fail the way real
+//! servers and networks do: status codes with `Retry-After`, answers that never come, bodies
+//! that are not JSON, and connections reset mid-request. Every request is logged with its
+//! arrival time, body and what the script did with it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the server does with one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behaviour {
+    /// A normal completion whose text the responder writes.
+    Answer,
+    /// [`Behaviour::Answer`] after this long (a model's fixed response time).
+    AnswerAfter(Duration),
+    /// 429 with `Retry-After: seconds`.
+    RateLimited { retry_after_s: u64 },
+    /// An error status with an empty JSON body.
+    Status(u16),
+    /// Accept the request and answer nothing for this long (the client should time out first).
+    Hang(Duration),
+    /// Close the connection with a TCP reset instead of answering.
+    Reset,
+    /// 200 with a body that is not JSON.
+    Malformed,
+    /// A streamed answer (when the request asks for one) that breaks off halfway: the
+    /// connection is reset after half of the pieces.
+    BreakMidStream,
+}
+
+/// Characters per streamed piece: small, so placeholders are split across pieces.
+const STREAM_PIECE_CHARS: usize = 3;
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub at: Instant,
+    pub path: String,
+    pub body: String,
+    pub behaviour: Behaviour,
+}
+
+/// Decides the behaviour for a request: (request JSON, 0-based call number).
+pub type Script = Arc<dyn Fn(&serde_json::Value, usize) -> Behaviour + Send + Sync>;
+/// Writes the answer text for a request.
+pub type Responder = Arc<dyn Fn(&serde_json::Value) -> String + Send + Sync>;
+
+/// A running scripted server.
+pub struct ScriptedLlm {
+    pub url: String,
+    pub log: Arc<Mutex<Vec<LoggedRequest>>>,
+}
+
+impl ScriptedLlm {
+    /// Starts a server on a free loopback port.
+    pub async fn start(script: Script, responder: Responder) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log: Arc<Mutex<Vec<LoggedRequest>>> = Arc::default();
+        let calls = Arc::new(Mutex::new(0usize));
+        let server_log = log.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (script, responder, log, calls) =
+                    (script.clone(), responder.clone(), server_log.clone(), calls.clone());
+                tokio::spawn(async move { serve(stream, script, responder, log, calls).await });
+            }
+        });
+        Self { url, log }
+    }
+
+    /// Every request body received so far.
+    pub fn bodies(&self) -> Vec<String> {
+        self.log.lock().unwrap().iter().map(|r| r.body.clone()).collect()
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Reads one HTTP request (headers, then a Content-Length body); `None` when the peer closed.
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(String, String)> {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let total = end + 4 + length;
+            while buffer.len() < total {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buffer[end + 4..total]).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            buffer.drain(..total);
+            return Some((path, body));
+        }
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn response(status: u16, reason: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    script: Script,
+    responder: Responder,
+    log: Arc<Mutex<Vec<LoggedRequest>>>,
+    calls: Arc<Mutex<usize>>,
+) {
+    let mut buffer = Vec::new();
+    while let Some((path, body)) = read_request(&mut stream, &mut buffer).await {
+        let at = Instant::now();
+        let request: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        let call = {
+            let mut calls = calls.lock().unwrap();
+            *calls += 1;
+            *calls - 1
+        };
+        let behaviour = script(&request, call);
+        log.lock().unwrap().push(LoggedRequest {
+            at,
+            path,
+            body: body.clone(),
+            behaviour: behaviour.clone(),
+        });
+        if let Behaviour::AnswerAfter(delay) = behaviour {
+            tokio::time::sleep(delay).await;
+        }
+        let streamed = request["stream"] == true;
+        if streamed && matches!(behaviour, Behaviour::Answer | Behaviour::BreakMidStream) {
+            let text = responder(&request);
+            let complete = behaviour == Behaviour::Answer;
+            stream_answer(&mut stream, &text, complete).await;
+            return; // a close-delimited body: the connection is done
+        }
+        let bytes = match &behaviour {
+            Behaviour::Answer | Behaviour::AnswerAfter(_) | Behaviour::BreakMidStream => {
+                let text = responder(&request);
+                let completion = serde_json::json!({
+                    "id": "scripted",
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": body.len() / 4, "completion_tokens": text.len() / 4},
+                });
+                response(200, "OK", "", &completion.to_string())
+            }
+            Behaviour::RateLimited { retry_after_s } => response(
+                429,
+                "Too Many Requests",
+                &format!("retry-after: {retry_after_s}\r\n"),
+                "{}",
+            ),
+            Behaviour::Status(status) => response(*status, "Error", "", "{}"),
+            Behaviour::Malformed => response(200, "OK", "", "{\"choices\": [ not json"),
+            Behaviour::Hang(duration) => {
+                tokio::time::sleep(*duration).await;
+                return;
+            }
+            Behaviour::Reset => {
+                // Linger 0 turns the close into a TCP reset, which is the point here (the
+                // deprecation warns that it blocks on drop; with a zero linger it does not).
+                #[allow(deprecated)]
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                return;
+            }
+        };
+        if stream.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Streams `text` as server-sent events in small pieces; `complete: false` resets the
+/// connection after half of them.
+async fn stream_answer(stream: &mut TcpStream, text: &str, complete: bool) {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let pieces: Vec<String> = chars.chunks(STREAM_PIECE_CHARS).map(|c| c.iter().collect()).collect();
+    let sent = if complete { pieces.len() } else { pieces.len() / 2 };
+    for piece in &pieces[..sent] {
+        let event = serde_json::json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+        if stream.write_all(format!("data: {event}\n\n").as_bytes()).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if !complete {
+        #[allow(deprecated)]
+        let _ = stream.set_linger(Some(Duration::ZERO));
+        return;
+    }
+    let last = serde_json::json!({
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": pieces.len()},
+    });
+    let _ = stream
+        .write_all(format!("data: {last}\n\ndata: [DONE]\n\n").as_bytes())
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// The user message of a chat request.
+pub fn user_message(request: &serde_json::Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|messages| messages.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Answers by repeating every placeholder of the request (so restoration is exercised) and
+/// citing passage 1.
+pub fn echo_placeholders() -> Responder {
+    let placeholder = Regex::new(r"\[[A-Z_]+_\d+\]").unwrap();
+    Arc::new(move |request| {
+        let user = user_message(request);
+        let mut found: Vec<&str> = placeholder.find_iter(&user).map(|m| m.as_str()).collect();
+        found.dedup();
+        format!("According to the documents [1], this concerns {}.", found.join(" and "))
+    })
+}
+
+/// Always answers.
+pub fn always_answer() -> Script {
+    Arc::new(|_, _| Behaviour::Answer)
+}

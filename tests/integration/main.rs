@@ -1,0 +1,19 @@
+//! Every integration test in one binary. Each test file used to be its own binary, and each of
+//! those linked lancedb, datafusion and librdkafka again: one binary links once, which keeps a cold
+//! CI build inside its budget, and `--test-threads` then spreads all tests over the cores at once.
+//!
+//! Run one area with a filter on its module, e.g. `cargo test --test integration answering::`.
+
+mod common;
+
+mod answering;
+mod chunking;
+mod config_errors;
+mod embedding_equivalence;
+mod engine;
+mod faults;
+mod indexing;
+mod ingest;
+mod object_storage;
+mod pii_labeled;
+mod schema_sync;
