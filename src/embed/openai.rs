@@ -29,12 +29,8 @@ struct Item {
 impl OpenAiEmbedder {
     /// `base_url` is the API root, e.g. `https://api.openai.com` or `http://127.0.0.1:8000`.
     pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         Ok(Self {
-            client,
+            client: crate::llm::http_client(timeout)?,
             url: format!("{}/v1/embeddings", base_url.trim_end_matches('/')),
             model: model.to_owned(),
             api_key,
@@ -64,7 +60,7 @@ impl OpenAiEmbedder {
         })?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            let retry_after = retry_after(response.headers());
+            let retry_after = crate::llm::retry_after(response.headers());
             return Err(
                 StageError::external(format!("embeddings endpoint answered {status}")).with_retry_after(retry_after)
             );
@@ -95,18 +91,6 @@ impl OpenAiEmbedder {
 }
 
 /// A scripted OpenAI-compatible embeddings endpoint for tests.
-/// The `Retry-After` header in its delay-seconds form (the form rate-limiting APIs use; an
-/// HTTP date is ignored and the normal backoff applies).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-}
-
 #[cfg(test)]
 pub(crate) mod test_server {
     use std::sync::atomic::{AtomicUsize, Ordering};

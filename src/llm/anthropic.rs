@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::sse::SseParser;
-use super::{retry_after, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage};
+use super::{
+    http_client, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage,
+};
 
 /// The API version this client speaks (sent as `anthropic-version`).
 const API_VERSION: &str = "2023-06-01";
@@ -48,12 +50,8 @@ struct ResponseUsage {
 impl AnthropicProvider {
     /// `base_url` is the API root (`https://api.anthropic.com`).
     pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         Ok(Self {
-            client,
+            client: http_client(timeout)?,
             url: format!("{}/v1/messages", base_url.trim_end_matches('/')),
             model: model.to_owned(),
             api_key,
@@ -93,17 +91,7 @@ impl AnthropicProvider {
         if let Some(key) = &self.api_key {
             call = call.header("x-api-key", key);
         }
-        let response = call.send().await.map_err(CallError::from_transport)?;
-        let status = response.status();
-        if !status.is_success() {
-            // 529 "overloaded" is in the 5xx range: retried like any server error.
-            return Err(CallError::from_status(
-                status.as_u16(),
-                retry_after(response.headers()),
-                "",
-            ));
-        }
-        Ok(response)
+        send_checked(call).await
     }
 }
 

@@ -246,6 +246,30 @@ pub trait ChatProvider: Send + Sync {
     }
 }
 
+/// An HTTP client whose calls give up after `timeout` (for providers and embedding APIs).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// Sends a prepared call: the response when its status is a success, else the error that the
+/// status means (429 and 5xx are retried, with any `Retry-After`; Anthropic's 529 "overloaded"
+/// is a 5xx).
+async fn send_checked(call: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
+    let response = call.send().await.map_err(CallError::from_transport)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(CallError::from_status(
+            status.as_u16(),
+            retry_after(response.headers()),
+            "",
+        ));
+    }
+    Ok(response)
+}
+
 /// The `Retry-After` header in its delay-seconds form (an HTTP date is ignored: the normal
 /// backoff applies).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {

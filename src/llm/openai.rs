@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::sse::SseParser;
 use super::{
-    estimate_tokens, retry_after, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Usage,
+    estimate_tokens, http_client, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion,
+    DeltaSink, Usage,
 };
 
 /// A client for one `/v1/chat/completions` endpoint and model.
@@ -72,12 +73,8 @@ impl OpenAiProvider {
     /// `base_url` is the API root (`https://api.openai.com`, `http://127.0.0.1:11434`); the
     /// path `/v1/chat/completions` is added. `timeout` bounds one call.
     pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         Ok(Self {
-            client,
+            client: http_client(timeout)?,
             url: format!("{}/v1/chat/completions", base_url.trim_end_matches('/')),
             model: model.to_owned(),
             api_key,
@@ -105,16 +102,7 @@ impl OpenAiProvider {
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }
-        let response = call.send().await.map_err(CallError::from_transport)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(CallError::from_status(
-                status.as_u16(),
-                retry_after(response.headers()),
-                "",
-            ));
-        }
-        Ok(response)
+        send_checked(call).await
     }
 }
 
