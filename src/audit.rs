@@ -67,6 +67,29 @@ pub struct EventSource {
     pub offset: i64,
 }
 
+impl EventSource {
+    /// Where the message of `context` was read.
+    fn of(context: &MessageContext) -> Self {
+        Self {
+            topic: context.topic.to_string(),
+            partition: context.partition,
+            offset: context.offset,
+        }
+    }
+}
+
+/// `event` as a record keyed by `key` for `sink` (`None`: the pipeline's default sink).
+fn event_record(event: &impl Serialize, key: String, sink: Option<String>) -> Result<Record, StageError> {
+    let payload = Payload::from_typed(event)
+        .map_err(|error| StageError::internal(format!("cannot serialize audit event: {error}")))?;
+    Ok(Record {
+        key: Some(key.into_bytes()),
+        payload,
+        headers: Vec::new(),
+        sink,
+    })
+}
+
 /// An event about one version of a document (key: `doc_id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DocumentEvent {
@@ -118,24 +141,14 @@ impl DocumentEvent {
             reason: None,
             stage: None,
             fault: None,
-            source: EventSource {
-                topic: context.topic.to_string(),
-                partition: context.partition,
-                offset: context.offset,
-            },
+            source: EventSource::of(context),
         }
     }
 
     /// The event as a record for `sink` (`None`: the pipeline's default sink), keyed by `doc_id`.
     pub fn into_record(self, sink: Option<String>) -> Result<Record, StageError> {
-        let payload = Payload::from_typed(&self)
-            .map_err(|error| StageError::internal(format!("cannot serialize audit event: {error}")))?;
-        Ok(Record {
-            key: Some(self.doc_id.into_bytes()),
-            payload,
-            headers: Vec::new(),
-            sink,
-        })
+        let key = self.doc_id.clone();
+        event_record(&self, key, sink)
     }
 }
 
@@ -231,24 +244,14 @@ impl QuestionEvent {
             pii_counts: draft.pii_counts.clone(),
             context_pii_counts: draft.context_pii_counts.clone(),
             invented_placeholders: draft.invented_placeholders,
-            source: EventSource {
-                topic: context.topic.to_string(),
-                partition: context.partition,
-                offset: context.offset,
-            },
+            source: EventSource::of(context),
         }
     }
 
     /// The event as a record for `sink`, keyed by `request_id`.
     pub fn into_record(self, sink: Option<String>) -> Result<Record, StageError> {
-        let payload = Payload::from_typed(&self)
-            .map_err(|error| StageError::internal(format!("cannot serialize audit event: {error}")))?;
-        Ok(Record {
-            key: Some(self.request_id.into_bytes()),
-            payload,
-            headers: Vec::new(),
-            sink,
-        })
+        let key = self.request_id.clone();
+        event_record(&self, key, sink)
     }
 }
 
