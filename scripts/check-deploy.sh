@@ -3,7 +3,8 @@
 # registries this project uses, plus deploy/check/checks.py for what no tool checks. One line per
 # check; exits non-zero if any check fails.
 #
-#   scripts/check-deploy.sh
+#   scripts/check-deploy.sh            install the tools if missing, then run every check
+#   scripts/check-deploy.sh --install  only install the tools (test.sh does this while it builds)
 #
 # Tools (installed on first use into $RAGSTREAM_CACHE_DIR/deploy-tools, default
 # ~/.cache/ragstream/deploy-tools; later runs work offline):
@@ -88,6 +89,9 @@ mkdir -p "$BIN"
 install_promtool || log "could not install promtool"
 install_venv || log "could not install the Python tools"
 install_compose || log "could not install docker-compose"
+if [[ ${1:-} == --install ]]; then
+  exit 0
+fi
 
 # --------------------------------------------------------------------------------- checks
 
