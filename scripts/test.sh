@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test on a fresh or a used machine: installs what is missing (Debian
-# packages, the tansu broker, the models, a local S3 server), starts the broker and the S3 server
-# if none answers, then formatting, lints, unit
-# tests and integration tests against the real broker. `.ci/run` calls exactly this.
+# packages, the tansu broker, the crabka Schema Registry, the models, a local S3 server, the
+# deployment checks' tools), starts the broker, the registry and the S3 server if none answers,
+# then formatting, lints, unit tests and integration tests against the real broker (Redis and
+# PostgreSQL run on every machine). `.ci/run` calls exactly this.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,7 +18,9 @@ deploy/local/models.sh
 # project builds, as the two together fill both cores better than one after the other. The
 # deployment checks' tools (downloads, no compiling) are fetched alongside.
 mkdir -p .run
-deploy/local/broker.sh install > .run/broker-install.log 2>&1 &
+# The Schema Registry (crabka) is built after it, in the same background job: two cargo
+# installs at once would only compete for the same two cores.
+(deploy/local/broker.sh install && deploy/local/registry.sh install) > .run/broker-install.log 2>&1 &
 broker_install=$!
 scripts/check-deploy.sh --install > .run/deploy-tools-install.log 2>&1 &
 
@@ -35,7 +38,7 @@ cargo test --quiet --all-targets --no-run
 
 if ! wait $broker_install; then
   cat .run/broker-install.log >&2
-  echo "installing the broker failed" >&2
+  echo "installing the broker or the schema registry failed" >&2
   exit 1
 fi
 started_broker=false
@@ -49,7 +52,14 @@ if ! deploy/local/s3.sh status; then
   deploy/local/s3.sh start
   started_s3=true
 fi
+# The registry keeps its schemas in the broker, so it is started (and stopped) with it.
+started_registry=false
+if ! deploy/local/registry.sh status; then
+  deploy/local/registry.sh start
+  started_registry=true
+fi
 cleanup() {
+  if $started_registry; then deploy/local/registry.sh stop; fi
   if $started_broker; then deploy/local/broker.sh stop; fi
   if $started_s3; then deploy/local/s3.sh stop; fi
 }

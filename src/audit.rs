@@ -186,6 +186,10 @@ pub struct QuestionEvent {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
     pub usage: TokenUsage,
     pub cost_usd: f64,
     pub attempts: Vec<ModelAttempt>,
@@ -237,6 +241,8 @@ impl QuestionEvent {
                 .collect(),
             model: draft.model.clone(),
             fallback_reason: draft.fallback_reason.clone(),
+            route: draft.route.clone(),
+            cached: Some(draft.cached),
             usage: draft.usage,
             cost_usd: draft.cost_usd,
             attempts: draft.attempts.clone(),

@@ -66,6 +66,18 @@ pub enum Task {
     Report,
 }
 
+impl Task {
+    /// The snake-case name used in messages, topologies and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Qa => "qa",
+            Task::Summarize => "summarize",
+            Task::Extract => "extract",
+            Task::Report => "report",
+        }
+    }
+}
+
 /// Per-request options of a question.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QuestionOptions {
@@ -191,6 +203,8 @@ pub struct Answer {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     pub usage: TokenUsage,
     pub cost_usd: f64,
     pub cached: bool,
@@ -296,6 +310,15 @@ pub struct AnswerDraft {
     /// Placeholders in the answer that the request never handed out (set by `restore_pii`).
     #[serde(default)]
     pub invented_placeholders: u32,
+    /// Why the models asked were chosen (tier, downgrade, cache hit, replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Answered from the response cache: no model call, no cost.
+    #[serde(default)]
+    pub cached: bool,
+    /// The masked question's embedding (set by `retrieve`), for the semantic response cache.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub question_vector: Vec<f32>,
 }
 
 impl AnswerDraft {
@@ -336,6 +359,9 @@ impl AnswerDraft {
             cost_usd: 0.0,
             attempts: Vec::new(),
             invented_placeholders: 0,
+            route: None,
+            cached: false,
+            question_vector: Vec::new(),
         }
     }
 
@@ -362,9 +388,10 @@ impl AnswerDraft {
             citations: self.citations,
             model: self.model,
             fallback_reason: self.fallback_reason,
+            route: self.route,
             usage: self.usage,
             cost_usd: self.cost_usd,
-            cached: false,
+            cached: self.cached,
             latency_ms,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }

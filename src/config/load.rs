@@ -75,6 +75,7 @@ impl Parts {
             telemetry: top.telemetry,
             shutdown: top.shutdown,
             topic_defaults: top.topic_defaults,
+            schema_registry: top.schema_registry,
             pipelines,
         })
     }

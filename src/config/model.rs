@@ -27,6 +27,9 @@ pub struct Topology {
     pub shutdown: ShutdownConfig,
     /// Defaults used by `ragstream topics create` when it creates the topology's topics.
     pub topic_defaults: TopicDefaults,
+    /// A Confluent-compatible Schema Registry, for sinks written in Avro and for reading
+    /// messages in the Confluent wire format; none: JSON only.
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// The pipelines this process runs, each with its own consumer group.
     pub pipelines: Vec<PipelineConfig>,
 }
@@ -44,6 +47,8 @@ pub(crate) struct RawTopology {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// Checked pipeline by pipeline from the raw document; declared so the key is expected here.
     #[allow(dead_code)]
     pub pipelines: Vec<serde_yaml::Value>,
@@ -89,6 +94,55 @@ impl Default for ShutdownConfig {
         Self {
             drain_timeout_ms: default_drain_timeout_ms(),
         }
+    }
+}
+
+/// A Confluent-compatible Schema Registry (Confluent, Karapace, Apicurio's ccompat API, …).
+///
+/// Sinks with `format: avro` write the Confluent wire format: a 0 byte, the schema id (4 bytes,
+/// big-endian), the Avro datum. Their schemas are registered (or looked up) under the subject
+/// `<topic>-value` when the pipeline starts, so a registry that is down or refuses a schema stops
+/// the start, not a message. Sources need no setting: a message starting with the 0 byte is read
+/// in the wire format (its schema fetched by id, once), anything else as JSON.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, e.g. `http://schema-registry:8081`.
+    pub url: String,
+    /// Register the sinks' schemas on start (true), or only look them up and refuse to start if
+    /// one is not registered exactly (false; for registries where only a deploy pipeline may
+    /// register, with the schemas from `schemas/avro/`).
+    #[serde(default = "default_auto_register")]
+    pub auto_register: bool,
+    /// HTTP Basic user name, if the registry wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// HTTP Basic password (use `${ENV_VAR}`; never logged or printed).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Timeout of one registry request.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_auto_register() -> bool {
+    true
+}
+
+fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+
+impl std::fmt::Debug for SchemaRegistryConfig {
+    /// Everything but the password, which prints as `<redacted>` when set.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &self.url)
+            .field("auto_register", &self.auto_register)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
     }
 }
 
@@ -209,6 +263,25 @@ pub struct SinkConfig {
     pub name: String,
     /// Topic to produce to.
     pub topic: String,
+    /// How records are written: `json` (default), or `avro` in the Confluent wire format (needs
+    /// the top-level `schema_registry` and `schema`).
+    #[serde(default)]
+    pub format: SinkFormat,
+    /// For `format: avro`: which of ragstream's schemas (`schemas/avro/<schema>.avsc`) the
+    /// records follow: `answers`, `partial_answers`, `audit`, `documents` or `questions`.
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// The encoding of a sink's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    /// JSON text, as the JSON Schemas in `schemas/` describe.
+    #[default]
+    Json,
+    /// Avro in the Confluent wire format, with the schema registered in the Schema Registry.
+    Avro,
 }
 
 /// The dead-letter topic of a pipeline.

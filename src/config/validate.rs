@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::kafka_props::{MANAGED_CONSUMER_PROPERTIES, MANAGED_PRODUCER_PROPERTIES};
-use super::model::{KafkaProperties, PipelineConfig, RawTopology};
+use super::model::{KafkaProperties, PipelineConfig, RawTopology, SchemaRegistryConfig, SinkFormat};
 use super::ConfigError;
 
 /// The only topology format this build understands.
@@ -34,7 +34,9 @@ pub(super) fn validate(top: Option<&RawTopology>, pipelines: &[Option<PipelineCo
                 ),
             ));
         }
+        let registry = top.map(|top| top.schema_registry.is_some());
         validate_pipeline(&path, pipeline, shared, top.is_some(), errors);
+        validate_sink_formats(&path, pipeline, registry, errors);
     }
 }
 
@@ -72,10 +74,76 @@ fn validate_top_level(top: &RawTopology, errors: &mut Vec<ConfigError>) {
             format!("must be at least 1, got {}", top.topic_defaults.replication_factor),
         ));
     }
+    if let Some(registry) = &top.schema_registry {
+        validate_schema_registry(registry, errors);
+    }
     check_managed_keys("kafka", &top.kafka, MANAGED_CONSUMER_PROPERTIES, errors);
     check_managed_keys("kafka", &top.kafka, MANAGED_PRODUCER_PROPERTIES, errors);
     if top.pipelines.is_empty() {
         errors.push(ConfigError::new("pipelines", "at least one pipeline is required"));
+    }
+}
+
+fn validate_schema_registry(registry: &SchemaRegistryConfig, errors: &mut Vec<ConfigError>) {
+    match reqwest::Url::parse(&registry.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(url) => errors.push(ConfigError::new(
+            "schema_registry.url",
+            format!("scheme `{}` is not http or https", url.scheme()),
+        )),
+        Err(error) => errors.push(ConfigError::new(
+            "schema_registry.url",
+            format!(
+                "`{}` is not a URL such as http://127.0.0.1:8081 ({error})",
+                registry.url
+            ),
+        )),
+    }
+    if registry.timeout_ms == 0 {
+        errors.push(ConfigError::new("schema_registry.timeout_ms", "must be greater than 0"));
+    }
+    if registry.password.is_some() && registry.username.is_none() {
+        errors.push(ConfigError::new(
+            "schema_registry.password",
+            "a password needs a `username`",
+        ));
+    }
+}
+
+/// Avro sinks need a registry and one of ragstream's schemas. `registry` is whether the
+/// top level configures one (`None` when the top level did not parse: nothing to compare with).
+fn validate_sink_formats(path: &str, pipeline: &PipelineConfig, registry: Option<bool>, errors: &mut Vec<ConfigError>) {
+    for (index, sink) in pipeline.sinks.iter().enumerate() {
+        let sink_path = format!("{path}.sinks[{index}]");
+        match (sink.format, &sink.schema) {
+            (SinkFormat::Json, None) => {}
+            (SinkFormat::Json, Some(_)) => errors.push(ConfigError::new(
+                &format!("{sink_path}.schema"),
+                "only used with `format: avro`",
+            )),
+            (SinkFormat::Avro, schema) => {
+                if registry == Some(false) {
+                    errors.push(ConfigError::new(
+                        &format!("{sink_path}.format"),
+                        "`avro` needs the top-level `schema_registry` (with its `url`)",
+                    ));
+                }
+                let known = crate::transport::avro::schema_names().join(", ");
+                match schema {
+                    None => errors.push(ConfigError::new(
+                        &format!("{sink_path}.schema"),
+                        format!("`format: avro` needs the records' schema, one of: {known}"),
+                    )),
+                    Some(name) if crate::transport::avro::message_schema(name).is_none() => {
+                        errors.push(ConfigError::new(
+                            &format!("{sink_path}.schema"),
+                            format!("unknown schema `{name}`, expected one of: {known}"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::LocalEmbedder;
+use crate::telemetry::metrics::metrics;
 
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, String>>;
 
@@ -92,6 +93,10 @@ fn embed_sorted(model: &LocalEmbedder, texts: &[String], max_batch: usize) -> Re
     let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
     for batch in order.chunks(max_batch) {
         let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
+        metrics()
+            .embedding_batch_texts
+            .with_label_values(&["local"])
+            .observe(batch_texts.len() as f64);
         for (&index, vector) in batch.iter().zip(model.embed(&batch_texts)?) {
             vectors[index] = vector;
         }

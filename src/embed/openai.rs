@@ -44,6 +44,10 @@ impl OpenAiEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        crate::telemetry::metrics::metrics()
+            .embedding_batch_texts
+            .with_label_values(&["openai"])
+            .observe(texts.len() as f64);
         let mut request = self
             .client
             .post(&self.url)

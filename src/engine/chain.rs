@@ -13,6 +13,10 @@ use crate::error::{Fault, StageError};
 use crate::stages::Stage;
 use crate::telemetry::metrics::metrics;
 
+/// Name of the step before the stages, in metrics and dead-letter headers (the same name as
+/// the checks made before any stage).
+pub const SOURCE_STEP: &str = "source";
+
 /// Why a message left the chain early.
 #[derive(Debug, Clone)]
 pub struct Rejection {
@@ -37,9 +41,10 @@ pub struct StageChain {
 }
 
 impl StageChain {
-    /// Builds every stage of `config`.
-    pub fn build(config: &PipelineConfig) -> Result<Self, Rejection> {
-        let stages = config
+    /// Builds every stage of `config`, after `source_step` (named `source`: it reads the
+    /// message's wire format) when the chain has stages; an empty chain copies bytes unchanged.
+    pub fn build(config: &PipelineConfig, source_step: Option<Box<dyn Stage>>) -> Result<Self, Rejection> {
+        let mut stages: Vec<ChainStage> = config
             .stages
             .iter()
             .map(|spec| {
@@ -54,6 +59,16 @@ impl StageChain {
                 })
             })
             .collect::<Result<_, Rejection>>()?;
+        if let Some(stage) = source_step.filter(|_| !stages.is_empty()) {
+            stages.insert(
+                0,
+                ChainStage {
+                    name: SOURCE_STEP.to_owned(),
+                    stage,
+                    limit: None,
+                },
+            );
+        }
         Ok(Self {
             pipeline: config.name.clone(),
             stages,

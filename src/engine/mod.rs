@@ -7,9 +7,11 @@ mod pipeline;
 mod record;
 mod runtime;
 mod shutdown;
+mod wire_format;
 
 pub use chain::{Rejection, StageChain};
 pub use pipeline::Pipeline;
 pub use record::{MessageContext, Payload, ProduceNow, Record};
 pub use runtime::run_topology;
 pub use shutdown::Shutdown;
+pub use wire_format::WireFormatDecoder;

@@ -4,7 +4,9 @@
 //! offset holds the commit watermark back. A produce that fails after librdkafka's own retries
 //! (`message.timeout.ms`) is fatal for the pipeline: committing past it would lose the output.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -14,9 +16,11 @@ use rdkafka::util::Timeout;
 use rdkafka::Message;
 
 use super::chain::Rejection;
-use super::record::{MessageContext, Record};
-use crate::config::PipelineConfig;
+use super::record::{MessageContext, Payload, Record};
+use crate::config::{PipelineConfig, SinkFormat};
 use crate::telemetry::metrics::metrics;
+use crate::transport::avro;
+use crate::transport::registry::{RegisteredSink, SchemaRegistry};
 
 /// Header names on dead letters. Documented in the README; consumers of the dead-letter topic
 /// rely on them, so treat them as part of the public contract.
@@ -44,6 +48,11 @@ pub struct Outputs {
     sinks: HashMap<String, String>,
     default_sink: String,
     dead_letter_topic: String,
+    registry: Option<Arc<SchemaRegistry>>,
+    /// Sinks written in Avro: sink name → (topic, schema name).
+    avro_sinks: HashMap<String, (String, String)>,
+    /// Their schemas as registered, once [`Outputs::prepare`] has run.
+    registered: OnceLock<HashMap<String, RegisteredSink>>,
 }
 
 /// A produce that did not succeed; fatal for the pipeline.
@@ -52,6 +61,10 @@ pub enum OutputError {
     /// A stage routed a record to a sink the pipeline does not have (a bug in the stage).
     #[error("record routed to unknown sink `{0}`")]
     UnknownSink(String),
+    /// A record does not fit its Avro sink's schema (a bug in the stage that made it), or the
+    /// sink was used before its schema was registered.
+    #[error("cannot encode a record for sink `{sink}`: {reason}")]
+    Encode { sink: String, reason: String },
     /// The broker did not acknowledge a record.
     #[error("producing to `{topic}` failed: {error}")]
     Produce {
@@ -68,15 +81,70 @@ impl super::record::ProduceNow for Outputs {
 }
 
 impl Outputs {
-    /// Outputs for `config`, producing with `producer`.
-    pub fn new(config: &PipelineConfig, producer: FutureProducer) -> Self {
+    /// Outputs for `config`, producing with `producer`; Avro sinks use `registry`.
+    pub fn new(config: &PipelineConfig, producer: FutureProducer, registry: Option<Arc<SchemaRegistry>>) -> Self {
         Self {
             pipeline: config.name.clone(),
             producer,
             sinks: config.sinks.iter().map(|s| (s.name.clone(), s.topic.clone())).collect(),
             default_sink: config.sinks.first().map(|s| s.name.clone()).unwrap_or_default(),
             dead_letter_topic: config.dead_letter.topic.clone(),
+            registry,
+            avro_sinks: config
+                .sinks
+                .iter()
+                .filter(|sink| sink.format == SinkFormat::Avro)
+                .map(|sink| {
+                    let schema = sink.schema.clone().unwrap_or_default();
+                    (sink.name.clone(), (sink.topic.clone(), schema))
+                })
+                .collect(),
+            registered: OnceLock::new(),
         }
+    }
+
+    /// Registers (or looks up) the schema of every Avro sink, before the first record.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        let mut registered = HashMap::new();
+        for (sink, (topic, schema_name)) in &self.avro_sinks {
+            let registry = self
+                .registry
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("sink `{sink}` is Avro but no schema_registry is configured"))?;
+            let schema = avro::message_schema(schema_name)
+                .ok_or_else(|| anyhow::anyhow!("sink `{sink}`: unknown Avro schema `{schema_name}`"))?;
+            let prepared = registry.prepare_sink(topic, schema).await?;
+            tracing::info!(pipeline = %self.pipeline, %sink, %topic, schema = schema.name, id = prepared.id, "Avro sink ready");
+            registered.insert(sink.clone(), prepared);
+        }
+        // A second call (there is none) would find the same schemas.
+        let _ = self.registered.set(registered);
+        Ok(())
+    }
+
+    /// The bytes to produce for `payload` on `sink`: JSON as it is, or Avro for an Avro sink.
+    fn encode<'p>(&self, sink: &str, payload: &'p Payload) -> Result<Cow<'p, [u8]>, OutputError> {
+        if !self.avro_sinks.contains_key(sink) {
+            return Ok(payload.as_bytes());
+        }
+        let failure = |reason: String| OutputError::Encode {
+            sink: sink.to_owned(),
+            reason,
+        };
+        let registered = self
+            .registered
+            .get()
+            .and_then(|registered| registered.get(sink))
+            .ok_or_else(|| failure("its schema is not registered yet".to_owned()))?;
+        let parsed;
+        let message = match payload {
+            Payload::Json(value) => value,
+            Payload::Bytes(bytes) => {
+                parsed = serde_json::from_slice(bytes).map_err(|e| failure(format!("not JSON: {e}")))?;
+                &parsed
+            }
+        };
+        registered.encode(message).map(Cow::Owned).map_err(failure)
     }
 
     /// Produces every record concurrently and waits until all are acknowledged.
@@ -87,7 +155,7 @@ impl Outputs {
                 .sinks
                 .get(&sink)
                 .ok_or_else(|| OutputError::UnknownSink(sink.clone()))?;
-            let payload = record.payload.to_bytes();
+            let payload = self.encode(&sink, &record.payload)?;
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (key, value) in &record.headers {
                 headers = headers.insert(Header {
@@ -95,7 +163,7 @@ impl Outputs {
                     value: Some(value),
                 });
             }
-            let mut future_record = FutureRecord::to(topic).payload(&payload).headers(headers);
+            let mut future_record = FutureRecord::to(topic).payload(&*payload).headers(headers);
             if let Some(key) = &record.key {
                 future_record = future_record.key(key);
             }

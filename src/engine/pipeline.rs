@@ -12,19 +12,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::chain::{Rejection, StageChain};
+use super::chain::{Rejection, StageChain, SOURCE_STEP};
 use super::offsets::{InFlight, OffsetTracker};
 use super::outputs::Outputs;
 use super::record::{MessageContext, Payload, Record};
+use super::wire_format::WireFormatDecoder;
 use crate::audit;
 use crate::config::{KafkaProperties, PipelineConfig};
 use crate::error::{Fault, StageError};
+use crate::stages::Stage;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::Readiness;
 use crate::transport::kafka::{self, PipelineConsumer, PipelineContext};
-
-/// Name used in dead-letter headers for checks made before the first stage.
-const SOURCE_STAGE: &str = "source";
+use crate::transport::registry::SchemaRegistry;
 
 /// A pipeline ready to run.
 pub struct Pipeline {
@@ -46,6 +46,7 @@ impl Pipeline {
         config: &PipelineConfig,
         shared: &KafkaProperties,
         readiness: &Readiness,
+        registry: Option<Arc<SchemaRegistry>>,
     ) -> anyhow::Result<Arc<Self>> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         readiness.register(&config.name);
@@ -55,7 +56,8 @@ impl Pipeline {
             .with_context(|| format!("pipeline `{}`: cannot create consumer", config.name))?;
         let producer = kafka::create_producer(shared, &config.producer)
             .with_context(|| format!("pipeline `{}`: cannot create producer", config.name))?;
-        let chain = StageChain::build(config).map_err(|rejection| {
+        let source_step: Box<dyn Stage> = Box::new(WireFormatDecoder::new(registry.clone()));
+        let chain = StageChain::build(config, Some(source_step)).map_err(|rejection| {
             anyhow::anyhow!(
                 "pipeline `{}`: cannot build stage `{}`: {}",
                 config.name,
@@ -67,7 +69,7 @@ impl Pipeline {
             name: Arc::from(config.name.as_str()),
             config: config.clone(),
             chain,
-            outputs: Arc::new(Outputs::new(config, producer)),
+            outputs: Arc::new(Outputs::new(config, producer, registry)),
             consumer: Arc::new(consumer),
             tracker,
             fatal: CancellationToken::new(),
@@ -86,6 +88,10 @@ impl Pipeline {
                 rejection.error
             )
         })?;
+        self.outputs
+            .prepare()
+            .await
+            .with_context(|| format!("pipeline `{}`: cannot prepare its sinks", self.name))?;
         self.consumer
             .subscribe(&[&self.config.source.topic])
             .with_context(|| format!("pipeline `{}`: cannot subscribe", self.name))?;
@@ -209,7 +215,7 @@ impl Pipeline {
         let payload = message.payload().unwrap_or_default();
         if payload.len() > self.config.max_message_bytes {
             return Err(Rejection {
-                stage: SOURCE_STAGE.to_owned(),
+                stage: SOURCE_STEP.to_owned(),
                 error: StageError::input(format!(
                     "payload of {} bytes exceeds max_message_bytes ({})",
                     payload.len(),

@@ -11,6 +11,7 @@ use super::pipeline::Pipeline;
 use super::shutdown::Shutdown;
 use crate::config::Topology;
 use crate::telemetry::{self, Readiness};
+use crate::transport::registry::SchemaRegistry;
 
 /// Runs every pipeline of `topology` until `shutdown` fires or a pipeline fails fatally (which
 /// stops the others too, so the process exits non-zero and an orchestrator restarts it).
@@ -28,9 +29,10 @@ pub async fn run_topology(topology: Topology, shutdown: Shutdown) -> anyhow::Res
     let http = tokio::spawn(telemetry::serve(listener, readiness.clone(), shutdown.token()));
 
     let drain_timeout = Duration::from_millis(topology.shutdown.drain_timeout_ms);
+    let registry = topology.schema_registry.as_ref().map(SchemaRegistry::new).transpose()?;
     let mut pipelines = Vec::new();
     for config in &topology.pipelines {
-        pipelines.push(Pipeline::build(config, &topology.kafka, &readiness)?);
+        pipelines.push(Pipeline::build(config, &topology.kafka, &readiness, registry.clone())?);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for pipeline in pipelines {

@@ -133,6 +133,12 @@ impl ResponseUsage {
 
 #[async_trait]
 impl ChatProvider for OpenAiProvider {
+    /// OpenAI's own encoding for OpenAI models (tiktoken); other models served through the
+    /// same API are estimated by the caller.
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        crate::cost::pricing::openai_tokens(&self.model, text)
+    }
+
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {
         let response = self.send(&self.body(request)).await?;
         let bytes = response.bytes().await.map_err(CallError::from_transport)?;

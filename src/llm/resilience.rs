@@ -79,6 +79,15 @@ impl ModelChain {
     }
 
     /// Names of the models, in order.
+    /// Tokens `text` takes for the model named `name` (its tokenizer, else the estimate).
+    pub fn count_tokens_for(&self, name: &str, text: &str) -> usize {
+        self.models
+            .iter()
+            .find(|model| model.name == name)
+            .and_then(|model| model.provider.count_tokens(text))
+            .unwrap_or_else(|| super::estimate_tokens(text))
+    }
+
     pub fn model_names(&self) -> Vec<&str> {
         self.models.iter().map(|m| m.name.as_str()).collect()
     }
@@ -93,11 +102,26 @@ impl ModelChain {
     /// [`complete`](Self::complete), streaming each attempt's text to `deltas` (each attempt
     /// announced first: what an earlier attempt streamed is void).
     pub async fn complete_streaming(&self, request: &ChatRequest, deltas: Option<&DeltaSink>) -> CallOutcome {
+        let all: Vec<&str> = self.model_names();
+        self.complete_among(request, deltas, &all).await
+    }
+
+    /// Like [`complete_streaming`](Self::complete_streaming), asking only the models named in
+    /// `names`, in that order (a tier, or what a budget still allows).
+    pub async fn complete_among(
+        &self,
+        request: &ChatRequest,
+        deltas: Option<&DeltaSink>,
+        names: &[&str],
+    ) -> CallOutcome {
         let deadline = Instant::now() + self.retry.max_total;
         let mut attempts = Vec::new();
         let mut passed_over = Vec::new();
         let mut last_error = CallError::new(CallErrorKind::Local, "no model configured");
-        for model in &self.models {
+        let chosen = names
+            .iter()
+            .filter_map(|name| self.models.iter().find(|model| model.name == *name));
+        for model in chosen {
             match self.try_model(model, request, deltas, deadline, &mut attempts).await {
                 Ok(completion) => {
                     return CallOutcome {

@@ -89,16 +89,17 @@ fn record_metrics(draft: &AnswerDraft, status: AnswerStatus) {
         }
     }
     if let Some(model) = &draft.model {
+        let task = draft.task.as_str();
         let tokens = &metrics.llm_tokens;
         tokens
-            .with_label_values(&[&draft.tenant, model, "prompt"])
+            .with_label_values(&[&draft.tenant, model, task, "prompt"])
             .inc_by(draft.usage.prompt_tokens);
         tokens
-            .with_label_values(&[&draft.tenant, model, "completion"])
+            .with_label_values(&[&draft.tenant, model, task, "completion"])
             .inc_by(draft.usage.completion_tokens);
         metrics
             .llm_cost_usd
-            .with_label_values(&[&draft.tenant, model])
+            .with_label_values(&[&draft.tenant, model, task])
             .inc_by(draft.cost_usd);
     }
 }

@@ -1,5 +1,6 @@
 //! `generate`: asks a chain of language models to answer from the retrieved passages.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -11,15 +12,31 @@ use serde_json::Value;
 use super::{Stage, StageBuilder};
 use crate::config::ConfigError;
 use crate::contracts::{AnswerDraft, AnswerStatus, PartialAnswer, Task, SCHEMA_VERSION};
+use crate::cost::{Admission, CostControlConfig, CostControls, Estimate};
 use crate::engine::{MessageContext, Payload, Record};
 use crate::error::StageError;
 use crate::llm::{
     assemble, citation, estimate_tokens, extractive_answer, parse_citations, AnthropicProvider, ChainModel,
     ChatMessage, ChatProvider, ChatRequest, CircuitBreaker, DeltaSink, LocalProvider, ModelChain, OpenAiProvider,
-    RetryPolicy, Role, StreamEvent, Usage,
+    Prompt, RetryPolicy, Role, StreamEvent, Usage,
 };
 use crate::pii::StreamRestorer;
+use crate::secrets::{KeySource, VaultKey};
 use crate::telemetry::metrics::metrics;
+
+/// The models a question may use, in order, and why those.
+struct Plan {
+    estimates: Vec<Estimate>,
+    route: Option<String>,
+}
+
+/// `route` with `more` appended.
+fn join_route(route: Option<String>, more: String) -> String {
+    match route {
+        Some(route) => format!("{route}; {more}"),
+        None => more,
+    }
+}
 
 /// Which API a model is reached through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -71,6 +88,12 @@ pub struct ModelConfig {
     /// Name of the environment variable holding the API key (never the key itself).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// A file holding the API key (e.g. a mounted Kubernetes Secret).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// The API key in HashiCorp Vault's KV v2 engine (read once, at start).
+    #[serde(default)]
+    pub api_key_vault: Option<VaultKey>,
     /// `local`: the GGUF file.
     #[serde(default)]
     pub model_path: Option<PathBuf>,
@@ -80,9 +103,10 @@ pub struct ModelConfig {
     /// The model's context window in tokens; passages are trimmed to fit it with the answer.
     #[serde(default = "default_context_tokens")]
     pub context_tokens: usize,
-    /// Prices, for the cost in answers and metrics.
+    /// Prices, for the cost in answers, budgets and metrics. Unset: the list price of a
+    /// well-known hosted `model` (see `cost::pricing`), else free.
     #[serde(default)]
-    pub price: Price,
+    pub price: Option<Price>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -94,6 +118,22 @@ fn default_context_tokens() -> usize {
 }
 
 impl ModelConfig {
+    /// The configured price, else the list price of a well-known hosted model, else zero.
+    fn effective_price(&self) -> Price {
+        let listed = || {
+            let model = self
+                .model
+                .as_deref()
+                .filter(|_| self.provider != ModelProvider::Local)?;
+            let (input, output) = crate::cost::pricing::list_price(model)?;
+            Some(Price {
+                input_per_million: input,
+                output_per_million: output,
+            })
+        };
+        self.price.or_else(listed).unwrap_or_default()
+    }
+
     fn display_name(&self) -> String {
         self.name
             .clone()
@@ -215,6 +255,21 @@ pub struct GenerateConfig {
     /// useful once validated. Unset: no streaming.
     #[serde(default)]
     pub partials_sink: Option<String>,
+    /// Named groups of `models` (by name), each in order of preference. A question uses the
+    /// tier its `options.model_tier` names, else its task's (`task_tiers`), else every model.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, Vec<String>>,
+    /// Task (`qa`, `summarize`, `extract`, `report`) → tier.
+    #[serde(default)]
+    pub task_tiers: BTreeMap<String, String>,
+    /// Skip a model whose estimated cost for the question (prompt tokens and the answer's
+    /// bound, at its price) is above this; none left: the extractive answer.
+    #[serde(default)]
+    pub max_cost_per_request_usd: Option<f64>,
+    /// Budgets and rate limits per tenant and user, the response cache and replay records,
+    /// shared by every replica through Redis.
+    #[serde(default)]
+    pub cost_control: Option<Box<CostControlConfig>>,
 }
 
 fn default_true() -> bool {
@@ -229,6 +284,46 @@ fn default_max_output_tokens() -> u32 {
     512
 }
 
+impl GenerateConfig {
+    fn validate_tiers(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        let names: Vec<String> = self.models.iter().map(ModelConfig::display_name).collect();
+        for (tier, models) in &self.tiers {
+            if models.is_empty() {
+                errors.push(ConfigError::new(&format!("{path}.tiers.{tier}"), "names no model"));
+            }
+            for model in models.iter().filter(|m| !names.contains(m)) {
+                errors.push(ConfigError::new(
+                    &format!("{path}.tiers.{tier}"),
+                    format!("`{model}` is not the name of one of `models` ({})", names.join(", ")),
+                ));
+            }
+        }
+        for (task, tier) in &self.task_tiers {
+            if !["qa", "summarize", "extract", "report"].contains(&task.as_str()) {
+                errors.push(ConfigError::new(
+                    &format!("{path}.task_tiers.{task}"),
+                    "not a task (qa, summarize, extract, report)",
+                ));
+            }
+            if !self.tiers.contains_key(tier) {
+                errors.push(ConfigError::new(
+                    &format!("{path}.task_tiers.{task}"),
+                    format!("`{tier}` is not one of `tiers`"),
+                ));
+            }
+        }
+        if self
+            .max_cost_per_request_usd
+            .is_some_and(|ceiling| !(ceiling > 0.0 && ceiling.is_finite()))
+        {
+            errors.push(ConfigError::new(
+                &format!("{path}.max_cost_per_request_usd"),
+                "must be a positive number",
+            ));
+        }
+    }
+}
+
 impl StageBuilder for GenerateConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.models.is_empty() && !self.fallback_extractive {
@@ -239,6 +334,7 @@ impl StageBuilder for GenerateConfig {
         }
         for (index, model) in self.models.iter().enumerate() {
             let at = format!("{path}.models[{index}]");
+            model.key_source().validate(&at, errors);
             let mut require = |field: &str, present: bool| {
                 if !present {
                     errors.push(ConfigError::new(
@@ -280,6 +376,10 @@ impl StageBuilder for GenerateConfig {
                 "must be at least 1",
             ));
         }
+        self.validate_tiers(path, errors);
+        if let Some(cost_control) = &self.cost_control {
+            cost_control.validate(&format!("{path}.cost_control"), errors);
+        }
     }
 
     fn sinks(&self) -> Vec<(&'static str, &str)> {
@@ -298,6 +398,7 @@ impl StageBuilder for GenerateConfig {
         Ok(Box::new(Generate {
             config: self.clone(),
             chain: OnceLock::new(),
+            controls: OnceLock::new(),
         }))
     }
 }
@@ -306,15 +407,23 @@ struct Generate {
     config: GenerateConfig,
     /// Built by `start`: a local model takes seconds to load.
     chain: OnceLock<ModelChain>,
+    /// Connected by `start` when `cost_control` is configured.
+    controls: OnceLock<CostControls>,
 }
 
-fn api_key(model: &ModelConfig) -> Result<Option<String>, StageError> {
-    match &model.api_key_env {
-        Some(variable) => std::env::var(variable)
-            .map(Some)
-            .map_err(|_| StageError::internal(format!("environment variable `{variable}` (api_key_env) is not set"))),
-        None => Ok(None),
+impl ModelConfig {
+    fn key_source(&self) -> KeySource<'_> {
+        KeySource {
+            env: self.api_key_env.as_deref(),
+            file: self.api_key_file.as_ref(),
+            vault: self.api_key_vault.as_ref(),
+        }
     }
+}
+
+async fn api_key(model: &ModelConfig) -> Result<Option<String>, StageError> {
+    let secret = model.key_source().resolve().await?;
+    Ok(secret.map(|secret| secret.expose().to_owned()))
 }
 
 async fn provider(model: &ModelConfig) -> Result<Arc<dyn ChatProvider>, StageError> {
@@ -323,11 +432,11 @@ async fn provider(model: &ModelConfig) -> Result<Arc<dyn ChatProvider>, StageErr
     let name = model.model.as_deref().unwrap_or_default();
     Ok(match model.provider {
         ModelProvider::Openai => {
-            Arc::new(OpenAiProvider::new(base_url, name, api_key(model)?, timeout).map_err(StageError::internal)?)
+            Arc::new(OpenAiProvider::new(base_url, name, api_key(model).await?, timeout).map_err(StageError::internal)?)
         }
-        ModelProvider::Anthropic => {
-            Arc::new(AnthropicProvider::new(base_url, name, api_key(model)?, timeout).map_err(StageError::internal)?)
-        }
+        ModelProvider::Anthropic => Arc::new(
+            AnthropicProvider::new(base_url, name, api_key(model).await?, timeout).map_err(StageError::internal)?,
+        ),
         ModelProvider::Local => {
             let path = model
                 .model_path
@@ -387,7 +496,7 @@ impl Generate {
             .models
             .iter()
             .find(|m| m.display_name() == model)
-            .map(|m| m.price)
+            .map(ModelConfig::effective_price)
             .unwrap_or_default()
     }
 
@@ -397,14 +506,23 @@ impl Generate {
         draft: &mut AnswerDraft,
         request: &ChatRequest,
         deltas: Option<&DeltaSink>,
+        models: &[String],
     ) -> Result<String, String> {
         let chain = self.chain().map_err(|error| error.reason)?;
-        let outcome = chain.complete_streaming(request, deltas).await;
+        let names: Vec<&str> = models.iter().map(String::as_str).collect();
+        let outcome = chain.complete_among(request, deltas, &names).await;
         for attempt in &outcome.attempts {
             metrics()
                 .llm_attempts
                 .with_label_values(&[&attempt.model, &attempt.outcome])
                 .inc();
+            // An attempt the breaker refused never reached the model: no request to time.
+            if attempt.outcome != "circuit_open" {
+                metrics()
+                    .llm_request_seconds
+                    .with_label_values(&[&attempt.model])
+                    .observe(attempt.latency_ms / 1000.0);
+            }
         }
         draft.attempts.extend(outcome.attempts);
         let answered = outcome.result.map_err(|error| error.to_string())?;
@@ -427,6 +545,7 @@ impl Generate {
         request: &ChatRequest,
         context: &MessageContext,
         sink: &str,
+        models: &[String],
     ) -> Result<String, String> {
         let mut partials = PartialStream {
             context,
@@ -439,7 +558,7 @@ impl Generate {
         };
         let (deltas, receiver) = DeltaSink::channel();
         let call = async move {
-            let reply = self.call(draft, request, Some(&deltas)).await;
+            let reply = self.call(draft, request, Some(&deltas), models).await;
             drop(deltas); // ends the forwarding below
             reply
         };
@@ -451,8 +570,16 @@ impl Generate {
     }
 
     async fn answer(&self, draft: &mut AnswerDraft, context: &MessageContext) -> Result<(), StageError> {
+        let controls = self.controls.get();
+        if let Some(controls) = controls {
+            // A redelivered question: the outcome it already got, without a model call.
+            if let Some(stored) = controls.replayed(draft).await? {
+                metrics().replays.inc();
+                stored.apply(draft);
+                return Ok(());
+            }
+        }
         let options = draft.options.clone().unwrap_or_default();
-        let schema = options.extract_schema.as_ref();
         let max_output = options.max_output_tokens.unwrap_or(self.config.max_output_tokens);
         let context_tokens = self
             .config
@@ -470,17 +597,163 @@ impl Generate {
             draft.task,
             &draft.question,
             &draft.passages,
-            schema,
+            options.extract_schema.as_ref(),
             context_tokens,
             max_output as usize,
             &count_tokens,
         );
-        let mut request = ChatRequest {
+        let request = ChatRequest {
             messages: prompt.messages.clone(),
             max_output_tokens: max_output,
             temperature: self.config.temperature,
             json_output: draft.task == Task::Extract,
         };
+        let plan = self.plan(draft, &request);
+        draft.route = plan.route.clone();
+        let names: Vec<String> = plan.estimates.iter().map(|e| e.model.clone()).collect();
+        if names.is_empty() {
+            let reason = match &plan.route {
+                Some(route) if !self.config.models.is_empty() => format!("no model may answer ({route})"),
+                _ => "no model is configured".to_owned(),
+            };
+            self.fall_back(draft, &reason);
+            return self.remember(draft).await;
+        }
+        let Some(controls) = controls else {
+            return self.answer_with(draft, context, &prompt, request, &names).await;
+        };
+        let cache_key = controls.cache_key(draft, &names, &request.messages);
+        if let Some(key) = &cache_key {
+            if let Some(hit) = controls.cached(key, draft, &names).await? {
+                hit.apply(draft);
+                return self.remember(draft).await;
+            }
+        }
+        let (index, reservation) = match controls.admit(draft, &plan.estimates).await? {
+            Admission::Admitted {
+                index,
+                reservation,
+                downgraded,
+            } => {
+                if let Some(why) = downgraded {
+                    draft.route = Some(join_route(draft.route.take(), why));
+                }
+                (index, reservation)
+            }
+            Admission::Refused { refusal, extractive } => {
+                if extractive && draft.task != Task::Extract && self.config.fallback_extractive {
+                    draft.route = Some(join_route(
+                        draft.route.take(),
+                        format!("extractive answer: {}", refusal.reason),
+                    ));
+                    self.fall_back(draft, &refusal.reason);
+                } else {
+                    draft.decide(refusal.status, Some(refusal.reason));
+                }
+                return self.remember(draft).await;
+            }
+        };
+        let answered = self
+            .answer_with(draft, context, &prompt, request, &names[index..])
+            .await;
+        // Settle even when the call failed: what it did not use goes back to the budgets.
+        controls.settle(draft, reservation).await?;
+        answered?;
+        let from_a_model = draft.status == Some(AnswerStatus::Ok) && draft.model.as_deref() != Some("extractive");
+        if let (Some(key), true) = (&cache_key, from_a_model) {
+            controls.cache(key, draft, &names).await?;
+        }
+        self.remember(draft).await
+    }
+
+    /// Records the outcome for replays, when cost control is on.
+    async fn remember(&self, draft: &AnswerDraft) -> Result<(), StageError> {
+        match self.controls.get() {
+            Some(controls) => controls.remember(draft).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The models a question may use, in order, with what each call is expected to cost: the
+    /// tier of the question (its `model_tier`) or of its task, less the models whose estimate
+    /// is above `max_cost_per_request_usd`.
+    fn plan(&self, draft: &AnswerDraft, request: &ChatRequest) -> Plan {
+        let requested = draft.options.as_ref().and_then(|o| o.model_tier.clone());
+        let task = draft.task.as_str();
+        let tier = match &requested {
+            Some(tier) if self.config.tiers.contains_key(tier) => Some((tier.clone(), "requested".to_owned())),
+            _ => self
+                .config
+                .task_tiers
+                .get(task)
+                .map(|tier| (tier.clone(), format!("task {task}"))),
+        };
+        let (names, mut route): (Vec<String>, Vec<String>) = match &tier {
+            Some((tier, why)) => (
+                self.config.tiers.get(tier).cloned().unwrap_or_default(),
+                vec![format!("tier {tier} ({why})")],
+            ),
+            None => (
+                self.config.models.iter().map(ModelConfig::display_name).collect(),
+                Vec::new(),
+            ),
+        };
+        if let Some(unknown) = requested.filter(|t| !self.config.tiers.contains_key(t)) {
+            route.push(format!("unknown tier `{unknown}` requested"));
+        }
+        let text: String = request
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let output = u64::from(request.max_output_tokens);
+        let mut estimates: Vec<Estimate> = names
+            .iter()
+            .map(|name| {
+                let prompt = match self.chain.get() {
+                    Some(chain) => chain.count_tokens_for(name, &text),
+                    None => estimate_tokens(&text),
+                } as u64;
+                let usage = Usage {
+                    prompt_tokens: prompt,
+                    completion_tokens: output,
+                };
+                Estimate {
+                    model: name.clone(),
+                    tokens: (prompt + output) as f64,
+                    cost_usd: self.price_of(name).cost(usage),
+                }
+            })
+            .collect();
+        if let Some(ceiling) = self.config.max_cost_per_request_usd {
+            let (fit, over): (Vec<Estimate>, Vec<Estimate>) =
+                estimates.into_iter().partition(|e| e.cost_usd <= ceiling);
+            for skipped in &over {
+                route.push(format!(
+                    "{} skipped: estimated ${:.4} above the ${ceiling} ceiling",
+                    skipped.model, skipped.cost_usd
+                ));
+            }
+            estimates = fit;
+        }
+        Plan {
+            estimates,
+            route: (!route.is_empty()).then(|| route.join("; ")),
+        }
+    }
+
+    /// Calls the models named in `models` and decides the draft with their answer.
+    async fn answer_with(
+        &self,
+        draft: &mut AnswerDraft,
+        context: &MessageContext,
+        prompt: &Prompt,
+        mut request: ChatRequest,
+        models: &[String],
+    ) -> Result<(), StageError> {
+        let schema = draft.options.as_ref().and_then(|o| o.extract_schema.clone());
+        let schema = schema.as_ref();
         let streaming_sink = self
             .config
             .partials_sink
@@ -488,8 +761,8 @@ impl Generate {
             .filter(|_| draft.task != Task::Extract && context.can_produce_now());
         let reply = match streaming_sink {
             _ if self.config.models.is_empty() => Err("no model is configured".to_owned()),
-            Some(sink) => self.call_streaming(draft, &request, context, sink).await,
-            None => self.call(draft, &request, None).await,
+            Some(sink) => self.call_streaming(draft, &request, context, sink, models).await,
+            None => self.call(draft, &request, None, models).await,
         };
         let reply = match reply {
             Ok(reply) => reply,
@@ -513,7 +786,7 @@ impl Generate {
                     Role::User,
                     format!("That reply is not valid: {problem}. Reply with only the corrected JSON object."),
                 ));
-                match self.call(draft, &request, None).await {
+                match self.call(draft, &request, None, models).await {
                     Ok(repaired) => check_extract(&repaired, schema),
                     Err(reason) => Err(reason),
                 }
@@ -582,6 +855,9 @@ impl Stage for Generate {
             ),
         };
         let _ = self.chain.set(ModelChain::new(models, policy));
+        if let Some(config) = &self.config.cost_control {
+            let _ = self.controls.set(CostControls::connect(config).await?);
+        }
         Ok(())
     }
 

@@ -181,6 +181,9 @@ impl Stage for MaskPii {
             cost_usd: 0.0,
             attempts: Vec::new(),
             invented_placeholders: 0,
+            route: None,
+            cached: false,
+            question_vector: Vec::new(),
         };
         // From here on a failure is answered (status failed), not only dead-lettered.
         let _ = context.subject.set(Subject::Question {

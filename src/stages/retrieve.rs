@@ -182,6 +182,8 @@ impl Stage for Retrieve {
                 .pop()
                 .ok_or_else(|| StageError::internal("the embedder returned no vector"))?;
             let hits = self.search(&draft.tenant, &draft.question, &vector, limit).await?;
+            // Kept for the semantic response cache of `generate`; never emitted.
+            draft.question_vector = vector;
             let scope = context.pii.get().filter(|_| self.config.mask_passages);
             let mut context_counts: BTreeMap<String, u32> = BTreeMap::new();
             draft.passages = hits

@@ -8,6 +8,7 @@ use lancedb::DistanceType;
 
 use super::columns::{column, sql_literal};
 use super::{ChunkStore, StoreError};
+use crate::telemetry::metrics::metrics;
 
 /// Columns a search returns besides the score.
 const RESULT_COLUMNS: [&str; 6] = ["chunk_id", "doc_id", "version", "title", "context", "text"];
@@ -81,7 +82,9 @@ impl ChunkStore {
             .nearest_to(query_vector)?
             .distance_type(DistanceType::Cosine)
             .refine_factor(REFINE_FACTOR);
+        let started = std::time::Instant::now();
         let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
+        metrics().retrieval_seconds.observe(started.elapsed().as_secs_f64());
         let mut hits = Vec::new();
         for batch in &batches {
             hits.extend(read_hits(batch, mode)?);

@@ -107,6 +107,11 @@ async fn apply(store: &mut ChunkStore, jobs: Vec<Job>) {
                 m.index_documents.with_label_values(&[label]).inc();
                 let _ = reply.send(Ok(outcome));
             }
+            // After the replies, so counting (table metadata, no scan) never delays them.
+            match store.count_chunks(None).await {
+                Ok(rows) => m.index_rows.set(rows as i64),
+                Err(error) => warn!(%error, "cannot count the index's rows"),
+            }
         }
         Err(error) => {
             let error = StageError::from(error);

@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 
 use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The process-wide metrics.
@@ -46,6 +46,14 @@ pub struct Metrics {
     pub index_maintenance_seconds: Histogram,
     /// Rounds of index upkeep that failed (retried next round).
     pub index_maintenance_failures: IntCounter,
+    /// Rows (chunks) in the index table after the last write batch.
+    pub index_rows: IntGauge,
+    /// Time of one LanceDB search (the retrieval query).
+    pub retrieval_seconds: Histogram,
+    /// Texts per embedding forward pass or HTTP request, by provider (`local`, `openai`).
+    pub embedding_batch_texts: HistogramVec,
+    /// Time of one call to a language model (one attempt), by model.
+    pub llm_request_seconds: HistogramVec,
     /// Calls to language models by outcome (`ok`, `rate_limited`, `server`, `timeout`…).
     pub llm_attempts: IntCounterVec,
     /// Tokens consumed by answered questions, by kind (`prompt`, `completion`).
@@ -57,6 +65,15 @@ pub struct Metrics {
     /// Personal data replaced by placeholders, by kind and where it was found
     /// (`question`, `context`).
     pub pii_masked: IntCounterVec,
+    /// Response-cache lookups by outcome (`hit`, `miss`).
+    pub cache_lookups: IntCounterVec,
+    /// Budget and rate-limit decisions by outcome (`admitted`, `delayed`, `downgraded`,
+    /// `budget_exceeded`, `rate_limited`).
+    pub budget_decisions: IntCounterVec,
+    /// Fraction of the tightest budget window a tenant has left (0 to 1).
+    pub budget_remaining_ratio: GaugeVec,
+    /// Questions answered again from their replay record after a redelivery (no model call).
+    pub replays: IntCounter,
 }
 
 /// Adds `metric` to `registry` and hands it back. Definitions are constants of this module, so
@@ -196,6 +213,38 @@ impl Metrics {
                 "ragstream_index_maintenance_failures_total",
                 "Rounds of index upkeep that failed (retried next round).",
             ),
+            index_rows: register(
+                &registry,
+                IntGauge::new("ragstream_index_rows", "Rows (chunks) in the index table after the last write batch."),
+            ),
+            retrieval_seconds: histogram(
+                &registry,
+                "ragstream_retrieval_duration_seconds",
+                "Time of one LanceDB search (the retrieval query).",
+                seconds_buckets(),
+            ),
+            embedding_batch_texts: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "ragstream_embedding_batch_texts",
+                        "Texts per embedding forward pass or HTTP request, by provider (local, openai).",
+                    )
+                    .buckets(exponential_buckets(1.0, 2.0, 10).expect("valid buckets")),
+                    &["provider"],
+                ),
+            ),
+            llm_request_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "ragstream_llm_request_duration_seconds",
+                        "Time of one call to a language model (one attempt, streamed or not), by model.",
+                    )
+                    .buckets(seconds_buckets()),
+                    &["model"],
+                ),
+            ),
             llm_attempts: counter(
                 &registry,
                 "ragstream_llm_attempts_total",
@@ -206,13 +255,13 @@ impl Metrics {
                 &registry,
                 "ragstream_llm_tokens_total",
                 "Tokens consumed by answered questions, by kind (prompt, completion).",
-                &["tenant", "model", "kind"],
+                &["tenant", "model", "task", "kind"],
             ),
             llm_cost_usd: register(
                 &registry,
                 CounterVec::new(
                     Opts::new("ragstream_llm_cost_usd_total", "What answered questions cost, by the configured prices."),
-                    &["tenant", "model"],
+                    &["tenant", "model", "task"],
                 ),
             ),
             answers: counter(
@@ -226,6 +275,33 @@ impl Metrics {
                 "ragstream_pii_masked_total",
                 "Personal data replaced by placeholders, by kind and where it was found (question, context).",
                 &["kind", "found_in"],
+            ),
+            cache_lookups: counter(
+                &registry,
+                "ragstream_cache_lookups_total",
+                "Response-cache lookups by outcome (hit, miss).",
+                &["outcome"],
+            ),
+            budget_decisions: counter(
+                &registry,
+                "ragstream_budget_decisions_total",
+                "Budget and rate-limit decisions by outcome (admitted, delayed, downgraded, budget_exceeded, rate_limited).",
+                &["outcome"],
+            ),
+            budget_remaining_ratio: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "ragstream_budget_remaining_ratio",
+                        "Fraction of the tightest budget window a tenant has left (0 to 1).",
+                    ),
+                    &["tenant"],
+                ),
+            ),
+            replays: plain_counter(
+                &registry,
+                "ragstream_replays_total",
+                "Questions answered again from their replay record after a redelivery (no model call).",
             ),
             registry,
         }

@@ -17,8 +17,8 @@ use ragstream::contracts::{Answer, AnswerStatus, ChunkedDocument, DocumentChunk,
 use ragstream::embed::{shared_local_model, Pooling};
 use ragstream::store::{ChunkStore, DocumentWrite};
 
-const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
-const TENANTS: [&str; 5] = ["acme", "globex", "initech", "umbrella", "hooli"];
+pub(crate) const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
+pub(crate) const TENANTS: [&str; 5] = ["acme", "globex", "initech", "umbrella", "hooli"];
 const TOPICS: [(&str, &str); 6] = [
     (
         "refunds",
@@ -48,56 +48,64 @@ const TOPICS: [(&str, &str); 6] = [
 
 /// Indexes one chunk per (tenant, topic), embedded with the real model, straight into LanceDB.
 /// Document ids start with the tenant, so a citation of another tenant's chunk is visible.
-async fn index_corpus(dir: &Path) {
+pub(crate) async fn index_corpus(dir: &Path) {
+    for tenant in TENANTS {
+        write_facts(dir, tenant, &TOPICS, 1).await;
+    }
+}
+
+/// Writes one document per (topic, fact) of `tenant` at `version`, embedded with the real model
+/// (a newer version replaces the chunks of the older one).
+pub(crate) async fn write_facts(dir: &Path, tenant: &str, facts: &[(&str, &str)], version: u64) {
     let model = shared_local_model(Path::new(MODEL_DIR), Pooling::Mean, true, 256).unwrap();
     let mut writes = Vec::new();
-    for tenant in TENANTS {
-        let texts: Vec<String> = TOPICS
-            .iter()
-            .map(|(topic, fact)| format!("{tenant} {topic} policy\n\n{tenant} {fact}."))
-            .collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let vectors = model.embed(&refs).unwrap();
-        for ((topic, _), (text, vector)) in TOPICS.iter().zip(texts.into_iter().zip(vectors)) {
-            let doc_id = format!("{tenant}-{topic}");
-            writes.push(DocumentWrite {
-                document: ChunkedDocument {
-                    schema_version: 1,
-                    doc_id: doc_id.clone(),
-                    tenant: tenant.to_owned(),
-                    op: DocumentOp::Upsert,
-                    version: 1,
-                    title: Some(format!("{tenant} {topic}")),
-                    source: None,
-                    metadata: BTreeMap::new(),
-                    embedding_model: Some("all-MiniLM-L6-v2".to_owned()),
-                    chunks: vec![DocumentChunk {
-                        chunk_id: format!("{doc_id}:1:0"),
-                        position: 0,
-                        context: format!("{tenant} {topic} policy"),
-                        token_count: 20,
-                        text,
-                        vector: Some(vector),
-                    }],
-                },
-                event_time_ms: None,
-            });
-        }
+    let texts: Vec<String> = facts
+        .iter()
+        .map(|(topic, fact)| format!("{tenant} {topic} policy\n\n{tenant} {fact}."))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = model.embed(&refs).unwrap();
+    for ((topic, _), (text, vector)) in facts.iter().zip(texts.into_iter().zip(vectors)) {
+        let doc_id = format!("{tenant}-{topic}");
+        writes.push(DocumentWrite {
+            document: ChunkedDocument {
+                schema_version: 1,
+                doc_id: doc_id.clone(),
+                tenant: tenant.to_owned(),
+                op: DocumentOp::Upsert,
+                version,
+                title: Some(format!("{tenant} {topic}")),
+                source: None,
+                metadata: BTreeMap::new(),
+                embedding_model: Some("all-MiniLM-L6-v2".to_owned()),
+                chunks: vec![DocumentChunk {
+                    chunk_id: format!("{doc_id}:{version}:0"),
+                    position: 0,
+                    context: format!("{tenant} {topic} policy"),
+                    token_count: 20,
+                    text,
+                    vector: Some(vector),
+                }],
+            },
+            event_time_ms: None,
+        });
     }
     let mut store = ChunkStore::open(&dir.display().to_string(), "chunks").await.unwrap();
     store.apply(&writes).await.unwrap();
 }
 
 /// Settings of one answering test.
-struct Setup {
-    models: String,
-    generate_extra: String,
-    retrieve_extra: String,
-    mask_extra: String,
+pub(crate) struct Setup {
+    pub(crate) models: String,
+    pub(crate) generate_extra: String,
+    pub(crate) retrieve_extra: String,
+    pub(crate) mask_extra: String,
+    /// The pipeline's commit interval, when the test needs its own.
+    pub(crate) commit_interval_ms: Option<u64>,
 }
 
 impl Setup {
-    fn openai(url: &str) -> Self {
+    pub(crate) fn openai(url: &str) -> Self {
         Self {
             models: format!(
                 "[{{ name: primary, provider: openai, base_url: \"{url}\", model: scripted, timeout_ms: 1000 }}]"
@@ -105,24 +113,35 @@ impl Setup {
             generate_extra: String::new(),
             retrieve_extra: ", min_score: 0.2".to_owned(),
             mask_extra: String::new(),
+            commit_interval_ms: None,
         }
     }
 }
 
-struct Running {
-    topology: TestTopology,
-    audit_topic: String,
+pub(crate) struct Running {
+    pub(crate) topology: TestTopology,
+    pub(crate) audit_topic: String,
     /// Behind the sink `partials`, for a generate stage configured to stream.
-    partials_topic: String,
-    /// Kept so the process lives as long as the test (killed on drop).
-    _process: Ragstream,
+    pub(crate) partials_topic: String,
+    /// The process lives as long as the test (killed on drop).
+    pub(crate) process: Ragstream,
+    /// The LanceDB directory the retrieve stage reads.
+    pub(crate) index_dir: std::path::PathBuf,
     _index: tempfile::TempDir,
 }
 
-async fn start(prefix: &str, setup: Setup) -> Running {
+pub(crate) async fn start(prefix: &str, setup: Setup) -> Running {
+    start_with_env(prefix, setup, &[]).await
+}
+
+/// [`start`] with extra environment variables for the process.
+pub(crate) async fn start_with_env(prefix: &str, setup: Setup, env: &[(&str, &str)]) -> Running {
     let index = tempfile::tempdir().unwrap();
     index_corpus(index.path()).await;
     let mut topology = TestTopology::new(prefix);
+    if let Some(interval) = setup.commit_interval_ms {
+        topology.commit_interval_ms = interval;
+    }
     let audit_topic = unique(&format!("{prefix}-audit"));
     let partials_topic = unique(&format!("{prefix}-partials"));
     topology.extra_sinks = vec![
@@ -144,18 +163,19 @@ async fn start(prefix: &str, setup: Setup) -> Running {
         generate = setup.generate_extra,
     );
     topology.create_topics(3).await;
-    let mut process = Ragstream::start(&topology);
+    let mut process = Ragstream::start_with_env(&topology, env);
     process.wait_ready(Duration::from_secs(60)).await;
     Running {
         topology,
         audit_topic,
         partials_topic,
-        _process: process,
+        process,
+        index_dir: index.path().to_path_buf(),
         _index: index,
     }
 }
 
-fn question(request_id: &str, tenant: &str, text: &str, task: &str, options: serde_json::Value) -> Outgoing {
+pub(crate) fn question(request_id: &str, tenant: &str, text: &str, task: &str, options: serde_json::Value) -> Outgoing {
     let payload = serde_json::json!({
         "schema_version": 1, "request_id": request_id, "tenant": tenant, "user": format!("user-{request_id}"),
         "question": text, "task": task, "options": options,
@@ -168,7 +188,11 @@ fn question(request_id: &str, tenant: &str, text: &str, task: &str, options: ser
 }
 
 /// Reads the answers topic until every request id has an answer; fails on a duplicate.
-async fn answers_for(topic: &str, request_ids: &HashSet<String>, timeout: Duration) -> HashMap<String, Answer> {
+pub(crate) async fn answers_for(
+    topic: &str,
+    request_ids: &HashSet<String>,
+    timeout: Duration,
+) -> HashMap<String, Answer> {
     let mut reader = TopicReader::new(topic);
     let wanted = request_ids.len();
     reader

@@ -355,6 +355,11 @@ pub struct TestTopology {
     pub source_kafka_extra: Vec<(String, String)>,
     /// Sinks besides `out`: (name, topic).
     pub extra_sinks: Vec<(String, String)>,
+    /// Extra settings of a sink by its name (e.g. `format: avro`): (name, settings in YAML
+    /// flow style, e.g. `{ format: avro, schema: answers }` without the braces).
+    pub sink_settings: Vec<(String, String)>,
+    /// Extra top-level YAML (e.g. a `schema_registry:` block), not indented.
+    pub top_extra: String,
 }
 
 impl TestTopology {
@@ -373,6 +378,8 @@ impl TestTopology {
             pipeline_extra: String::new(),
             source_kafka_extra: Vec::new(),
             extra_sinks: Vec::new(),
+            sink_settings: Vec::new(),
+            top_extra: String::new(),
         }
     }
 
@@ -387,6 +394,8 @@ impl TestTopology {
             pipeline_extra: self.pipeline_extra.clone(),
             extra_sinks: self.extra_sinks.clone(),
             source_kafka_extra: self.source_kafka_extra.clone(),
+            sink_settings: self.sink_settings.clone(),
+            top_extra: self.top_extra.clone(),
             port: free_port(),
             ..*self
         }
@@ -399,6 +408,16 @@ impl TestTopology {
         create_topics(&topics, partitions).await;
     }
 
+    /// The `sink_settings` of sink `name` as YAML lines of its entry.
+    fn sink_settings_of(&self, name: &str) -> String {
+        self.sink_settings
+            .iter()
+            .filter(|(sink, _)| sink == name)
+            .flat_map(|(_, settings)| settings.split(','))
+            .map(|setting| format!("        {}\n", setting.trim()))
+            .collect()
+    }
+
     /// The topology file text.
     pub fn yaml(&self) -> String {
         format!(
@@ -409,6 +428,7 @@ telemetry:
   listen: 127.0.0.1:{port}
 shutdown:
   drain_timeout_ms: {drain}
+{top_extra}
 pipelines:
   - name: test
     source:
@@ -426,7 +446,7 @@ pipelines:
     sinks:
       - name: out
         topic: {output}
-{extra_sinks}    dead_letter:
+{out_settings}{extra_sinks}    dead_letter:
       topic: {dlq}
 "#,
             brokers = brokers(),
@@ -444,10 +464,15 @@ pipelines:
                 .map(|(key, value)| format!("        {key}: {value}\n"))
                 .collect::<String>(),
             output = self.output,
+            top_extra = self.top_extra,
+            out_settings = self.sink_settings_of("out"),
             extra_sinks = self
                 .extra_sinks
                 .iter()
-                .map(|(name, topic)| format!("      - name: {name}\n        topic: {topic}\n"))
+                .map(|(name, topic)| format!(
+                    "      - name: {name}\n        topic: {topic}\n{}",
+                    self.sink_settings_of(name)
+                ))
                 .collect::<String>(),
             dlq = self.dead_letter,
         )

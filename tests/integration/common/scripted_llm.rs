@@ -43,6 +43,8 @@ pub struct LoggedRequest {
     pub at: Instant,
     pub path: String,
     pub body: String,
+    /// The `Authorization` header, if the request had one.
+    pub authorization: Option<String>,
     pub behaviour: Behaviour,
 }
 
@@ -88,8 +90,11 @@ impl ScriptedLlm {
     }
 }
 
+/// One request as read: path, body and `Authorization` header.
+type Request = (String, String, Option<String>);
+
 /// Reads one HTTP request (headers, then a Content-Length body); `None` when the peer closed.
-async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(String, String)> {
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
     loop {
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
@@ -112,8 +117,13 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(S
             }
             let body = String::from_utf8_lossy(&buffer[end + 4..total]).into_owned();
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let authorization = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("authorization")
+                    .then(|| value.trim().to_owned())
+            });
             buffer.drain(..total);
-            return Some((path, body));
+            return Some((path, body, authorization));
         }
         let mut chunk = [0u8; 8192];
         let n = stream.read(&mut chunk).await.ok()?;
@@ -140,7 +150,7 @@ async fn serve(
     calls: Arc<Mutex<usize>>,
 ) {
     let mut buffer = Vec::new();
-    while let Some((path, body)) = read_request(&mut stream, &mut buffer).await {
+    while let Some((path, body, authorization)) = read_request(&mut stream, &mut buffer).await {
         let at = Instant::now();
         let request: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
         let call = {
@@ -153,6 +163,7 @@ async fn serve(
             at,
             path,
             body: body.clone(),
+            authorization,
             behaviour: behaviour.clone(),
         });
         if let Behaviour::AnswerAfter(delay) = behaviour {

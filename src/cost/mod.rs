@@ -1,0 +1,611 @@
+//! Cost and abuse control around the model calls of `generate`: budgets and rate limits per
+//! tenant and user (reserved before a call, settled after, so concurrent requests cannot
+//! overspend), a response cache, and a replay record per `request_id` so a redelivered
+//! question is answered again without a second model call. State is shared by every replica
+//! through Redis, or kept in memory when the pipeline declares a single replica.
+
+pub mod limits;
+pub mod pricing;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use self::limits::{budget_lines, rate_lines, BudgetLine, LimitSet, RateLine, Refusal, Scope};
+use self::store::StateStore;
+use crate::config::ConfigError;
+use crate::contracts::{AnswerDraft, AnswerStatus, Citation, TokenUsage};
+use crate::error::StageError;
+use crate::llm::ChatMessage;
+use crate::telemetry::metrics::metrics;
+
+/// What happens to a request that would pass a limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExceededPolicy {
+    /// Answer at once with status `budget_exceeded` or `rate_limited`, saying when it resets.
+    #[default]
+    Reject,
+    /// Wait for a rate limit (up to `max_delay_ms`; the message waits, other messages go on);
+    /// a spent budget is rejected.
+    Delay,
+    /// A cheaper model of the tier whose estimate still fits, else the extractive answer (the
+    /// best passages, no model call); `extract` questions are rejected instead.
+    Downgrade,
+}
+
+/// Budgets, rate limits, response cache and replay records of a `generate` stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostControlConfig {
+    /// `redis://host:port[/db]`: shared by every replica. `memory`: this process only, which
+    /// needs `single_replica: true` (budgets kept per process would multiply with replicas).
+    pub store: String,
+    /// Declares that this pipeline runs as one replica (required by `store: memory`).
+    #[serde(default)]
+    pub single_replica: bool,
+    /// Prefix of every key, so deployments can share one Redis.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Limits of every tenant.
+    #[serde(default)]
+    pub tenant: LimitSet,
+    /// Limits of every user (each user of each tenant).
+    #[serde(default)]
+    pub user: LimitSet,
+    /// Tenants with their own limits instead of `tenant`'s.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, LimitSet>,
+    /// `reject`, `delay` or `downgrade`.
+    #[serde(default)]
+    pub on_exceeded: ExceededPolicy,
+    /// `delay`: the longest one request waits for rate limits in total.
+    #[serde(default = "default_max_delay_ms")]
+    pub max_delay_ms: u64,
+    /// `delay`: how many requests may wait at once; more are rejected, so one tenant's waiting
+    /// requests cannot take every in-flight slot from the others.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: usize,
+    /// Answers kept for identical questions (same tenant, models, task and masked prompt,
+    /// passages included, so a changed document changes the key); 0: no cache.
+    #[serde(default = "default_cache_ttl_s")]
+    pub cache_ttl_s: u64,
+    /// How long a request's outcome is kept so a redelivery re-emits it without a model call.
+    #[serde(default = "default_replay_ttl_s")]
+    pub replay_ttl_s: u64,
+    /// Semantic cache: a question whose embedding has at least this cosine similarity to an
+    /// answered one of the same tenant and task, with exactly the same passages retrieved,
+    /// gets that answer. Unset: exact matches only.
+    #[serde(default)]
+    pub semantic_threshold: Option<f32>,
+}
+
+fn default_key_prefix() -> String {
+    "ragstream".to_owned()
+}
+
+fn default_max_delay_ms() -> u64 {
+    30_000
+}
+
+fn default_max_waiting() -> usize {
+    64
+}
+
+fn default_cache_ttl_s() -> u64 {
+    24 * 3600
+}
+
+fn default_replay_ttl_s() -> u64 {
+    7 * 24 * 3600
+}
+
+impl CostControlConfig {
+    /// Appends the problems of this block (at `path`) to `errors`.
+    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        if self.store == "memory" {
+            if !self.single_replica {
+                errors.push(ConfigError::new(
+                    &format!("{path}.store"),
+                    "`memory` keeps budgets per process; use redis://… or declare single_replica: true",
+                ));
+            }
+        } else if !self.store.starts_with("redis://") && !self.store.starts_with("rediss://") {
+            errors.push(ConfigError::new(
+                &format!("{path}.store"),
+                format!("`{}` is neither redis://host:port nor memory", self.store),
+            ));
+        }
+        let sets = [("tenant".to_owned(), &self.tenant), ("user".to_owned(), &self.user)]
+            .into_iter()
+            .chain(self.tenants.iter().map(|(name, set)| (format!("tenants.{name}"), set)));
+        for (set_path, set) in sets {
+            for (name, limit) in set.entries() {
+                if limit.is_some_and(|limit| !(limit > 0.0 && limit.is_finite())) {
+                    errors.push(ConfigError::new(
+                        &format!("{path}.{set_path}.{name}"),
+                        "must be a positive number",
+                    ));
+                }
+            }
+        }
+        if self.semantic_threshold.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
+            errors.push(ConfigError::new(
+                &format!("{path}.semantic_threshold"),
+                "must be a cosine similarity in (0, 1]",
+            ));
+        }
+        if self.on_exceeded == ExceededPolicy::Delay && self.max_waiting == 0 {
+            errors.push(ConfigError::new(
+                &format!("{path}.max_waiting"),
+                "must be at least 1 with on_exceeded: delay",
+            ));
+        }
+    }
+}
+
+/// What a model call is expected to take, before it is made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimate {
+    /// Name of the model in the chain.
+    pub model: String,
+    /// Prompt tokens plus the answer's bound.
+    pub tokens: f64,
+    pub cost_usd: f64,
+}
+
+/// Capacity taken for a call, to settle with what it really used.
+#[derive(Debug)]
+pub struct Reservation {
+    budgets: Vec<BudgetLine>,
+    rates: Vec<RateLine>,
+    tokens: f64,
+    cost_usd: f64,
+}
+
+/// Whether and how a call may go ahead.
+#[derive(Debug)]
+pub enum Admission {
+    /// Call `estimates[index]`'s model (and those after it in the tier); settle afterwards.
+    Admitted {
+        index: usize,
+        reservation: Reservation,
+        /// Set when a limit moved the call to a cheaper model: why.
+        downgraded: Option<String>,
+    },
+    /// No call: answer with the refusal, or (`extractive`) with the best passages.
+    Refused { refusal: Refusal, extractive: bool },
+}
+
+/// An outcome kept for a replay or the cache: what the answer needs, placeholders still in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredOutcome {
+    pub status: AnswerStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub answer: Option<String>,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    #[serde(default)]
+    pub citations: Vec<Citation>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub fallback_reason: Option<String>,
+    #[serde(default)]
+    pub route: Option<String>,
+    #[serde(default)]
+    pub usage: TokenUsage,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub cached: bool,
+}
+
+impl StoredOutcome {
+    /// The outcome of a decided draft.
+    pub fn of(draft: &AnswerDraft) -> Option<Self> {
+        Some(Self {
+            status: draft.status?,
+            reason: draft.reason.clone(),
+            answer: draft.answer.clone(),
+            data: draft.data.clone(),
+            citations: draft.citations.clone(),
+            model: draft.model.clone(),
+            fallback_reason: draft.fallback_reason.clone(),
+            route: draft.route.clone(),
+            usage: draft.usage,
+            cost_usd: draft.cost_usd,
+            cached: draft.cached,
+        })
+    }
+
+    /// Decides `draft` with this outcome.
+    pub fn apply(self, draft: &mut AnswerDraft) {
+        draft.answer = self.answer;
+        draft.data = self.data;
+        draft.citations = self.citations;
+        draft.model = self.model;
+        draft.fallback_reason = self.fallback_reason;
+        draft.route = self.route;
+        draft.usage = self.usage;
+        draft.cost_usd = self.cost_usd;
+        draft.cached = self.cached;
+        draft.decide(self.status, self.reason);
+    }
+}
+
+/// Answered questions kept per passage set for the semantic cache (the most recent).
+const MAX_SIMILAR_QUESTIONS: usize = 32;
+
+/// An answered question in a semantic-cache list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SimilarQuestion {
+    /// Its exact cache key.
+    key: String,
+    /// Its embedding.
+    vector: Vec<f32>,
+}
+
+/// Cosine similarity; 0 for vectors of different length or zero norm.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return 0.0;
+    }
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let denominator = norm(a) * norm(b);
+    if denominator == 0.0 {
+        0.0
+    } else {
+        dot / denominator
+    }
+}
+
+/// The cost controls of one `generate` stage, connected to their store.
+pub struct CostControls {
+    config: CostControlConfig,
+    store: StateStore,
+    waiting: Arc<Semaphore>,
+}
+
+impl CostControls {
+    /// Connects to the configured store.
+    pub async fn connect(config: &CostControlConfig) -> Result<Self, StageError> {
+        Ok(Self {
+            store: StateStore::connect(&config.store).await?,
+            waiting: Arc::new(Semaphore::new(config.max_waiting.max(1))),
+            config: config.clone(),
+        })
+    }
+
+    fn replay_key(&self, draft: &AnswerDraft) -> String {
+        format!(
+            "{}:answer:{}:{}",
+            self.config.key_prefix, draft.tenant, draft.request_id
+        )
+    }
+
+    /// The outcome already given to this request, if it was answered before (a redelivery).
+    pub async fn replayed(&self, draft: &AnswerDraft) -> Result<Option<StoredOutcome>, StageError> {
+        if self.config.replay_ttl_s == 0 {
+            return Ok(None);
+        }
+        let stored = self.store.get(&self.replay_key(draft)).await?;
+        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Records the decided outcome of `draft` for replays: before the answer is emitted.
+    pub async fn remember(&self, draft: &AnswerDraft) -> Result<(), StageError> {
+        let Some(outcome) = StoredOutcome::of(draft).filter(|_| self.config.replay_ttl_s > 0) else {
+            return Ok(());
+        };
+        let text = serde_json::to_string(&outcome)
+            .map_err(|error| StageError::internal(format!("cannot serialize an outcome: {error}")))?;
+        self.store
+            .set(
+                &self.replay_key(draft),
+                &text,
+                Duration::from_secs(self.config.replay_ttl_s),
+            )
+            .await
+    }
+
+    /// The cache key of a call: tenant, task, the models that may answer, and the masked
+    /// messages (question and passages) with case and spacing normalized. `None` without cache.
+    pub fn cache_key(&self, draft: &AnswerDraft, models: &[String], messages: &[ChatMessage]) -> Option<String> {
+        if self.config.cache_ttl_s == 0 {
+            return None;
+        }
+        let mut digest = Sha256::new();
+        digest.update(format!("{:?}", draft.task));
+        for model in models {
+            digest.update([0]);
+            digest.update(model.as_bytes());
+        }
+        for message in messages {
+            digest.update([1]);
+            digest.update(format!("{:?}", message.role));
+            let normalized: Vec<String> = message.content.split_whitespace().map(str::to_lowercase).collect();
+            digest.update(normalized.join(" "));
+        }
+        let hash: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("{}:cache:{}:{hash}", self.config.key_prefix, draft.tenant))
+    }
+
+    /// The cached answer for this call: under its exact `key`, else (with a
+    /// `semantic_threshold`) the answer to a similar question that retrieved the same passages.
+    /// Counted as a hit or a miss.
+    pub async fn cached(
+        &self,
+        key: &str,
+        draft: &AnswerDraft,
+        models: &[String],
+    ) -> Result<Option<StoredOutcome>, StageError> {
+        let mut found = self.load(key).await?.map(|outcome| (outcome, "cache hit".to_owned()));
+        if found.is_none() {
+            if let Some((similar, similarity)) = self.similar(draft, models).await? {
+                found = self
+                    .load(&similar)
+                    .await?
+                    .map(|outcome| (outcome, format!("semantic cache hit (similarity {similarity:.3})")));
+            }
+        }
+        let label = if found.is_some() { "hit" } else { "miss" };
+        metrics().cache_lookups.with_label_values(&[label]).inc();
+        Ok(found.map(|(outcome, route)| StoredOutcome {
+            usage: TokenUsage::default(),
+            cost_usd: 0.0,
+            cached: true,
+            route: Some(route),
+            ..outcome
+        }))
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<StoredOutcome>, StageError> {
+        let stored = self.store.get(key).await?;
+        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Where similar questions are listed: tenant, task, models and the exact passages
+    /// retrieved (their chunk ids carry the document versions, so a changed document starts
+    /// a new list).
+    fn similar_list_key(&self, draft: &AnswerDraft, models: &[String]) -> Option<String> {
+        self.config.semantic_threshold?;
+        if draft.question_vector.is_empty() || draft.passages.is_empty() {
+            return None;
+        }
+        let mut digest = Sha256::new();
+        digest.update(draft.task.as_str());
+        for model in models {
+            digest.update([0]);
+            digest.update(model.as_bytes());
+        }
+        // As a set: a paraphrase may rank the same passages differently. (The stored answer's
+        // citations name their documents, so its [n] stay right.)
+        let mut chunks: Vec<&str> = draft.passages.iter().map(|p| p.chunk_id.as_str()).collect();
+        chunks.sort_unstable();
+        for chunk in chunks {
+            digest.update([1]);
+            digest.update(chunk.as_bytes());
+        }
+        let hash: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("{}:similar:{}:{hash}", self.config.key_prefix, draft.tenant))
+    }
+
+    /// The cache key of the most similar answered question above the threshold, if any.
+    async fn similar(&self, draft: &AnswerDraft, models: &[String]) -> Result<Option<(String, f32)>, StageError> {
+        let (Some(list), Some(threshold)) = (self.similar_list_key(draft, models), self.config.semantic_threshold)
+        else {
+            return Ok(None);
+        };
+        let entries: Vec<SimilarQuestion> = match self.store.get(&list).await? {
+            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+            None => return Ok(None),
+        };
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let similarity = cosine(&entry.vector, &draft.question_vector);
+                (entry.key, similarity)
+            })
+            .filter(|(_, similarity)| *similarity >= threshold)
+            .max_by(|a, b| a.1.total_cmp(&b.1)))
+    }
+
+    /// Keeps a model's answer for identical (and, with a threshold, similar) questions.
+    pub async fn cache(&self, key: &str, draft: &AnswerDraft, models: &[String]) -> Result<(), StageError> {
+        let Some(outcome) = StoredOutcome::of(draft) else {
+            return Ok(());
+        };
+        let text = serde_json::to_string(&outcome)
+            .map_err(|error| StageError::internal(format!("cannot serialize an outcome: {error}")))?;
+        let ttl = Duration::from_secs(self.config.cache_ttl_s);
+        self.store.set(key, &text, ttl).await?;
+        let Some(list) = self.similar_list_key(draft, models) else {
+            return Ok(());
+        };
+        // Read, append, write back: two replicas adding at once may drop one entry, which
+        // only costs a future hit.
+        let mut entries: Vec<SimilarQuestion> = match self.store.get(&list).await? {
+            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        entries.retain(|entry| entry.key != key);
+        entries.push(SimilarQuestion {
+            key: key.to_owned(),
+            vector: draft.question_vector.clone(),
+        });
+        let excess = entries.len().saturating_sub(MAX_SIMILAR_QUESTIONS);
+        entries.drain(..excess);
+        let text = serde_json::to_string(&entries)
+            .map_err(|error| StageError::internal(format!("cannot serialize the similar questions: {error}")))?;
+        self.store.set(&list, &text, ttl).await
+    }
+
+    fn scopes(&self, draft: &AnswerDraft) -> [(Scope, &LimitSet); 2] {
+        let tenant_limits = self.config.tenants.get(&draft.tenant).unwrap_or(&self.config.tenant);
+        [
+            (Scope::Tenant(draft.tenant.clone()), tenant_limits),
+            (Scope::user(&draft.tenant, &draft.user), &self.config.user),
+        ]
+    }
+
+    /// Admits the call of the first estimate whose model fits every limit (the later ones only
+    /// with `downgrade`), reserving its tokens and cost; refuses otherwise.
+    pub async fn admit(&self, draft: &AnswerDraft, estimates: &[Estimate]) -> Result<Admission, StageError> {
+        let mut first_refusal = None;
+        for (index, estimate) in estimates.iter().enumerate() {
+            // Only a cheaper model can help once one did not fit.
+            if index > 0 && estimate.cost_usd >= estimates[0].cost_usd && estimate.tokens >= estimates[0].tokens {
+                continue;
+            }
+            match self.admit_one(draft, estimate).await? {
+                Ok(reservation) => {
+                    let downgraded = first_refusal
+                        .as_ref()
+                        .map(|refusal: &Refusal| format!("downgraded to {}: {}", estimate.model, refusal.reason));
+                    let outcome = if downgraded.is_some() { "downgraded" } else { "admitted" };
+                    metrics().budget_decisions.with_label_values(&[outcome]).inc();
+                    return Ok(Admission::Admitted {
+                        index,
+                        reservation,
+                        downgraded,
+                    });
+                }
+                Err(refusal) => {
+                    first_refusal.get_or_insert(refusal);
+                    if self.config.on_exceeded != ExceededPolicy::Downgrade {
+                        break;
+                    }
+                }
+            }
+        }
+        let refusal = first_refusal.unwrap_or_else(|| Refusal {
+            status: AnswerStatus::Failed,
+            reason: "no model to call".to_owned(),
+        });
+        let extractive = self.config.on_exceeded == ExceededPolicy::Downgrade;
+        let outcome = if extractive {
+            "downgraded"
+        } else {
+            refusal.status.as_str()
+        };
+        metrics().budget_decisions.with_label_values(&[outcome]).inc();
+        Ok(Admission::Refused { refusal, extractive })
+    }
+
+    async fn admit_one(
+        &self,
+        draft: &AnswerDraft,
+        estimate: &Estimate,
+    ) -> Result<Result<Reservation, Refusal>, StageError> {
+        let now = Utc::now();
+        let scopes = self.scopes(draft);
+        let prefix = &self.config.key_prefix;
+        let rates: Vec<RateLine> = scopes
+            .iter()
+            .flat_map(|(scope, limits)| rate_lines(prefix, scope, limits))
+            .collect();
+        let buckets: Vec<_> = rates.iter().map(|line| line.bucket(estimate.tokens)).collect();
+        let mut waited = Duration::ZERO;
+        let mut permit = None;
+        while let Some((wait, slowest)) = self.store.pace(&buckets).await? {
+            let may_wait = self.config.on_exceeded == ExceededPolicy::Delay
+                && waited + wait <= Duration::from_millis(self.config.max_delay_ms);
+            if may_wait && permit.is_none() {
+                permit = self.waiting.clone().try_acquire_owned().ok();
+            }
+            if !may_wait || permit.is_none() {
+                return Ok(Err(Refusal {
+                    status: AnswerStatus::RateLimited,
+                    reason: rates[slowest].exceeded(wait),
+                }));
+            }
+            if waited.is_zero() {
+                metrics().budget_decisions.with_label_values(&["delayed"]).inc();
+            }
+            tokio::time::sleep(wait).await;
+            waited += wait;
+        }
+        drop(permit);
+        let budgets: Vec<BudgetLine> = scopes
+            .iter()
+            .flat_map(|(scope, limits)| budget_lines(prefix, scope, limits, now))
+            .collect();
+        let counters: Vec<_> = budgets
+            .iter()
+            .map(|line| line.counter(estimate.tokens, estimate.cost_usd, now))
+            .collect();
+        if let Err(index) = self.store.reserve(&counters).await? {
+            // The request does not happen: give back the rate-limit slots it took.
+            let refunds: Vec<(String, f64)> = rates
+                .iter()
+                .zip(&buckets)
+                .map(|(line, bucket)| (line.key.clone(), -bucket.increment_ms))
+                .collect();
+            self.store.adjust(&refunds).await?;
+            return Ok(Err(Refusal {
+                status: AnswerStatus::BudgetExceeded,
+                reason: budgets[index].exceeded(),
+            }));
+        }
+        Ok(Ok(Reservation {
+            budgets,
+            rates,
+            tokens: estimate.tokens,
+            cost_usd: estimate.cost_usd,
+        }))
+    }
+
+    /// Settles a reservation with what the call used (nothing, if it failed), and updates the
+    /// remaining-budget gauge of the tenant.
+    pub async fn settle(&self, draft: &AnswerDraft, reservation: Reservation) -> Result<(), StageError> {
+        let used_tokens = (draft.usage.prompt_tokens + draft.usage.completion_tokens) as f64;
+        let actual = (used_tokens, draft.cost_usd);
+        let reserved = (reservation.tokens, reservation.cost_usd);
+        let mut corrections: Vec<(String, f64)> = reservation
+            .budgets
+            .iter()
+            .map(|line| (line.key.clone(), line.correction(reserved, actual)))
+            .collect();
+        corrections.extend(
+            reservation
+                .rates
+                .iter()
+                .map(|line| (line.key.clone(), line.correction(reservation.tokens, used_tokens))),
+        );
+        self.store.adjust(&corrections).await?;
+        // The tenant's tightest budget: what fraction of it is left.
+        let mut remaining: Option<f64> = None;
+        for line in reservation
+            .budgets
+            .iter()
+            .filter(|l| matches!(l.scope, Scope::Tenant(_)))
+        {
+            let used: f64 = self
+                .store
+                .get(&line.key)
+                .await?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            let limit = line.counter(0.0, 0.0, Utc::now()).limit;
+            let left = (1.0 - used / limit).clamp(0.0, 1.0);
+            remaining = Some(remaining.map_or(left, |r: f64| r.min(left)));
+        }
+        if let Some(left) = remaining {
+            metrics()
+                .budget_remaining_ratio
+                .with_label_values(&[&draft.tenant])
+                .set(left);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! Where budgets, rate limits, cached answers and replay records live: Redis, shared by every
+//! replica (each operation one atomic command or Lua script), or this process's memory when the
+//! topology declares a single replica. Both give the same answers to the same calls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+
+use crate::error::StageError;
+
+/// Adds every amount to its counter, unless one would pass its limit: then nothing changes
+/// and the (1-based) index of the first counter that would is returned, with its value.
+/// ARGV per key: amount, limit, ttl in ms (set when the counter is created).
+const RESERVE: &str = r"
+for i = 1, #KEYS do
+  local amount = tonumber(ARGV[3 * i - 2])
+  local limit = tonumber(ARGV[3 * i - 1])
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if amount > 0 and current + amount > limit then
+    return {i, tostring(current)}
+  end
+end
+for i = 1, #KEYS do
+  local amount = tonumber(ARGV[3 * i - 2])
+  if amount ~= 0 then
+    redis.call('INCRBYFLOAT', KEYS[i], ARGV[3 * i - 2])
+    if redis.call('PTTL', KEYS[i]) < 0 then
+      redis.call('PEXPIRE', KEYS[i], ARGV[3 * i])
+    end
+  end
+end
+return {0, ''}
+";
+
+/// Adds signed amounts to existing counters (settling a reservation). A counter that expired
+/// meanwhile (its window ended) is left alone: the new window owes nothing.
+const ADJUST: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBYFLOAT', KEYS[i], ARGV[i])
+  end
+end
+return 0
+";
+
+/// Generic cell rate algorithm over several buckets at once, on the server's clock: the
+/// request goes through when every bucket conforms, else nothing changes and the wait until it
+/// would is returned (ms), with the (1-based) index of the bucket that needs the longest wait. ARGV per key: increment (ms of "theoretical arrival time" this
+/// request costs: its units × the interval per unit) and tolerance (the burst, in ms).
+const PACE: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+local wait = 0
+local slowest = 0
+local next = {}
+for i = 1, #KEYS do
+  local increment = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  next[i] = tat + increment
+  local allowed_at = next[i] - tolerance
+  if allowed_at > now and allowed_at - now > wait then
+    wait = allowed_at - now
+    slowest = i
+  end
+end
+if wait > 0 then return {tostring(wait), slowest} end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], tostring(next[i]), 'PX', math.ceil(next[i] - now + tonumber(ARGV[2 * i]) + 1000))
+end
+return {'0', 0}
+";
+
+/// A counter to reserve on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counter {
+    pub key: String,
+    pub amount: f64,
+    pub limit: f64,
+    /// How long the counter lives once created (to the end of its window).
+    pub ttl: Duration,
+}
+
+/// A bucket of a rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub key: String,
+    /// Units this request takes × the interval per unit, in ms.
+    pub increment_ms: f64,
+    /// The burst allowed, in ms of interval.
+    pub tolerance_ms: f64,
+}
+
+/// The shared state.
+#[derive(Clone)]
+pub enum StateStore {
+    Redis(ConnectionManager),
+    Memory(Arc<Mutex<Memory>>),
+}
+
+/// The in-process state: values with their expiry.
+#[derive(Default)]
+pub struct Memory {
+    values: HashMap<String, (String, Option<Instant>)>,
+    started: Option<(Instant, f64)>,
+}
+
+impl Memory {
+    fn get(&mut self, key: &str) -> Option<&String> {
+        let now = Instant::now();
+        if self
+            .values
+            .get(key)
+            .is_some_and(|(_, expiry)| expiry.is_some_and(|e| e <= now))
+        {
+            self.values.remove(key);
+        }
+        self.values.get(key).map(|(value, _)| value)
+    }
+
+    fn number(&mut self, key: &str) -> f64 {
+        self.get(key).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    }
+
+    fn set(&mut self, key: &str, value: String, ttl: Option<Duration>) {
+        self.values
+            .insert(key.to_owned(), (value, ttl.map(|ttl| Instant::now() + ttl)));
+    }
+
+    /// Milliseconds on a monotonic clock (the memory store's "server time").
+    fn now_ms(&mut self) -> f64 {
+        let (instant, epoch_ms) = *self.started.get_or_insert_with(|| (Instant::now(), epoch_ms()));
+        epoch_ms + instant.elapsed().as_secs_f64() * 1000.0
+    }
+}
+
+fn epoch_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or_default()
+}
+
+fn unavailable(error: redis::RedisError) -> StageError {
+    // The store being down is a dependency failing: the pipeline's retry policy applies.
+    StageError::external(format!("state store (Redis): {error}"))
+}
+
+impl StateStore {
+    /// Connects to `redis://…`, or makes an in-memory store for `memory`.
+    pub async fn connect(url: &str) -> Result<Self, StageError> {
+        if url == "memory" {
+            return Ok(StateStore::Memory(Arc::default()));
+        }
+        let client = redis::Client::open(url)
+            .map_err(|error| StageError::internal(format!("state store URL `{url}`: {error}")))?;
+        let manager = client.get_connection_manager().await.map_err(unavailable)?;
+        Ok(StateStore::Redis(manager))
+    }
+
+    /// The value at `key`, if any.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, StageError> {
+        match self {
+            StateStore::Redis(manager) => redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut manager.clone())
+                .await
+                .map_err(unavailable),
+            StateStore::Memory(memory) => Ok(lock(memory).get(key).cloned()),
+        }
+    }
+
+    /// Sets `key` to `value` for `ttl`.
+    pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StageError> {
+        match self {
+            StateStore::Redis(manager) => redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async(&mut manager.clone())
+                .await
+                .map_err(unavailable),
+            StateStore::Memory(memory) => {
+                lock(memory).set(key, value.to_owned(), Some(ttl));
+                Ok(())
+            }
+        }
+    }
+
+    /// Reserves every counter's amount at once; `Err(index)` names the first counter whose
+    /// limit the reservation would pass (nothing was reserved then).
+    pub async fn reserve(&self, counters: &[Counter]) -> Result<Result<(), usize>, StageError> {
+        if counters.is_empty() {
+            return Ok(Ok(()));
+        }
+        let (index, _current): (usize, String) = match self {
+            StateStore::Redis(manager) => {
+                let script = redis::Script::new(RESERVE);
+                let mut invocation = script.prepare_invoke();
+                for counter in counters {
+                    invocation
+                        .key(&counter.key)
+                        .arg(counter.amount)
+                        .arg(counter.limit)
+                        .arg(counter.ttl.as_millis().max(1) as u64);
+                }
+                invocation
+                    .invoke_async(&mut manager.clone())
+                    .await
+                    .map_err(unavailable)?
+            }
+            StateStore::Memory(memory) => {
+                let mut memory = lock(memory);
+                let over = counters.iter().position(|c| {
+                    let current = memory.number(&c.key);
+                    c.amount > 0.0 && current + c.amount > c.limit
+                });
+                match over {
+                    Some(i) => (i + 1, String::new()),
+                    None => {
+                        for c in counters.iter().filter(|c| c.amount != 0.0) {
+                            let exists = memory.get(&c.key).is_some();
+                            let value = memory.number(&c.key) + c.amount;
+                            let ttl = if exists {
+                                memory.values.get(&c.key).and_then(|(_, e)| *e)
+                            } else {
+                                Some(Instant::now() + c.ttl)
+                            };
+                            memory.values.insert(c.key.clone(), (value.to_string(), ttl));
+                        }
+                        (0, String::new())
+                    }
+                }
+            }
+        };
+        Ok(if index == 0 { Ok(()) } else { Err(index - 1) })
+    }
+
+    /// Adds signed amounts to counters that still exist (settling a reservation).
+    pub async fn adjust(&self, deltas: &[(String, f64)]) -> Result<(), StageError> {
+        let deltas: Vec<&(String, f64)> = deltas.iter().filter(|(_, d)| *d != 0.0).collect();
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        match self {
+            StateStore::Redis(manager) => {
+                let script = redis::Script::new(ADJUST);
+                let mut invocation = script.prepare_invoke();
+                for (key, delta) in &deltas {
+                    invocation.key(key).arg(*delta);
+                }
+                invocation
+                    .invoke_async::<i64>(&mut manager.clone())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            StateStore::Memory(memory) => {
+                let mut memory = lock(memory);
+                for (key, delta) in deltas {
+                    if memory.get(key).is_some() {
+                        let value = memory.number(key) + delta;
+                        if let Some(entry) = memory.values.get_mut(key) {
+                            entry.0 = value.to_string();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a slot of every bucket (`None`), or says how long to wait before one is free for
+    /// all, and which bucket needs that long.
+    pub async fn pace(&self, buckets: &[Bucket]) -> Result<Option<(Duration, usize)>, StageError> {
+        if buckets.is_empty() {
+            return Ok(None);
+        }
+        let (wait_ms, slowest): (f64, usize) = match self {
+            StateStore::Redis(manager) => {
+                let script = redis::Script::new(PACE);
+                let mut invocation = script.prepare_invoke();
+                for bucket in buckets {
+                    invocation
+                        .key(&bucket.key)
+                        .arg(bucket.increment_ms)
+                        .arg(bucket.tolerance_ms);
+                }
+                let (wait, slowest): (String, usize) = invocation
+                    .invoke_async(&mut manager.clone())
+                    .await
+                    .map_err(unavailable)?;
+                (wait.parse().unwrap_or(0.0), slowest.saturating_sub(1))
+            }
+            StateStore::Memory(memory) => {
+                let mut memory = lock(memory);
+                let now = memory.now_ms();
+                let next: Vec<f64> = buckets
+                    .iter()
+                    .map(|b| memory.number(&b.key).max(now) + b.increment_ms)
+                    .collect();
+                let (slowest, wait) = buckets
+                    .iter()
+                    .zip(&next)
+                    .map(|(b, next)| next - b.tolerance_ms - now)
+                    .enumerate()
+                    .fold((0, 0.0), |best, (i, wait)| if wait > best.1 { (i, wait) } else { best });
+                if wait <= 0.0 {
+                    for (bucket, next) in buckets.iter().zip(next) {
+                        let ttl = Duration::from_millis((next - now + bucket.tolerance_ms + 1000.0) as u64);
+                        memory.set(&bucket.key, next.to_string(), Some(ttl));
+                    }
+                }
+                (wait.max(0.0), slowest)
+            }
+        };
+        Ok((wait_ms > 0.0).then(|| (Duration::from_secs_f64(wait_ms / 1000.0), slowest)))
+    }
+}
+
+fn lock(memory: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
+    memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(key: &str, amount: f64, limit: f64) -> Counter {
+        Counter {
+            key: key.to_owned(),
+            amount,
+            limit,
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    /// The same calls against the memory store and Redis on loopback (every machine here runs
+    /// one) give the same answers.
+    async fn stores() -> Vec<StateStore> {
+        vec![
+            StateStore::connect("memory").await.unwrap(),
+            StateStore::connect("redis://127.0.0.1:6379").await.unwrap(),
+        ]
+    }
+
+    fn unique(name: &str) -> String {
+        format!("ragstream-test:{name}:{:x}", rand::random::<u64>())
+    }
+
+    #[tokio::test]
+    async fn a_reservation_is_all_or_nothing_and_settles() {
+        for store in stores().await {
+            let (day, minute) = (unique("day"), unique("minute"));
+            let both = |amount| vec![counter(&day, amount, 10.0), counter(&minute, amount, 4.0)];
+            assert_eq!(store.reserve(&both(3.0)).await.unwrap(), Ok(()));
+            // The second counter would pass its limit: nothing is taken from either.
+            assert_eq!(store.reserve(&both(3.0)).await.unwrap(), Err(1));
+            assert_eq!(store.get(&day).await.unwrap().unwrap().parse::<f64>().unwrap(), 3.0);
+            // Settling gives back what the call did not use.
+            store
+                .adjust(&[(day.clone(), -2.0), (minute.clone(), -2.0)])
+                .await
+                .unwrap();
+            assert_eq!(store.reserve(&both(3.0)).await.unwrap(), Ok(()));
+            assert_eq!(store.get(&minute).await.unwrap().unwrap().parse::<f64>().unwrap(), 4.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn pacing_lets_the_burst_through_then_asks_to_wait_one_interval() {
+        for store in stores().await {
+            let key = unique("rate");
+            // 10 per second, a burst of 2.
+            let bucket = Bucket {
+                key: key.clone(),
+                increment_ms: 100.0,
+                tolerance_ms: 200.0,
+            };
+            let buckets = vec![bucket];
+            assert_eq!(store.pace(&buckets).await.unwrap(), None);
+            assert_eq!(store.pace(&buckets).await.unwrap(), None);
+            let (wait, slowest) = store.pace(&buckets).await.unwrap().expect("a wait");
+            assert_eq!(slowest, 0);
+            assert!(
+                wait > Duration::from_millis(50) && wait <= Duration::from_millis(100),
+                "{wait:?}"
+            );
+            tokio::time::sleep(wait).await;
+            assert_eq!(store.pace(&buckets).await.unwrap(), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn values_expire() {
+        for store in stores().await {
+            let key = unique("value");
+            store.set(&key, "x", Duration::from_millis(50)).await.unwrap();
+            assert_eq!(store.get(&key).await.unwrap().as_deref(), Some("x"));
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            assert_eq!(store.get(&key).await.unwrap(), None);
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Cost control through the real broker and the machine's Redis (127.0.0.1:6379), with two
+//! processor replicas in one consumer group where sharing matters: budgets and rate limits hold
+//! across replicas, a replayed question is not paid twice, the cache answers repeats, and a
+//! provider key never shows.
+
+use crate::answering::{question, start, write_facts, Setup, TENANTS};
+use crate::common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::scripted_llm::{always_answer, Behaviour, Responder, ScriptedLlm};
+use common::*;
+use ragstream::contracts::{Answer, AnswerStatus};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+/// 40 characters: the scripted server reports 10 completion tokens for it.
+const REPLY: &str = "Refunds are accepted within 30 days [1].";
+
+fn constant_reply() -> Responder {
+    Arc::new(|_| REPLY.to_owned())
+}
+
+/// Every model call costs exactly $1: 10 completion tokens at $100,000 per million, prompts free.
+fn dollar_per_call(url: &str) -> String {
+    format!(
+        "[{{ name: primary, provider: openai, base_url: \"{url}\", model: scripted, timeout_ms: 5000, \
+           price: {{ input_per_million: 0, output_per_million: 100000 }} }}]"
+    )
+}
+
+fn cost_setup(url: &str, cost_control: &str) -> Setup {
+    Setup {
+        models: dollar_per_call(url),
+        generate_extra: format!(", max_output_tokens: 16, cost_control: {{ store: \"{REDIS}\", {cost_control} }}"),
+        ..Setup::openai(url)
+    }
+}
+
+fn questions(prefix: &str, count: usize, tenant: &str) -> (Vec<Outgoing>, HashSet<String>) {
+    let mut messages = Vec::new();
+    let mut ids = HashSet::new();
+    for i in 0..count {
+        let request_id = format!("{prefix}-{i}");
+        messages.push(question(
+            &request_id,
+            tenant,
+            "What is the refund policy?",
+            "qa",
+            serde_json::json!({}),
+        ));
+        ids.insert(request_id);
+    }
+    (messages, ids)
+}
+
+/// Every answer on `topic` (duplicates included), once at least `count` arrived.
+async fn all_answers(topic: &str, count: usize, timeout: Duration) -> Vec<Answer> {
+    read_topic(topic, count, timeout)
+        .await
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).expect("an answer"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_holds_across_two_replicas() {
+    let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
+    let prefix = unique("budget");
+    let budget = 100.0;
+    // Every question is the same: with the cache on, one answer would serve them all.
+    let setup = cost_setup(
+        &llm.url,
+        &format!("key_prefix: {prefix}, cache_ttl_s: 0, tenant: {{ cost_usd_per_day: {budget} }}"),
+    );
+    let running = start("budget", setup).await;
+    let mut second = Ragstream::start(&running.topology.replica());
+    second.wait_ready(Duration::from_secs(60)).await;
+
+    let count = 500;
+    let (messages, ids) = questions("budget", count, "acme");
+    produce_all(&running.topology.input, messages).await;
+    let answers = crate::answering::answers_for(&running.topology.output, &ids, Duration::from_secs(300)).await;
+
+    let ok: Vec<&Answer> = answers.values().filter(|a| a.status == AnswerStatus::Ok).collect();
+    let exceeded: Vec<&Answer> = answers
+        .values()
+        .filter(|a| a.status == AnswerStatus::BudgetExceeded)
+        .collect();
+    assert_eq!(
+        ok.len() + exceeded.len(),
+        count,
+        "every question is answered or refused"
+    );
+    let spent: f64 = answers.values().map(|a| a.cost_usd).sum();
+    println!(
+        "budget: ${budget}, {} answered for ${spent:.2}, {} refused budget_exceeded",
+        ok.len(),
+        exceeded.len()
+    );
+    // One request's largest cost: its reservation (16 output tokens at the price).
+    let largest = 16.0 * 100_000.0 / 1e6;
+    assert!(spent <= budget + largest, "spent ${spent} of a ${budget} budget");
+    assert!(spent >= budget / 2.0, "only ${spent} of ${budget} was used");
+    assert_eq!(llm.requests().len(), ok.len(), "a refused question calls no model");
+    assert!(exceeded.iter().all(|a| a.cost_usd == 0.0 && a.usage.prompt_tokens == 0));
+    let reason = exceeded[0].reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("per-day budget of $100.00 for tenant acme") && reason.contains("resets at"),
+        "{reason}"
+    );
+    // Both replicas answered: the budget was shared, not kept per process.
+    for process in [&running.process, &second] {
+        let text = process.metrics().await.unwrap();
+        assert!(metric(&text, "ragstream_answers_total", &[]) > 0.0);
+        assert!(metric(&text, "ragstream_budget_decisions_total", &[("outcome", "admitted")]) > 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_holds_across_two_replicas() {
+    let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
+    let prefix = unique("rate");
+    let per_minute = 600.0;
+    let setup = cost_setup(
+        &llm.url,
+        &format!(
+            "key_prefix: {prefix}, cache_ttl_s: 0, tenant: {{ requests_per_minute: {per_minute} }}, on_exceeded: delay, \
+             max_delay_ms: 120000, max_waiting: 1000"
+        ),
+    );
+    let running = start("rate", setup).await;
+    let mut second = Ragstream::start(&running.topology.replica());
+    second.wait_ready(Duration::from_secs(60)).await;
+
+    let count = 200;
+    let (messages, ids) = questions("rate", count, "globex");
+    produce_all(&running.topology.input, messages).await;
+    let answers = crate::answering::answers_for(&running.topology.output, &ids, Duration::from_secs(180)).await;
+    assert!(answers.values().all(|a| a.status == AnswerStatus::Ok));
+
+    let mut times: Vec<_> = llm.requests().iter().map(|r| r.at).collect();
+    times.sort();
+    assert_eq!(times.len(), count);
+    let span = times[count - 1].duration_since(times[0]).as_secs_f64();
+    let achieved = (count - 1) as f64 / span;
+    let configured = per_minute / 60.0;
+    println!("rate limit: configured {configured}/s, achieved {achieved:.2}/s over {span:.1} s");
+    assert!(
+        (achieved - configured).abs() <= configured * 0.10,
+        "achieved {achieved:.2}/s against {configured}/s"
+    );
+    for process in [&running.process, &second] {
+        let text = process.metrics().await.unwrap();
+        assert!(metric(&text, "ragstream_budget_decisions_total", &[("outcome", "delayed")]) > 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_before_committing_does_not_pay_twice() {
+    let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
+    let prefix = unique("replay");
+    let setup = Setup {
+        // Nothing is committed before the kill: every question comes back.
+        commit_interval_ms: Some(60_000),
+        ..cost_setup(&llm.url, &format!("key_prefix: {prefix}, cache_ttl_s: 0"))
+    };
+    let mut running = start("replay", setup).await;
+    let count = 20;
+    let mut messages = Vec::new();
+    for i in 0..count {
+        let request_id = format!("replay-{i}");
+        messages.push(question(
+            &request_id,
+            TENANTS[i % TENANTS.len()],
+            &format!("What is the refund policy? (case {i})"),
+            "qa",
+            serde_json::json!({}),
+        ));
+    }
+    produce_all(&running.topology.input, messages).await;
+    let first = all_answers(&running.topology.output, count, Duration::from_secs(120)).await;
+    assert_eq!(first.len(), count);
+    assert_eq!(llm.requests().len(), count);
+
+    running.process.kill9();
+    running.process = Ragstream::start(&running.topology);
+    running.process.wait_ready(Duration::from_secs(60)).await;
+    let all = all_answers(&running.topology.output, 2 * count, Duration::from_secs(120)).await;
+    assert_eq!(all.len(), 2 * count, "every question answered again after the restart");
+    assert_eq!(llm.requests().len(), count, "no model call for a replayed question");
+
+    let mut by_request: HashMap<&str, Vec<&Answer>> = HashMap::new();
+    for answer in &all {
+        by_request.entry(&answer.request_id).or_default().push(answer);
+    }
+    for (request_id, pair) in by_request {
+        assert_eq!(pair.len(), 2, "{request_id}");
+        let (a, b) = (pair[0], pair[1]);
+        assert_eq!(
+            (a.status, &a.answer, &a.citations, &a.model, a.usage, a.cost_usd),
+            (b.status, &b.answer, &b.citations, &b.model, b.usage, b.cost_usd),
+            "{request_id}: the replayed answer differs"
+        );
+    }
+    let text = running.process.metrics().await.unwrap();
+    assert_eq!(metric(&text, "ragstream_replays_total", &[]), count as f64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_question_is_answered_from_cache_until_its_document_changes() {
+    let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
+    let prefix = unique("cache");
+    let setup = cost_setup(&llm.url, &format!("key_prefix: {prefix}, semantic_threshold: 0.8"));
+    let running = start("cache", setup).await;
+    let ask_with = |request_id: &str, text: &str| question(request_id, "initech", text, "qa", serde_json::json!({}));
+    let ask = |request_id: &str| ask_with(request_id, "What is the refund policy?");
+    let answer_of = |request_id: &'static str| {
+        let output = running.topology.output.clone();
+        async move {
+            let ids = HashSet::from([request_id.to_owned()]);
+            let mut reader = TopicReader::new(&output);
+            reader
+                .read_until(
+                    |received| received.iter().any(|m| m.key.as_deref() == Some(request_id.as_bytes())),
+                    Duration::from_secs(60),
+                )
+                .await;
+            let answer: Answer = reader
+                .received
+                .iter()
+                .find(|m| m.key.as_deref() == Some(request_id.as_bytes()))
+                .map(|m| serde_json::from_slice(&m.payload).unwrap())
+                .unwrap_or_else(|| panic!("no answer for {ids:?}"));
+            answer
+        }
+    };
+
+    produce_all(&running.topology.input, vec![ask("cache-1")]).await;
+    let first = answer_of("cache-1").await;
+    assert_eq!((first.status, first.cached), (AnswerStatus::Ok, false));
+    assert_eq!(llm.requests().len(), 1);
+
+    produce_all(&running.topology.input, vec![ask("cache-2")]).await;
+    let repeat = answer_of("cache-2").await;
+    assert_eq!((repeat.status, repeat.cached), (AnswerStatus::Ok, true));
+    assert_eq!(repeat.answer, first.answer);
+    assert_eq!((repeat.cost_usd, repeat.usage.prompt_tokens), (0.0, 0));
+    assert_eq!(llm.requests().len(), 1, "the repeat called no model");
+    assert_eq!(repeat.route.as_deref(), Some("cache hit"));
+
+    // In other words: the semantic cache (same passages, a similar question).
+    produce_all(
+        &running.topology.input,
+        vec![ask_with("cache-2b", "Tell me about your refund policy, please.")],
+    )
+    .await;
+    let paraphrase = answer_of("cache-2b").await;
+    assert!(paraphrase.cached, "{paraphrase:?}");
+    assert!(
+        paraphrase
+            .route
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("semantic cache hit"),
+        "{paraphrase:?}"
+    );
+    assert_eq!(llm.requests().len(), 1, "the paraphrase called no model");
+
+    // The cited document changes: the same question goes to the model again.
+    let cited = &first.citations[0].doc_id;
+    assert_eq!(cited, "initech-refunds");
+    write_facts(
+        &running.index_dir,
+        "initech",
+        &[("refunds", "refunds purchases within 60 days, also when opened")],
+        2,
+    )
+    .await;
+    produce_all(&running.topology.input, vec![ask("cache-3")]).await;
+    let after = answer_of("cache-3").await;
+    assert_eq!((after.status, after.cached), (AnswerStatus::Ok, false));
+    assert_eq!(
+        llm.requests().len(),
+        2,
+        "the changed document invalidated the cached answer"
+    );
+    let text = running.process.metrics().await.unwrap();
+    assert_eq!(
+        metric(&text, "ragstream_cache_lookups_total", &[("outcome", "hit")]),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "ragstream_cache_lookups_total", &[("outcome", "miss")]),
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_key_never_shows_in_logs_topics_metrics_or_errors() {
+    let key = format!("sk-ragstream-{:016x}", rand::random::<u64>());
+    let variable = format!("RAGSTREAM_TEST_KEY_{:x}", rand::random::<u32>());
+    // Every third call is refused as unauthorized, so the error paths are exercised too.
+    let script: common::scripted_llm::Script = Arc::new(|_, call| {
+        if call % 3 == 2 {
+            Behaviour::Status(401)
+        } else {
+            Behaviour::Answer
+        }
+    });
+    let llm = ScriptedLlm::start(script, constant_reply()).await;
+    let setup = Setup {
+        models: format!(
+            "[{{ name: primary, provider: openai, base_url: \"{}\", model: scripted, timeout_ms: 5000, api_key_env: {variable} }}]",
+            llm.url
+        ),
+        ..Setup::openai(&llm.url)
+    };
+    let running = crate::answering::start_with_env(
+        "secrets",
+        setup,
+        &[(variable.as_str(), key.as_str()), ("RUST_LOG", "debug")],
+    )
+    .await;
+    let (messages, ids) = questions("secret", 12, "hooli");
+    produce_all(&running.topology.input, messages).await;
+    let answers = crate::answering::answers_for(&running.topology.output, &ids, Duration::from_secs(120)).await;
+    assert_eq!(answers.len(), 12);
+    // The key was in use: the provider saw it, and only the provider.
+    let authorizations: HashSet<Option<String>> = llm.requests().into_iter().map(|r| r.authorization).collect();
+    assert_eq!(authorizations, HashSet::from([Some(format!("Bearer {key}"))]));
+
+    let mut haystacks = vec![("log", running.process.log_text())];
+    haystacks.push(("metrics", running.process.metrics().await.unwrap()));
+    for (name, topic) in [
+        ("answers", &running.topology.output),
+        ("audit", &running.audit_topic),
+        ("dead letters", &running.topology.dead_letter),
+    ] {
+        let text: String = read_topic(topic, 0, Duration::from_secs(20))
+            .await
+            .iter()
+            .map(|m| format!("{}{:?}", String::from_utf8_lossy(&m.payload), m.headers))
+            .collect();
+        haystacks.push((name, text));
+    }
+    // An error about the key's source, from `ragstream validate`.
+    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_ragstream"))
+        .args(["validate", "/nonexistent/topology.yaml"])
+        .env(&variable, &key)
+        .output()
+        .unwrap();
+    haystacks.push((
+        "validate output",
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&validate.stdout),
+            String::from_utf8_lossy(&validate.stderr)
+        ),
+    ));
+    assert!(haystacks[0].1.contains("DEBUG"), "the log was written at debug level");
+    for (name, text) in haystacks {
+        assert!(!text.contains(&key), "the key shows in the {name}");
+        assert!(
+            !text.contains(&key[key.len() - 8..]),
+            "the key's end shows in the {name}"
+        );
+    }
+}
