@@ -40,7 +40,9 @@ answers() {
 }
 
 install() {
-  if command -v $BIN >/dev/null && [[ $($BIN --version 2>/dev/null) == "$BIN $REGISTRY_VERSION" ]]; then
+  # The binary logs a line (and opens its admin port) before it parses `--version`.
+  if command -v $BIN >/dev/null &&
+    CRABKA_ADMIN_LISTEN_ADDR=127.0.0.1:0 $BIN --version 2>/dev/null | grep -qx "$BIN $REGISTRY_VERSION"; then
     return
   fi
   log "installing $BIN $REGISTRY_VERSION (about 10 minutes on 2 cores)"
