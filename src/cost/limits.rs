@@ -172,6 +172,11 @@ impl BudgetLine {
         self.scaled(actual.0, actual.1).0 - self.scaled(reserved.0, reserved.1).0
     }
 
+    /// The limit in the counter's unit (micro-dollars for cost).
+    pub fn scaled_limit(&self) -> f64 {
+        self.scaled(0.0, 0.0).1
+    }
+
     fn scaled(&self, tokens: f64, cost_usd: f64) -> (f64, f64) {
         match self.measure {
             Measure::Tokens => (tokens, self.limit),

@@ -254,6 +254,11 @@ struct SimilarQuestion {
     vector: Vec<f32>,
 }
 
+/// The digest as lower-case hex.
+fn hex(digest: Sha256) -> String {
+    digest.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Cosine similarity; 0 for vectors of different length or zero norm.
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
@@ -298,8 +303,7 @@ impl CostControls {
         if self.config.replay_ttl_s == 0 {
             return Ok(None);
         }
-        let stored = self.store.get(&self.replay_key(draft)).await?;
-        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
+        self.load(&self.replay_key(draft)).await
     }
 
     /// Records the decided outcome of `draft` for replays: before the answer is emitted.
@@ -307,14 +311,7 @@ impl CostControls {
         let Some(outcome) = StoredOutcome::of(draft).filter(|_| self.config.replay_ttl_s > 0) else {
             return Ok(());
         };
-        let text = serde_json::to_string(&outcome)
-            .map_err(|error| StageError::internal(format!("cannot serialize an outcome: {error}")))?;
-        self.store
-            .set(
-                &self.replay_key(draft),
-                &text,
-                Duration::from_secs(self.config.replay_ttl_s),
-            )
+        self.store_outcome(&self.replay_key(draft), &outcome, self.config.replay_ttl_s)
             .await
     }
 
@@ -336,7 +333,7 @@ impl CostControls {
             let normalized: Vec<String> = message.content.split_whitespace().map(str::to_lowercase).collect();
             digest.update(normalized.join(" "));
         }
-        let hash: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hash = hex(digest);
         Some(format!("{}:cache:{}:{hash}", self.config.key_prefix, draft.tenant))
     }
 
@@ -374,6 +371,12 @@ impl CostControls {
         Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
     }
 
+    async fn store_outcome(&self, key: &str, outcome: &StoredOutcome, ttl_s: u64) -> Result<(), StageError> {
+        let text = serde_json::to_string(outcome)
+            .map_err(|error| StageError::internal(format!("cannot serialize an outcome: {error}")))?;
+        self.store.set(key, &text, Duration::from_secs(ttl_s)).await
+    }
+
     /// Where similar questions are listed: tenant, task, models and the exact passages
     /// retrieved (their chunk ids carry the document versions, so a changed document starts
     /// a new list).
@@ -396,7 +399,7 @@ impl CostControls {
             digest.update([1]);
             digest.update(chunk.as_bytes());
         }
-        let hash: String = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hash = hex(digest);
         Some(format!("{}:similar:{}:{hash}", self.config.key_prefix, draft.tenant))
     }
 
@@ -406,10 +409,7 @@ impl CostControls {
         else {
             return Ok(None);
         };
-        let entries: Vec<SimilarQuestion> = match self.store.get(&list).await? {
-            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
-            None => return Ok(None),
-        };
+        let entries = self.similar_questions(&list).await?;
         Ok(entries
             .into_iter()
             .map(|entry| {
@@ -420,24 +420,27 @@ impl CostControls {
             .max_by(|a, b| a.1.total_cmp(&b.1)))
     }
 
+    /// The answered questions listed under `list` (none if it is missing or unreadable).
+    async fn similar_questions(&self, list: &str) -> Result<Vec<SimilarQuestion>, StageError> {
+        let stored = self.store.get(list).await?;
+        Ok(stored
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default())
+    }
+
     /// Keeps a model's answer for identical (and, with a threshold, similar) questions.
     pub async fn cache(&self, key: &str, draft: &AnswerDraft, models: &[String]) -> Result<(), StageError> {
         let Some(outcome) = StoredOutcome::of(draft) else {
             return Ok(());
         };
-        let text = serde_json::to_string(&outcome)
-            .map_err(|error| StageError::internal(format!("cannot serialize an outcome: {error}")))?;
+        self.store_outcome(key, &outcome, self.config.cache_ttl_s).await?;
         let ttl = Duration::from_secs(self.config.cache_ttl_s);
-        self.store.set(key, &text, ttl).await?;
         let Some(list) = self.similar_list_key(draft, models) else {
             return Ok(());
         };
         // Read, append, write back: two replicas adding at once may drop one entry, which
         // only costs a future hit.
-        let mut entries: Vec<SimilarQuestion> = match self.store.get(&list).await? {
-            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let mut entries = self.similar_questions(&list).await?;
         entries.retain(|entry| entry.key != key);
         entries.push(SimilarQuestion {
             key: key.to_owned(),
@@ -596,7 +599,7 @@ impl CostControls {
                 .await?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.0);
-            let limit = line.counter(0.0, 0.0, Utc::now()).limit;
+            let limit = line.scaled_limit();
             let left = (1.0 - used / limit).clamp(0.0, 1.0);
             remaining = Some(remaining.map_or(left, |r: f64| r.min(left)));
         }

@@ -38,6 +38,8 @@ pub struct MessageSchema {
     /// The record's full name, e.g. `dev.ragstream.v1.Answer`.
     pub full_name: String,
     schema: Schema,
+    /// The named types the schema defines, for its references (resolved once).
+    names: HashMap<Name, Schema>,
     /// Field paths (record field names from the root) whose string holds JSON text.
     json_text_paths: Vec<Vec<String>>,
 }
@@ -54,12 +56,18 @@ static SCHEMAS: LazyLock<Vec<MessageSchema>> = LazyLock::new(|| {
             };
             let mut json_text_paths = Vec::new();
             collect_json_text_paths(&schema, &mut Vec::new(), &mut json_text_paths);
-            ResolvedSchema::new(&schema).unwrap_or_else(|e| panic!("schemas/avro/{name}.avsc: {e}"));
+            let names = ResolvedSchema::new(&schema)
+                .unwrap_or_else(|e| panic!("schemas/avro/{name}.avsc: {e}"))
+                .get_names()
+                .iter()
+                .map(|(name, schema)| (name.clone(), (*schema).clone()))
+                .collect();
             MessageSchema {
                 name,
                 text,
                 full_name,
                 schema,
+                names,
                 json_text_paths,
             }
         })
@@ -111,11 +119,7 @@ impl MessageSchema {
     /// The Avro value of a message in its JSON form. Fails, naming the field, when the message
     /// does not fit the schema (a field the schema lacks included: nothing is dropped silently).
     pub fn to_avro(&self, message: &Json) -> Result<Avro, String> {
-        // Resolving the names again per message is a walk over a few dozen nodes.
-        let resolved = ResolvedSchema::new(&self.schema).map_err(|e| e.to_string())?;
-        let converter = ToAvro {
-            names: resolved.get_names(),
-        };
+        let converter = ToAvro { names: &self.names };
         converter.convert(&self.schema, Some(message), "")
     }
 
@@ -151,7 +155,7 @@ impl MessageSchema {
 }
 
 struct ToAvro<'a> {
-    names: &'a HashMap<Name, &'a Schema>,
+    names: &'a HashMap<Name, Schema>,
 }
 
 impl ToAvro<'_> {
