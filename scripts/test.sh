@@ -34,7 +34,8 @@ cargo fmt --check
 export RUSTC_WORKSPACE_WRAPPER=${RUSTC_WORKSPACE_WRAPPER-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 echo "== clippy -D warnings + build of every target (lib, bins, tests, benches)"
-cargo test --quiet --all-targets --no-run
+# RAGSTREAM_BUILD_TIMINGS=1 writes cargo's per-crate timing report (cargo-timings/ in the target dir).
+cargo test --quiet --all-targets --no-run ${RAGSTREAM_BUILD_TIMINGS:+--timings}
 
 if ! wait $broker_install; then
   cat .run/broker-install.log >&2
