@@ -50,6 +50,10 @@ pub struct VaultKey {
     /// Environment variable holding the Vault token.
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// File holding the Vault token instead of `token_env`, read again at every read of the
+    /// secret: the sink of a Vault Agent, which renews the token and rewrites the file.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_mount() -> String {
@@ -107,14 +111,105 @@ impl KeySource<'_> {
     }
 }
 
+/// Least time between two reads of a key's source after refusals: many calls refused at once
+/// read it once, and a key that is simply wrong is not fetched from Vault at every call.
+const REREAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A provider's key, read at start and read again when the provider refuses it (401 or 403), so
+/// a key rotated in Vault or in a mounted secret file is picked up without a restart.
+pub struct ProviderKey {
+    env: Option<String>,
+    file: Option<PathBuf>,
+    vault: Option<VaultKey>,
+    current: std::sync::RwLock<Option<Secret>>,
+    /// When a refusal last had the source read again (never: `None`); held while reading, so
+    /// one refused call reads it and the others wait and take the result.
+    last_reread: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl ProviderKey {
+    /// Reads the key from `source` (none when no source is set).
+    pub async fn load(source: KeySource<'_>) -> Result<Self, StageError> {
+        let current = source.resolve().await?;
+        Ok(Self {
+            env: source.env.map(str::to_owned),
+            file: source.file.cloned(),
+            vault: source.vault.cloned(),
+            current: std::sync::RwLock::new(current),
+            last_reread: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A key that is never read again (tests, and providers that need none).
+    pub fn fixed(key: Option<Secret>) -> Self {
+        Self {
+            env: None,
+            file: None,
+            vault: None,
+            current: std::sync::RwLock::new(key),
+            last_reread: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn source(&self) -> KeySource<'_> {
+        KeySource {
+            env: self.env.as_deref(),
+            file: self.file.as_ref(),
+            vault: self.vault.as_ref(),
+        }
+    }
+
+    /// The key to send now.
+    pub fn current(&self) -> Option<Secret> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// After the provider refused `used`: whether another key is now current (read again from
+    /// the source unless a refusal had it read less than [`REREAD_INTERVAL`] ago), so the call
+    /// is worth repeating once. A source that cannot be read leaves the current key in place.
+    pub async fn changed_after_refusal(&self, used: &Option<Secret>) -> bool {
+        let mut last_reread = self.last_reread.lock().await;
+        if self.current() != *used {
+            return true;
+        }
+        let has_source = self.env.is_some() || self.file.is_some() || self.vault.is_some();
+        if !has_source || last_reread.is_some_and(|at| at.elapsed() < REREAD_INTERVAL) {
+            return false;
+        }
+        *last_reread = Some(std::time::Instant::now());
+        match self.source().resolve().await {
+            Ok(fresh) if fresh != *used => {
+                tracing::info!("the provider refused its key; a new one was read from the key source");
+                *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::warn!(reason = %error.reason, "the provider refused its key and the key source could not be read again");
+                false
+            }
+        }
+    }
+}
+
 /// Reads `field` of the latest version of a KV v2 secret.
 async fn read_vault(vault: &VaultKey) -> Result<Secret, StageError> {
-    let token = std::env::var(&vault.token_env).map_err(|_| {
-        StageError::internal(format!(
-            "environment variable `{}` (the Vault token) is not set",
-            vault.token_env
-        ))
-    })?;
+    let token = match &vault.token_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map(|text| text.trim().to_owned())
+            .map_err(|error| {
+                StageError::internal(format!("cannot read the Vault token_file {}: {error}", file.display()))
+            })?,
+        None => std::env::var(&vault.token_env).map_err(|_| {
+            StageError::internal(format!(
+                "environment variable `{}` (the Vault token) is not set",
+                vault.token_env
+            ))
+        })?,
+    };
     let url = format!(
         "{}/v1/{}/data/{}",
         vault.address.trim_end_matches('/'),
@@ -219,12 +314,32 @@ mod tests {
             path: "ragstream/openai".into(),
             field: "api_key".into(),
             token_env: token_env.clone(),
+            token_file: None,
         };
         let source = KeySource {
             vault: Some(&vault),
             ..KeySource::default()
         };
         assert_eq!(source.resolve().await.unwrap(), Some(Secret::new("sk-from-vault")));
+        // A Vault Agent's token sink, read at every read.
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "root-token\n").unwrap();
+        let from_file = VaultKey {
+            token_env: "RAGSTREAM_TEST_NO_SUCH_VARIABLE".into(),
+            token_file: Some(token_file.clone()),
+            ..vault.clone()
+        };
+        let source_from_file = KeySource {
+            vault: Some(&from_file),
+            ..KeySource::default()
+        };
+        assert_eq!(
+            source_from_file.resolve().await.unwrap(),
+            Some(Secret::new("sk-from-vault"))
+        );
+        std::fs::write(&token_file, "revoked-token").unwrap();
+        assert!(source_from_file.resolve().await.unwrap_err().reason.contains("403"));
 
         std::env::set_var(&token_env, "wrong-token");
         let error = source.resolve().await.unwrap_err();
@@ -244,5 +359,43 @@ mod tests {
         .unwrap_err();
         assert!(error.reason.contains("no such string field"), "{}", error.reason);
         assert!(!error.reason.contains("sk-from-vault"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_is_read_again_from_its_file_at_most_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "sk-old\n").unwrap();
+        let key = ProviderKey::load(KeySource {
+            file: Some(&file),
+            ..KeySource::default()
+        })
+        .await
+        .unwrap();
+        let old = key.current();
+        assert_eq!(old, Some(Secret::new("sk-old")));
+        // Unchanged file: nothing new to try.
+        assert!(!key.changed_after_refusal(&old).await);
+        // Rotated, but a refusal just had the file read: not read again yet.
+        std::fs::write(&file, "sk-new\n").unwrap();
+        assert!(!key.changed_after_refusal(&old).await);
+        assert_eq!(key.current(), old);
+        // Once the interval has passed it is, and the new key is current.
+        key.last_reread
+            .lock()
+            .await
+            .replace(std::time::Instant::now() - REREAD_INTERVAL);
+        assert!(key.changed_after_refusal(&old).await);
+        assert_eq!(key.current(), Some(Secret::new("sk-new")));
+        // Another call that used the old key sees the change without a read.
+        std::fs::remove_file(&file).unwrap();
+        assert!(key.changed_after_refusal(&old).await);
+        // A source that cannot be read keeps the current key.
+        key.last_reread.lock().await.take();
+        assert!(!key.changed_after_refusal(&key.current()).await);
+        assert_eq!(key.current(), Some(Secret::new("sk-new")));
+        // A fixed key is never read again.
+        let fixed = ProviderKey::fixed(Some(Secret::new("k")));
+        assert!(!fixed.changed_after_refusal(&fixed.current()).await);
     }
 }

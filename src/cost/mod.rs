@@ -32,8 +32,9 @@ pub enum ExceededPolicy {
     /// Answer at once with status `budget_exceeded` or `rate_limited`, saying when it resets.
     #[default]
     Reject,
-    /// Wait for a rate limit (up to `max_delay_ms`; the message waits, other messages go on);
-    /// a spent budget is rejected.
+    /// Wait for a rate limit, or for a spent budget's window to reset, up to `max_delay_ms` in
+    /// all (the message waits, other messages go on); a budget that resets later is rejected
+    /// at once.
     Delay,
     /// A cheaper model of the tier whose estimate still fits, else the extractive answer (the
     /// best passages, no model call); `extract` questions are rejected instead.
@@ -65,7 +66,7 @@ pub struct CostControlConfig {
     /// `reject`, `delay` or `downgrade`.
     #[serde(default)]
     pub on_exceeded: ExceededPolicy,
-    /// `delay`: the longest one request waits for rate limits in total.
+    /// `delay`: the longest one request waits, for rate limits and budget resets together.
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: u64,
     /// `delay`: how many requests may wait at once; more are rejected, so one tenant's waiting
@@ -510,7 +511,6 @@ impl CostControls {
         draft: &AnswerDraft,
         estimate: &Estimate,
     ) -> Result<Result<Reservation, Refusal>, StageError> {
-        let now = Utc::now();
         let scopes = self.scopes(draft);
         let prefix = &self.config.key_prefix;
         let rates: Vec<RateLine> = scopes
@@ -518,54 +518,53 @@ impl CostControls {
             .flat_map(|(scope, limits)| rate_lines(prefix, scope, limits))
             .collect();
         let buckets: Vec<_> = rates.iter().map(|line| line.bucket(estimate.tokens)).collect();
-        let mut waited = Duration::ZERO;
-        let mut permit = None;
-        while let Some((wait, slowest)) = self.store.pace(&buckets).await? {
-            let may_wait = self.config.on_exceeded == ExceededPolicy::Delay
-                && waited + wait <= Duration::from_millis(self.config.max_delay_ms);
-            if may_wait && permit.is_none() {
-                permit = self.waiting.clone().try_acquire_owned().ok();
+        let mut delay = DelayAllowance::new(self);
+        loop {
+            while let Some((wait, slowest)) = self.store.pace(&buckets).await? {
+                if !delay.may_wait(wait) {
+                    return Ok(Err(Refusal {
+                        status: AnswerStatus::RateLimited,
+                        reason: rates[slowest].exceeded(wait),
+                    }));
+                }
+                tokio::time::sleep(wait).await;
             }
-            if !may_wait || permit.is_none() {
-                return Ok(Err(Refusal {
-                    status: AnswerStatus::RateLimited,
-                    reason: rates[slowest].exceeded(wait),
+            // Budget windows are read after any wait: a wait may have crossed into a new one.
+            let now = Utc::now();
+            let budgets: Vec<BudgetLine> = scopes
+                .iter()
+                .flat_map(|(scope, limits)| budget_lines(prefix, scope, limits, now))
+                .collect();
+            let counters: Vec<_> = budgets
+                .iter()
+                .map(|line| line.counter(estimate.tokens, estimate.cost_usd, now))
+                .collect();
+            let Err(index) = self.store.reserve(&counters).await? else {
+                return Ok(Ok(Reservation {
+                    budgets,
+                    rates,
+                    tokens: estimate.tokens,
+                    cost_usd: estimate.cost_usd,
                 }));
-            }
-            if waited.is_zero() {
-                metrics().budget_decisions.with_label_values(&["delayed"]).inc();
-            }
-            tokio::time::sleep(wait).await;
-            waited += wait;
-        }
-        drop(permit);
-        let budgets: Vec<BudgetLine> = scopes
-            .iter()
-            .flat_map(|(scope, limits)| budget_lines(prefix, scope, limits, now))
-            .collect();
-        let counters: Vec<_> = budgets
-            .iter()
-            .map(|line| line.counter(estimate.tokens, estimate.cost_usd, now))
-            .collect();
-        if let Err(index) = self.store.reserve(&counters).await? {
-            // The request does not happen: give back the rate-limit slots it took.
+            };
+            // The request does not happen now: give back the rate-limit slots it took.
             let refunds: Vec<(String, f64)> = rates
                 .iter()
                 .zip(&buckets)
                 .map(|(line, bucket)| (line.key.clone(), -bucket.increment_ms))
                 .collect();
             self.store.adjust(&refunds).await?;
-            return Ok(Err(Refusal {
-                status: AnswerStatus::BudgetExceeded,
-                reason: budgets[index].exceeded(),
-            }));
+            // A spent per-minute budget resets within the allowed delay; a day's does not, and
+            // is refused at once rather than held until the delay runs out.
+            let until_reset = (budgets[index].resets_at - Utc::now()).to_std().unwrap_or_default() + RESET_MARGIN;
+            if !delay.may_wait(until_reset) {
+                return Ok(Err(Refusal {
+                    status: AnswerStatus::BudgetExceeded,
+                    reason: budgets[index].exceeded(),
+                }));
+            }
+            tokio::time::sleep(until_reset).await;
         }
-        Ok(Ok(Reservation {
-            budgets,
-            rates,
-            tokens: estimate.tokens,
-            cost_usd: estimate.cost_usd,
-        }))
     }
 
     /// Settles a reservation with what the call used (nothing, if it failed), and updates the
@@ -610,5 +609,130 @@ impl CostControls {
                 .set(left);
         }
         Ok(())
+    }
+}
+
+/// Past a budget window's end before a delayed request tries again, so that replicas whose
+/// clocks are slightly behind Redis' view of the window have moved on too.
+const RESET_MARGIN: Duration = Duration::from_millis(50);
+
+/// How much longer one request may wait under `on_exceeded: delay`, and its place among the
+/// `max_waiting` requests allowed to wait at once (held for the whole admission).
+struct DelayAllowance<'a> {
+    control: &'a CostControls,
+    waited: Duration,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<'a> DelayAllowance<'a> {
+    fn new(control: &'a CostControls) -> Self {
+        Self {
+            control,
+            waited: Duration::ZERO,
+            permit: None,
+        }
+    }
+
+    /// Whether the request may wait `wait` more; if so, counts it as waited.
+    fn may_wait(&mut self, wait: Duration) -> bool {
+        let config = &self.control.config;
+        if config.on_exceeded != ExceededPolicy::Delay
+            || self.waited + wait > Duration::from_millis(config.max_delay_ms)
+        {
+            return false;
+        }
+        if self.permit.is_none() {
+            self.permit = self.control.waiting.clone().try_acquire_owned().ok();
+            if self.permit.is_none() {
+                return false;
+            }
+            metrics().budget_decisions.with_label_values(&["delayed"]).inc();
+        }
+        self.waited += wait;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::Task;
+
+    async fn controls(yaml: &str) -> CostControls {
+        let config: CostControlConfig = serde_yaml::from_str(yaml).unwrap();
+        CostControls::connect(&config).await.unwrap()
+    }
+
+    fn draft() -> AnswerDraft {
+        AnswerDraft::failed("acme", "r-1", "u-1", Task::Qa, "What is the refund policy?", "")
+    }
+
+    fn dollar() -> Vec<Estimate> {
+        vec![Estimate {
+            model: "primary".to_owned(),
+            tokens: 100.0,
+            cost_usd: 1.0,
+        }]
+    }
+
+    fn reservation(admission: Admission) -> Reservation {
+        match admission {
+            Admission::Admitted { reservation, .. } => reservation,
+            Admission::Refused { refusal, .. } => panic!("refused: {}", refusal.reason),
+        }
+    }
+
+    /// `delay` holds a request whose per-minute budget is spent until the next minute, and
+    /// admits it there (this test waits for the minute to end: up to a minute).
+    #[tokio::test]
+    async fn delay_waits_for_a_spent_per_minute_budget_to_reset() {
+        let controls = controls(
+            "{ store: memory, single_replica: true, on_exceeded: delay, max_delay_ms: 65000, \
+             tenant: { cost_usd_per_minute: 1.0 } }",
+        )
+        .await;
+        let first = reservation(controls.admit(&draft(), &dollar()).await.unwrap());
+        let second = reservation(controls.admit(&draft(), &dollar()).await.unwrap());
+        assert!(
+            second.budgets[0].resets_at > first.budgets[0].resets_at,
+            "the second request was admitted in a later window"
+        );
+        assert_ne!(second.budgets[0].key, first.budgets[0].key);
+    }
+
+    /// A per-day budget does not reset within `max_delay_ms`: refused without waiting for it.
+    #[tokio::test]
+    async fn delay_refuses_a_budget_that_resets_after_the_longest_delay() {
+        let controls = controls(
+            "{ store: memory, single_replica: true, on_exceeded: delay, max_delay_ms: 600000, \
+             tenant: { cost_usd_per_day: 1.0 } }",
+        )
+        .await;
+        reservation(controls.admit(&draft(), &dollar()).await.unwrap());
+        let refused = controls.admit(&draft(), &dollar()).await.unwrap();
+        let Admission::Refused { refusal, extractive } = refused else {
+            panic!("admitted over the budget");
+        };
+        assert_eq!(refusal.status, AnswerStatus::BudgetExceeded);
+        assert!(!extractive);
+        assert!(refusal.reason.contains("per-day budget of $1.00"), "{}", refusal.reason);
+    }
+
+    /// With `reject`, a spent per-minute budget is refused even though it resets soon.
+    #[tokio::test]
+    async fn reject_does_not_wait_for_a_reset() {
+        let controls = controls("{ store: memory, single_replica: true, tenant: { cost_usd_per_minute: 1.0 } }").await;
+        reservation(controls.admit(&draft(), &dollar()).await.unwrap());
+        let refused = controls.admit(&draft(), &dollar()).await.unwrap();
+        assert!(matches!(
+            refused,
+            Admission::Refused {
+                refusal: Refusal {
+                    status: AnswerStatus::BudgetExceeded,
+                    ..
+                },
+                ..
+            }
+        ));
     }
 }

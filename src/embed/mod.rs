@@ -21,7 +21,7 @@ pub(crate) use openai::test_server;
 /// By default glibc serves allocations above 128 KiB with mmap and unmaps them on free, so each
 /// layer of a forward pass page-faults its activations in again (25–30% of embedding time was
 /// page faults when measured here). Raising the mmap and trim thresholds keeps that memory in
-/// the heap for reuse: 1.66× faster at batch 8 on this machine (`cargo bench --bench embed`).
+/// the heap for reuse: 1.66× faster at batch 8 on this machine (`cargo bench --bench figures -- embed`).
 /// Call once at start-up, before threads allocate.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -6,13 +6,14 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::error::StageError;
+use crate::secrets::{ProviderKey, Secret};
 
 /// A client for one embeddings endpoint and model.
 pub struct OpenAiEmbedder {
     client: reqwest::Client,
     url: String,
     model: String,
-    api_key: Option<String>,
+    key: ProviderKey,
 }
 
 #[derive(Deserialize)]
@@ -28,12 +29,29 @@ struct Item {
 
 impl OpenAiEmbedder {
     /// `base_url` is the API root, e.g. `https://api.openai.com` or `http://127.0.0.1:8000`.
-    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
             client: crate::llm::http_client(timeout)?,
             url: format!("{}/v1/embeddings", base_url.trim_end_matches('/')),
             model: model.to_owned(),
-            api_key,
+            key,
+        })
+    }
+
+    async fn post(&self, texts: &[String], key: Option<&Secret>) -> Result<reqwest::Response, StageError> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .json(&serde_json::json!({ "model": self.model, "input": texts }));
+        if let Some(key) = key {
+            request = request.bearer_auth(key.expose());
+        }
+        request.send().await.map_err(|e| {
+            StageError::external(format!(
+                "embeddings request to {} failed: {}",
+                self.url,
+                e.without_url()
+            ))
         })
     }
 
@@ -48,20 +66,14 @@ impl OpenAiEmbedder {
             .embedding_batch_texts
             .with_label_values(&["openai"])
             .observe(texts.len() as f64);
-        let mut request = self
-            .client
-            .post(&self.url)
-            .json(&serde_json::json!({ "model": self.model, "input": texts }));
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
+        let used = self.key.current();
+        let mut response = self.post(texts, used.as_ref()).await?;
+        // A rotated key: read again from its source, then this request once more.
+        if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            && self.key.changed_after_refusal(&used).await
+        {
+            response = self.post(texts, self.key.current().as_ref()).await?;
         }
-        let response = request.send().await.map_err(|e| {
-            StageError::external(format!(
-                "embeddings request to {} failed: {}",
-                self.url,
-                e.without_url()
-            ))
-        })?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             let retry_after = crate::llm::retry_after(response.headers());
@@ -153,7 +165,13 @@ mod tests {
     use crate::error::Fault;
 
     fn client(url: &str) -> OpenAiEmbedder {
-        OpenAiEmbedder::new(url, "test-model", Some("test-key".into()), Duration::from_secs(5)).unwrap()
+        OpenAiEmbedder::new(
+            url,
+            "test-model",
+            ProviderKey::fixed(Some(Secret::new("test-key"))),
+            Duration::from_secs(5),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -190,7 +208,13 @@ mod tests {
             ]
         );
         assert_eq!(calls.load(Ordering::SeqCst), 5);
-        let unreachable = OpenAiEmbedder::new("http://127.0.0.1:9", "m", None, Duration::from_secs(1)).unwrap();
+        let unreachable = OpenAiEmbedder::new(
+            "http://127.0.0.1:9",
+            "m",
+            ProviderKey::fixed(None),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert_eq!(unreachable.embed(&texts).await.unwrap_err().fault, Fault::External);
     }
 }

@@ -8,8 +8,9 @@ use serde_json::json;
 
 use super::sse::SseParser;
 use super::{
-    http_client, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage,
+    http_client, send_with_key, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage,
 };
+use crate::secrets::ProviderKey;
 
 /// The API version this client speaks (sent as `anthropic-version`).
 const API_VERSION: &str = "2023-06-01";
@@ -19,7 +20,7 @@ pub struct AnthropicProvider {
     client: reqwest::Client,
     url: String,
     model: String,
-    api_key: Option<String>,
+    key: ProviderKey,
 }
 
 #[derive(Deserialize)]
@@ -49,12 +50,12 @@ struct ResponseUsage {
 
 impl AnthropicProvider {
     /// `base_url` is the API root (`https://api.anthropic.com`).
-    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
             client: http_client(timeout)?,
             url: format!("{}/v1/messages", base_url.trim_end_matches('/')),
             model: model.to_owned(),
-            api_key,
+            key,
         })
     }
 }
@@ -83,15 +84,18 @@ impl AnthropicProvider {
 
     /// Sends `body`; the response when its status is a success.
     async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, CallError> {
-        let mut call = self
-            .client
-            .post(&self.url)
-            .header("anthropic-version", API_VERSION)
-            .json(body);
-        if let Some(key) = &self.api_key {
-            call = call.header("x-api-key", key);
-        }
-        send_checked(call).await
+        send_with_key(&self.key, |key| {
+            let call = self
+                .client
+                .post(&self.url)
+                .header("anthropic-version", API_VERSION)
+                .json(body);
+            match key {
+                Some(key) => call.header("x-api-key", key.expose()),
+                None => call,
+            }
+        })
+        .await
     }
 }
 
@@ -214,7 +218,13 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/messages", post(handler))).await });
-        let provider = AnthropicProvider::new(&url, "claude", Some("k".into()), Duration::from_secs(5)).unwrap();
+        let provider = AnthropicProvider::new(
+            &url,
+            "claude",
+            ProviderKey::fixed(Some(crate::secrets::Secret::new("k"))),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let completion = provider
             .complete(&ChatRequest {
                 messages: vec![
@@ -255,7 +265,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/messages", post(handler))).await });
-        let provider = AnthropicProvider::new(&url, "claude", None, Duration::from_secs(5)).unwrap();
+        let provider =
+            AnthropicProvider::new(&url, "claude", ProviderKey::fixed(None), Duration::from_secs(5)).unwrap();
         let (sink, mut receiver) = DeltaSink::channel();
         let request = ChatRequest {
             messages: vec![ChatMessage::new(Role::User, "capital?")],

@@ -270,6 +270,22 @@ async fn send_checked(call: reqwest::RequestBuilder) -> Result<reqwest::Response
     Ok(response)
 }
 
+/// Sends the call `build` prepares with the provider's current key; when the provider refuses
+/// the key (401, 403) and a different one can be read from its source (a rotated key), sends it
+/// once more with that one.
+async fn send_with_key(
+    key: &crate::secrets::ProviderKey,
+    build: impl Fn(Option<&crate::secrets::Secret>) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, CallError> {
+    let used = key.current();
+    match send_checked(build(used.as_ref())).await {
+        Err(error) if matches!(error.status, Some(401 | 403)) && key.changed_after_refusal(&used).await => {
+            send_checked(build(key.current().as_ref())).await
+        }
+        result => result,
+    }
+}
+
 /// The `Retry-After` header in its delay-seconds form (an HTTP date is ignored: the normal
 /// backoff applies).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {

@@ -8,16 +8,17 @@ use serde_json::json;
 
 use super::sse::SseParser;
 use super::{
-    estimate_tokens, http_client, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion,
+    estimate_tokens, http_client, send_with_key, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion,
     DeltaSink, Usage,
 };
+use crate::secrets::ProviderKey;
 
 /// A client for one `/v1/chat/completions` endpoint and model.
 pub struct OpenAiProvider {
     client: reqwest::Client,
     url: String,
     model: String,
-    api_key: Option<String>,
+    key: ProviderKey,
 }
 
 #[derive(Deserialize)]
@@ -72,12 +73,12 @@ struct ResponseUsage {
 impl OpenAiProvider {
     /// `base_url` is the API root (`https://api.openai.com`, `http://127.0.0.1:11434`); the
     /// path `/v1/chat/completions` is added. `timeout` bounds one call.
-    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
             client: http_client(timeout)?,
             url: format!("{}/v1/chat/completions", base_url.trim_end_matches('/')),
             model: model.to_owned(),
-            api_key,
+            key,
         })
     }
 }
@@ -98,11 +99,14 @@ impl OpenAiProvider {
 
     /// Sends `body`; the response when its status is a success.
     async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, CallError> {
-        let mut call = self.client.post(&self.url).json(body);
-        if let Some(key) = &self.api_key {
-            call = call.bearer_auth(key);
-        }
-        send_checked(call).await
+        send_with_key(&self.key, |key| {
+            let call = self.client.post(&self.url).json(body);
+            match key {
+                Some(key) => call.bearer_auth(key.expose()),
+                None => call,
+            }
+        })
+        .await
     }
 }
 
@@ -264,10 +268,15 @@ mod tests {
 
     async fn call(status: u16, body: &'static str) -> Result<Completion, CallError> {
         let url = server(status, body).await;
-        OpenAiProvider::new(&url, "m", Some("k".into()), Duration::from_secs(5))
-            .unwrap()
-            .complete(&request())
-            .await
+        OpenAiProvider::new(
+            &url,
+            "m",
+            ProviderKey::fixed(Some(crate::secrets::Secret::new("k"))),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .complete(&request())
+        .await
     }
 
     #[tokio::test]
@@ -305,6 +314,51 @@ mod tests {
         );
     }
 
+    /// A key rotated in its file while the process runs: the provider's 401 has it read again,
+    /// and the call goes through with the new key, in one `complete`.
+    #[tokio::test]
+    async fn a_rotated_key_is_read_again_after_a_401() {
+        let handler = |headers: HeaderMap| async move {
+            if headers["authorization"] == "Bearer sk-new" {
+                (StatusCode::OK, r#"{"choices":[{"message":{"content":"ok"}}]}"#)
+            } else {
+                (StatusCode::UNAUTHORIZED, r#"{"error":{"message":"invalid key"}}"#)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(handler))).await },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "sk-old").unwrap();
+        let source = crate::secrets::KeySource {
+            file: Some(&file),
+            ..Default::default()
+        };
+        async fn provider(url: &str, source: crate::secrets::KeySource<'_>) -> OpenAiProvider {
+            OpenAiProvider::new(
+                url,
+                "m",
+                ProviderKey::load(source).await.unwrap(),
+                Duration::from_secs(5),
+            )
+            .unwrap()
+        }
+        // Not rotated: read again, still refused, and the refusal is the caller's.
+        let error = provider(&url, source.clone())
+            .await
+            .complete(&request())
+            .await
+            .unwrap_err();
+        assert_eq!((error.kind, error.status), (CallErrorKind::Rejected, Some(401)));
+        // Rotated after the provider read it: the 401 has it read again, and the call succeeds.
+        let rotated = provider(&url, source).await;
+        std::fs::write(&file, "sk-new").unwrap();
+        assert_eq!(rotated.complete(&request()).await.unwrap().text, "ok");
+    }
+
     async fn stream_from(body: &'static str) -> (Result<Completion, CallError>, Vec<crate::llm::StreamEvent>) {
         let handler = move |Json(request): Json<serde_json::Value>| async move {
             assert_eq!(request["stream"], true);
@@ -315,7 +369,7 @@ mod tests {
         tokio::spawn(
             async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(handler))).await },
         );
-        let provider = OpenAiProvider::new(&url, "m", None, Duration::from_secs(5)).unwrap();
+        let provider = OpenAiProvider::new(&url, "m", ProviderKey::fixed(None), Duration::from_secs(5)).unwrap();
         let (sink, mut receiver) = DeltaSink::channel();
         let result = provider.stream(&request(), &sink).await;
         drop(sink);

@@ -13,6 +13,7 @@ use crate::contracts::ChunkedDocument;
 use crate::embed::{shared_local_model, EmbedBatcher, OpenAiEmbedder, Pooling};
 use crate::engine::{MessageContext, Payload, Record};
 use crate::error::StageError;
+use crate::secrets::{KeySource, ProviderKey, VaultKey};
 
 /// Which model embeds the chunks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -21,7 +22,8 @@ pub enum EmbedProvider {
     /// A local model run in-process with candle (`model_dir`).
     #[default]
     Local,
-    /// An OpenAI-compatible `/v1/embeddings` endpoint (`base_url`, `model`, `api_key_env`).
+    /// An OpenAI-compatible `/v1/embeddings` endpoint (`base_url`, `model`, and a key from
+    /// `api_key_env`, `api_key_file` or `api_key_vault`).
     Openai,
 }
 
@@ -47,6 +49,12 @@ pub struct EmbedConfig {
     /// never appears in the topology, logs or errors).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// OpenAI-compatible: a file holding the API key (a Kubernetes secret mount).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// OpenAI-compatible: the API key in Vault's KV v2 engine (token from `token_env`).
+    #[serde(default)]
+    pub api_key_vault: Option<VaultKey>,
     /// OpenAI-compatible: timeout of one request.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -64,7 +72,7 @@ pub struct EmbedConfig {
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
     /// Most texts embedded in one forward pass. 8 was fastest for 200-word chunks on 2 cores
-    /// (15 chunks/s against 10 at 32; `cargo bench --bench embed`).
+    /// (15 chunks/s against 10 at 32; `cargo bench --bench figures -- embed`).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Longest wait for more texts before a partial batch is embedded.
@@ -120,6 +128,7 @@ impl StageBuilder for EmbedConfig {
                         ));
                     }
                 }
+                self.key_source().validate(path, errors);
             }
         }
         if !(1..=1024).contains(&self.batch_size) {
@@ -152,10 +161,21 @@ impl StageBuilder for EmbedConfig {
     }
 }
 
+impl EmbedConfig {
+    fn key_source(&self) -> KeySource<'_> {
+        KeySource {
+            env: self.api_key_env.as_deref(),
+            file: self.api_key_file.as_ref(),
+            vault: self.api_key_vault.as_ref(),
+        }
+    }
+}
+
 enum Backend {
     /// Set by `start`: loading weights is slow and needs the runtime for the batching task.
     Local(OnceLock<EmbedBatcher>),
-    Remote(OpenAiEmbedder),
+    /// Set by `start`: the key may come from Vault, over the network.
+    Remote(Box<OnceLock<OpenAiEmbedder>>),
 }
 
 /// Texts to vectors with the configured provider; shared by `embed` and `retrieve`, so that
@@ -169,22 +189,7 @@ impl Embedder {
     pub(super) fn build(config: &EmbedConfig) -> Result<Self, StageError> {
         let backend = match config.provider {
             EmbedProvider::Local => Backend::Local(OnceLock::new()),
-            EmbedProvider::Openai => {
-                let api_key = match &config.api_key_env {
-                    Some(variable) => Some(std::env::var(variable).map_err(|_| {
-                        StageError::internal(format!("environment variable `{variable}` (api_key_env) is not set"))
-                    })?),
-                    None => None,
-                };
-                let client = OpenAiEmbedder::new(
-                    config.base_url.as_deref().unwrap_or_default(),
-                    config.model.as_deref().unwrap_or_default(),
-                    api_key,
-                    Duration::from_millis(config.timeout_ms),
-                )
-                .map_err(StageError::internal)?;
-                Backend::Remote(client)
-            }
+            EmbedProvider::Openai => Backend::Remote(Box::default()),
         };
         Ok(Self {
             config: config.clone(),
@@ -192,10 +197,22 @@ impl Embedder {
         })
     }
 
-    /// Loads a local model (once per process) and starts its batching task.
+    /// Loads a local model (once per process) and starts its batching task, or reads the
+    /// endpoint's key and builds its client.
     pub(super) async fn start(&self) -> Result<(), StageError> {
-        let Backend::Local(slot) = &self.backend else {
-            return Ok(());
+        let slot = match &self.backend {
+            Backend::Local(slot) => slot,
+            Backend::Remote(slot) => {
+                let client = OpenAiEmbedder::new(
+                    self.config.base_url.as_deref().unwrap_or_default(),
+                    self.config.model.as_deref().unwrap_or_default(),
+                    ProviderKey::load(self.config.key_source()).await?,
+                    Duration::from_millis(self.config.timeout_ms),
+                )
+                .map_err(StageError::internal)?;
+                let _ = slot.set(client);
+                return Ok(());
+            }
         };
         let config = self.config.clone();
         let dir = config
@@ -226,6 +243,9 @@ impl Embedder {
                 batcher.embed(texts).await.map_err(StageError::internal)
             }
             Backend::Remote(client) => {
+                let client = client
+                    .get()
+                    .ok_or_else(|| StageError::internal("embedding used before the stage started"))?;
                 let mut vectors = Vec::with_capacity(texts.len());
                 for batch in texts.chunks(self.config.batch_size) {
                     vectors.extend(client.embed(batch).await?);

@@ -21,7 +21,7 @@ use crate::llm::{
     Prompt, RetryPolicy, Role, StreamEvent, Usage,
 };
 use crate::pii::StreamRestorer;
-use crate::secrets::{KeySource, VaultKey};
+use crate::secrets::{KeySource, ProviderKey, VaultKey};
 use crate::telemetry::metrics::metrics;
 
 /// The models a question may use, in order, and why those.
@@ -421,21 +421,18 @@ impl ModelConfig {
     }
 }
 
-async fn api_key(model: &ModelConfig) -> Result<Option<String>, StageError> {
-    let secret = model.key_source().resolve().await?;
-    Ok(secret.map(|secret| secret.expose().to_owned()))
-}
-
 async fn provider(model: &ModelConfig) -> Result<Arc<dyn ChatProvider>, StageError> {
     let timeout = Duration::from_millis(model.timeout_ms);
     let base_url = model.base_url.as_deref().unwrap_or_default();
     let name = model.model.as_deref().unwrap_or_default();
     Ok(match model.provider {
-        ModelProvider::Openai => {
-            Arc::new(OpenAiProvider::new(base_url, name, api_key(model).await?, timeout).map_err(StageError::internal)?)
-        }
+        ModelProvider::Openai => Arc::new(
+            OpenAiProvider::new(base_url, name, ProviderKey::load(model.key_source()).await?, timeout)
+                .map_err(StageError::internal)?,
+        ),
         ModelProvider::Anthropic => Arc::new(
-            AnthropicProvider::new(base_url, name, api_key(model).await?, timeout).map_err(StageError::internal)?,
+            AnthropicProvider::new(base_url, name, ProviderKey::load(model.key_source()).await?, timeout)
+                .map_err(StageError::internal)?,
         ),
         ModelProvider::Local => {
             let path = model

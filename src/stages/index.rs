@@ -44,7 +44,7 @@ pub struct IndexConfig {
     /// Chunks the table needs before the vector index is built (exact search below that).
     #[serde(default = "default_vector_index_min_rows")]
     pub vector_index_min_rows: usize,
-    /// `ivf_hnsw_sq` (default: best recall and latency in `cargo bench --bench index`) or `ivf_pq`.
+    /// `ivf_hnsw_sq` (default: best recall and latency in `cargo bench --bench figures -- index`) or `ivf_pq`.
     #[serde(default)]
     pub vector_index: VectorIndexKind,
     /// Build a full-text index on chunk text for hybrid search.

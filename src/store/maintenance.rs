@@ -18,7 +18,7 @@ use super::{ChunkStore, StoreError};
 pub enum VectorIndexKind {
     /// IVF partitions with product-quantised vectors: the smallest index, quick to build;
     /// results are re-ranked by exact distance. Recall@10 0.935 at 100k chunks in
-    /// `cargo bench --bench index`.
+    /// `cargo bench --bench figures -- index`.
     IvfPq,
     /// IVF partitions each holding an HNSW graph over scalar-quantised vectors: recall@10 1.000
     /// and faster queries than IVF-PQ at 100k chunks, for a quarter more build time.

@@ -46,7 +46,7 @@ fn questions(prefix: &str, count: usize, tenant: &str) -> (Vec<Outgoing>, HashSe
         messages.push(question(
             &request_id,
             tenant,
-            "What is the refund policy?",
+            &format!("What is the refund policy? (case {i})"),
             "qa",
             serde_json::json!({}),
         ));
@@ -69,7 +69,8 @@ async fn a_budget_holds_across_two_replicas() {
     let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
     let prefix = unique("budget");
     let budget = 100.0;
-    // Every question is the same: with the cache on, one answer would serve them all.
+    // The cache is off: every question is a call (each names its case, so a retried call can be
+    // told from a second question).
     let setup = cost_setup(
         &llm.url,
         &format!("key_prefix: {prefix}, cache_ttl_s: 0, tenant: {{ cost_usd_per_day: {budget} }}"),
@@ -103,7 +104,7 @@ async fn a_budget_holds_across_two_replicas() {
     let largest = 16.0 * 100_000.0 / 1e6;
     assert!(spent <= budget + largest, "spent ${spent} of a ${budget} budget");
     assert!(spent >= budget / 2.0, "only ${spent} of ${budget} was used");
-    assert_eq!(llm.requests().len(), ok.len(), "a refused question calls no model");
+    assert_eq!(llm.first_calls().len(), ok.len(), "a refused question calls no model");
     assert!(exceeded.iter().all(|a| a.cost_usd == 0.0 && a.usage.prompt_tokens == 0));
     let reason = exceeded[0].reason.as_deref().unwrap_or_default();
     assert!(
@@ -140,7 +141,7 @@ async fn a_rate_limit_holds_across_two_replicas() {
     let answers = crate::answering::answers_for(&running.topology.output, &ids, Duration::from_secs(180)).await;
     assert!(answers.values().all(|a| a.status == AnswerStatus::Ok));
 
-    let mut times: Vec<_> = llm.requests().iter().map(|r| r.at).collect();
+    let mut times: Vec<_> = llm.first_calls().iter().map(|r| r.at).collect();
     times.sort();
     assert_eq!(times.len(), count);
     let span = times[count - 1].duration_since(times[0]).as_secs_f64();
@@ -182,14 +183,19 @@ async fn a_replica_killed_before_committing_does_not_pay_twice() {
     produce_all(&running.topology.input, messages).await;
     let first = all_answers(&running.topology.output, count, Duration::from_secs(120)).await;
     assert_eq!(first.len(), count);
-    assert_eq!(llm.requests().len(), count);
+    assert_eq!(llm.first_calls().len(), count);
+    let calls_before_the_kill = llm.requests().len();
 
     running.process.kill9();
     running.process = Ragstream::start(&running.topology);
     running.process.wait_ready(Duration::from_secs(60)).await;
     let all = all_answers(&running.topology.output, 2 * count, Duration::from_secs(120)).await;
     assert_eq!(all.len(), 2 * count, "every question answered again after the restart");
-    assert_eq!(llm.requests().len(), count, "no model call for a replayed question");
+    assert_eq!(
+        llm.requests().len(),
+        calls_before_the_kill,
+        "no model call for a replayed question"
+    );
 
     let mut by_request: HashMap<&str, Vec<&Answer>> = HashMap::new();
     for answer in &all {

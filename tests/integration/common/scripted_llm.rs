@@ -88,6 +88,19 @@ impl ScriptedLlm {
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.log.lock().unwrap().clone()
     }
+
+    /// The first request for each distinct user message, in arrival order. A call the client
+    /// retried (its timeout passed while the machine was busy) is one question, not two.
+    pub fn first_calls(&self) -> Vec<LoggedRequest> {
+        let mut seen = std::collections::HashSet::new();
+        self.requests()
+            .into_iter()
+            .filter(|request| {
+                let body: serde_json::Value = serde_json::from_str(&request.body).unwrap_or_default();
+                seen.insert(user_message(&body))
+            })
+            .collect()
+    }
 }
 
 /// One request as read: path, body and `Authorization` header.

@@ -1,6 +1,6 @@
 //! PII masking throughput on the labeled set (`tests/fixtures/pii/labeled.jsonl`).
 //!
-//!     cargo bench --bench pii
+//!     cargo bench --bench figures -- pii
 //!
 //! Detects and masks every record of the labeled set repeatedly and prints MB/s of input text
 //! (one thread). Precision and recall on the same set: `cargo test --test integration pii_labeled -- --nocapture`.
@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use ragstream::pii::{Detector, PiiScope};
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+/// Runs this benchmark and prints its figures.
+pub fn run() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pii/labeled.jsonl"))
         .expect("labeled set");
     let texts: Vec<String> = text

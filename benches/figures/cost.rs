@@ -2,7 +2,7 @@
 //! check (reserve before the call, settle after), a cache lookup, and the exact cache's hit
 //! rate on a workload of 50% new, 30% repeated and 20% paraphrased questions.
 //!
-//!   cargo bench --profile dev --bench cost
+//!   cargo bench --bench figures -- cost
 //!
 //! Env: `RAGSTREAM_BENCH_CALLS` (default 2000), `RAGSTREAM_BENCH_REDIS` (redis://127.0.0.1:6379).
 
@@ -65,8 +65,8 @@ fn messages(question: &str) -> Vec<ChatMessage> {
     ]
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs this benchmark and prints its figures.
+pub async fn run() {
     let calls: usize = std::env::var("RAGSTREAM_BENCH_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,14 +1,13 @@
 //! Local embedding throughput (all-MiniLM-L6-v2 with candle on this machine's CPU).
 //!
-//!     deploy/local/models.sh && cargo bench --bench embed
-//!     RAGSTREAM_BENCH_CHUNKS=1000 cargo bench --bench embed
+//!     deploy/local/models.sh && cargo bench --bench figures -- embed
+//!     RAGSTREAM_BENCH_CHUNKS=1000 cargo bench --bench figures -- embed
 //!
 //! Embeds N chunks of about 200 words at batch sizes 1, 8 and 32 and prints chunks/s, so the
 //! figure can be compared with sentence-transformers on the same machine (23.4 chunks/s at
 //! batch 32 with 2 threads, measured while planning; see shared/notes/local-models.md).
 
 use std::path::Path;
-use std::time::Instant;
 
 use ragstream::embed::{LocalEmbedder, Pooling};
 
@@ -31,10 +30,8 @@ fn chunk(i: usize) -> String {
         .join(" ")
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+/// Runs this benchmark and prints its figures.
+pub fn run() {
     let count: usize = std::env::var("RAGSTREAM_BENCH_CHUNKS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -45,17 +42,5 @@ fn main() {
     let chunks: Vec<String> = (0..count).map(chunk).collect();
     let words: usize = chunks.iter().map(|c| c.split_whitespace().count()).sum();
     println!("{count} chunks, {} words each on average", words / count);
-    model.embed(&[chunks[0].as_str()]).unwrap(); // warm-up
-    for batch in [1, 8, 32] {
-        let started = Instant::now();
-        for group in chunks.chunks(batch) {
-            let texts: Vec<&str> = group.iter().map(String::as_str).collect();
-            model.embed(&texts).unwrap();
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        println!(
-            "batch {batch:>2}: {:>7.1} chunks/s ({elapsed:.2} s)",
-            count as f64 / elapsed
-        );
-    }
+    crate::index::embed_rate(&model, &chunks, &[1, 8, 32], "");
 }

@@ -5,8 +5,8 @@
 //! `kcat -C | kcat -P` (deploy/local/kcat.sh). Prints messages/s for both and their ratio.
 //! Needs the broker running (`deploy/local/broker.sh start`).
 //!
-//!     cargo bench --bench passthrough                      # 100,000 messages
-//!     RAGSTREAM_BENCH_MESSAGES=20000 cargo bench --bench passthrough
+//!     cargo bench --bench figures -- passthrough                      # 100,000 messages
+//!     RAGSTREAM_BENCH_MESSAGES=20000 cargo bench --bench figures -- passthrough
 //!
 //! ragstream is timed from the moment its consumer group is ready until the broker has
 //! acknowledged the last output (its own produced counter); kcat from process start until the
@@ -167,12 +167,8 @@ fn report(name: &str, count: usize, elapsed: Duration) -> f64 {
     rate
 }
 
-#[tokio::main]
-async fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing and must not run this.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+/// Runs this benchmark and prints its figures.
+pub async fn run() {
     let count: usize = std::env::var("RAGSTREAM_BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())

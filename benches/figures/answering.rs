@@ -1,7 +1,7 @@
 //! Answering benchmark: printed figures, nothing asserted.
 //!
-//!     deploy/local/broker.sh start && cargo bench --bench answering
-//!     RAGSTREAM_BENCH_ROWS=20000 cargo bench --bench answering    # a smaller index
+//!     deploy/local/broker.sh start && cargo bench --bench figures -- answering
+//!     RAGSTREAM_BENCH_ROWS=20000 cargo bench --bench figures -- answering    # a smaller index
 //!
 //! The questions pipeline as the default topology runs it (decode → mask_pii → retrieve with
 //! the real embedding model → generate → restore_pii → emit_answer) against the real broker, a
@@ -14,85 +14,39 @@
 //! 2. Throughput: 640 questions at once, server delay 1 s, `max_in_flight: 64`: questions/s (a
 //!    pipeline that never blocks on the model gets close to 64/s).
 
-#[path = "../tests/integration/common/mod.rs"]
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::scripted_llm::{echo_placeholders, Behaviour, ScriptedLlm};
-use common::{produce_all, reader, unique, Outgoing, Ragstream, TestTopology};
-use ragstream::contracts::{ChunkedDocument, DocumentChunk, DocumentOp};
-use ragstream::store::{ChunkStore, DocumentWrite, MaintenancePolicy, VectorIndexKind};
-use rand::{Rng, SeedableRng};
+use crate::common::scripted_llm::{echo_placeholders, Behaviour, ScriptedLlm};
+use crate::common::{produce_all, reader, unique, Outgoing, Ragstream, TestTopology};
+use ragstream::store::{ChunkStore, MaintenancePolicy, VectorIndexKind};
+use rand::SeedableRng;
 use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
-const DIMENSIONS: usize = 384;
 const PARTITIONS: i32 = 3;
 const TENANT: &str = "bench";
-
-fn unit(raw: Vec<f32>) -> Vec<f32> {
-    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
-    raw.into_iter().map(|x| x / norm).collect()
-}
 
 /// `rows` chunks of one tenant around 1,000 topic centres, with the vector index the index
 /// stage would build at that size.
 async fn build_index(dir: &Path, rows: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let centres: Vec<Vec<f32>> = (0..1_000)
-        .map(|_| unit((0..DIMENSIONS).map(|_| rng.random_range(-1.0f32..1.0)).collect()))
-        .collect();
+    let topics = crate::index::Topics::new(&mut rng, 1_000);
     let mut store = ChunkStore::open(dir.to_str().unwrap(), "chunks").await.unwrap();
     let started = Instant::now();
-    let mut written = 0;
-    let mut doc = 0;
-    while written < rows {
-        let writes: Vec<DocumentWrite> = (0..250)
-            .map(|_| {
-                doc += 1;
-                let chunks = (0..4)
-                    .map(|position| {
-                        let centre = &centres[rng.random_range(0..centres.len())];
-                        DocumentChunk {
-                            chunk_id: format!("doc-{doc}:1:{position}"),
-                            position,
-                            text: format!(
-                                "Section {position} of policy document {doc}: opening hours, refunds and support."
-                            ),
-                            context: String::new(),
-                            token_count: 16,
-                            vector: Some(unit(
-                                centre.iter().map(|c| c + rng.random_range(-0.08f32..0.08)).collect(),
-                            )),
-                        }
-                    })
-                    .collect();
-                DocumentWrite {
-                    document: ChunkedDocument {
-                        schema_version: 1,
-                        doc_id: format!("doc-{doc}"),
-                        tenant: TENANT.to_owned(),
-                        op: DocumentOp::Upsert,
-                        version: 1,
-                        title: Some(format!("Policy {doc}")),
-                        source: None,
-                        metadata: Default::default(),
-                        embedding_model: Some("synthetic".to_owned()),
-                        chunks,
-                    },
-                    event_time_ms: None,
-                }
-            })
-            .collect();
-        written += writes.len() * 4;
-        store.apply(&writes).await.unwrap();
-    }
+    let written = crate::index::write_synthetic(
+        &mut store,
+        rows,
+        &mut rng,
+        &topics,
+        |_| TENANT,
+        |doc, position| format!("Section {position} of policy document {doc}: opening hours, refunds and support."),
+    )
+    .await;
     store
         .maintain(&MaintenancePolicy {
             vector_index_min_rows: 0,
@@ -236,11 +190,8 @@ async fn throughput(index: &Path) {
     );
 }
 
-#[tokio::main]
-async fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+/// Runs this benchmark and prints its figures.
+pub async fn run() {
     let rows = std::env::var("RAGSTREAM_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())

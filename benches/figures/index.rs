@@ -1,7 +1,7 @@
 //! Ingestion and index benchmark: one run, same corpus, printed figures (nothing asserted).
 //!
-//!     deploy/local/broker.sh start && cargo bench --bench index
-//!     RAGSTREAM_BENCH_ROWS=20000 cargo bench --bench index      # smaller query-latency table
+//!     deploy/local/broker.sh start && cargo bench --bench figures -- index
+//!     RAGSTREAM_BENCH_ROWS=20000 cargo bench --bench figures -- index      # smaller query-latency table
 //!
 //! 1. The sample corpus (`corpus/`) cut by the chunker exactly as the `chunk` stage does.
 //! 2. Those chunks embedded by the local model alone (candle, batch 8 and 32): chunks/s.
@@ -64,19 +64,7 @@ fn corpus_chunks() -> Vec<String> {
 }
 
 fn embed_alone(model: &LocalEmbedder, chunks: &[String]) {
-    model.embed(&[chunks[0].as_str()]).unwrap(); // warm-up
-    for batch in [8, 32] {
-        let started = Instant::now();
-        for group in chunks.chunks(batch) {
-            let texts: Vec<&str> = group.iter().map(String::as_str).collect();
-            model.embed(&texts).unwrap();
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        println!(
-            "candle (ragstream) batch {batch:>2}: {:>7.1} chunks/s ({elapsed:.2} s)",
-            chunks.len() as f64 / elapsed
-        );
-    }
+    embed_rate(model, chunks, &[8, 32], "candle (ragstream) ");
 }
 
 fn sentence_transformers(chunks: &[String]) {
@@ -214,16 +202,84 @@ fn random_unit(rng: &mut impl Rng) -> Vec<f32> {
 
 /// Vectors around topic centres, as sentence embeddings are (uniformly random vectors have no
 /// neighbourhoods at all, which no approximate index can exploit).
-struct Topics(Vec<Vec<f32>>);
+pub(crate) struct Topics(Vec<Vec<f32>>);
 
 impl Topics {
-    fn new(rng: &mut impl Rng, count: usize) -> Self {
+    pub(crate) fn new(rng: &mut impl Rng, count: usize) -> Self {
         Self((0..count).map(|_| random_unit(rng)).collect())
     }
 
     fn sample(&self, rng: &mut impl Rng) -> Vec<f32> {
         let centre = &self.0[rng.random_range(0..self.0.len())];
         normalized(centre.iter().map(|c| c + rng.random_range(-0.08f32..0.08)).collect())
+    }
+}
+
+/// Writes synthetic documents of 4 chunks, vectors around `topics`, in batches of 250 documents
+/// until `rows` chunks are written (the tenant and the text of each chunk from the closures);
+/// returns the number written.
+pub(crate) async fn write_synthetic(
+    store: &mut ChunkStore,
+    rows: usize,
+    rng: &mut impl Rng,
+    topics: &Topics,
+    tenant: impl Fn(usize) -> &'static str,
+    text: impl Fn(usize, u32) -> String,
+) -> usize {
+    const CHUNKS_PER_DOCUMENT: u32 = 4;
+    let mut written = 0;
+    let mut doc = 0;
+    while written < rows {
+        let writes: Vec<DocumentWrite> = (0..250)
+            .map(|_| {
+                doc += 1;
+                let chunks = (0..CHUNKS_PER_DOCUMENT)
+                    .map(|position| DocumentChunk {
+                        chunk_id: format!("doc-{doc}:1:{position}"),
+                        position,
+                        text: text(doc, position),
+                        context: String::new(),
+                        token_count: 16,
+                        vector: Some(topics.sample(rng)),
+                    })
+                    .collect();
+                DocumentWrite {
+                    document: ChunkedDocument {
+                        schema_version: 1,
+                        doc_id: format!("doc-{doc}"),
+                        tenant: tenant(doc).to_owned(),
+                        op: DocumentOp::Upsert,
+                        version: 1,
+                        title: Some(format!("Document {doc}")),
+                        source: None,
+                        metadata: Default::default(),
+                        embedding_model: Some("synthetic".to_owned()),
+                        chunks,
+                    },
+                    event_time_ms: None,
+                }
+            })
+            .collect();
+        written += writes.len() * CHUNKS_PER_DOCUMENT as usize;
+        store.apply(&writes).await.unwrap();
+    }
+    written
+}
+
+/// Embeds `chunks` at each batch size with the local model and prints chunks/s.
+pub(crate) fn embed_rate(model: &LocalEmbedder, chunks: &[String], batches: &[usize], label: &str) {
+    model.embed(&[chunks[0].as_str()]).unwrap(); // warm-up
+    for &batch in batches {
+        let started = Instant::now();
+        for group in chunks.chunks(batch) {
+            let texts: Vec<&str> = group.iter().map(String::as_str).collect();
+            model.embed(&texts).unwrap();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "{label}batch {batch:>2}: {:>7.1} chunks/s ({elapsed:.2} s)",
+            chunks.len() as f64 / elapsed
+        );
     }
 }
 
@@ -250,44 +306,16 @@ async fn query_latency(rows: usize) {
     let mut store = ChunkStore::open(dir.path().to_str().unwrap(), "chunks").await.unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let topics = Topics::new(&mut rng, 1_000);
-    const CHUNKS_PER_DOCUMENT: usize = 4;
     let started = Instant::now();
-    let mut written = 0;
-    let mut doc = 0;
-    while written < rows {
-        let writes: Vec<DocumentWrite> = (0..250)
-            .map(|_| {
-                doc += 1;
-                let chunks = (0..CHUNKS_PER_DOCUMENT)
-                    .map(|position| DocumentChunk {
-                        chunk_id: format!("doc-{doc}:1:{position}"),
-                        position: position as u32,
-                        text: format!("chunk {position} of document {doc}"),
-                        context: String::new(),
-                        token_count: 6,
-                        vector: Some(topics.sample(&mut rng)),
-                    })
-                    .collect();
-                DocumentWrite {
-                    document: ChunkedDocument {
-                        schema_version: 1,
-                        doc_id: format!("doc-{doc}"),
-                        tenant: if doc % 2 == 0 { "alpha" } else { "beta" }.to_owned(),
-                        op: DocumentOp::Upsert,
-                        version: 1,
-                        title: None,
-                        source: None,
-                        metadata: Default::default(),
-                        embedding_model: Some("random".to_owned()),
-                        chunks,
-                    },
-                    event_time_ms: None,
-                }
-            })
-            .collect();
-        written += writes.len() * CHUNKS_PER_DOCUMENT;
-        store.apply(&writes).await.unwrap();
-    }
+    let written = write_synthetic(
+        &mut store,
+        rows,
+        &mut rng,
+        &topics,
+        |doc| if doc % 2 == 0 { "alpha" } else { "beta" },
+        |doc, position| format!("chunk {position} of document {doc}"),
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "LanceDB writes: {written} chunks in batches of 1,000 in {elapsed:.1} s: {:.0} chunks/s",
@@ -331,11 +359,8 @@ async fn query_latency(rows: usize) {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
+/// Runs this benchmark and prints its figures.
+pub async fn run() {
     ragstream::embed::tune_allocator();
     let chunks = corpus_chunks();
     let words: usize = chunks.iter().map(|c| c.split_whitespace().count()).sum();
