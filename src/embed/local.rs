@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use super::bert::BertEncoder;
-use candle_core::{DType, Device, Tensor};
+use super::bert::{Batch, BertEncoder};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -30,11 +30,8 @@ pub struct LocalEmbedder {
     pooling: Pooling,
     normalize: bool,
     dimensions: usize,
-    /// One single-threaded pool per core: a batch is split across them, each part running a
-    /// whole forward pass on its own core. For the small matrices of a MiniLM batch this beats
-    /// splitting every matrix product across cores, which synchronises the threads a few
-    /// hundred times per batch (see `embed`).
-    lanes: Vec<rayon::ThreadPool>,
+    /// A batch is split into this many parts, one forward pass per core (see `embed`).
+    cores: usize,
 }
 
 impl LocalEmbedder {
@@ -67,22 +64,13 @@ impl LocalEmbedder {
             ..Default::default()
         }));
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let lanes = (0..cores)
-            .map(|lane| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .thread_name(move |_| format!("embed-lane-{lane}"))
-                    .build()
-                    .map_err(|e| format!("cannot start an embedding thread: {e}"))
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
             model,
             tokenizer,
             pooling,
             normalize,
             dimensions: config.hidden_size,
-            lanes,
+            cores,
         })
     }
 
@@ -93,21 +81,21 @@ impl LocalEmbedder {
 
     /// Embeds a batch of texts; the result is in the same order.
     ///
-    /// A batch of several texts is cut into one contiguous part per core, and each part runs on
-    /// its own single-threaded pool: candle's matrix products and our GELU then stay on that
-    /// core instead of fanning out to every core and waiting for each other. (Callers sort
-    /// texts by length, so contiguous parts also pad little.) A single text uses every core.
+    /// A batch of several texts is cut into one contiguous part per core, and each part runs a
+    /// whole forward pass on its own thread, single-threaded: for the small matrices of a MiniLM
+    /// batch this beats splitting every matrix product across cores, which synchronises the
+    /// threads a few hundred times per batch. (Callers sort texts by length, so contiguous parts
+    /// also pad little.) A single text splits its matrix products across every core instead.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        let lanes = self.lanes.len().min(texts.len());
+        let lanes = self.cores.min(texts.len());
         if lanes <= 1 {
-            return self.embed_part(texts);
+            return self.embed_part(texts, true);
         }
         let part = texts.len().div_ceil(lanes);
         std::thread::scope(|scope| {
             let parts: Vec<_> = texts
                 .chunks(part)
-                .zip(&self.lanes)
-                .map(|(texts, lane)| scope.spawn(move || lane.install(|| self.embed_part(texts))))
+                .map(|texts| scope.spawn(move || self.embed_part(texts, false)))
                 .collect();
             let mut vectors = Vec::with_capacity(texts.len());
             for part in parts {
@@ -117,7 +105,7 @@ impl LocalEmbedder {
         })
     }
 
-    fn embed_part(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    fn embed_part(&self, texts: &[&str], parallel: bool) -> Result<Vec<Vec<f32>>, String> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -125,36 +113,58 @@ impl LocalEmbedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| format!("tokenization failed: {e}"))?;
-        let rows = encodings.len();
-        let width = encodings[0].get_ids().len();
         let flat = |pick: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
             encodings.iter().flat_map(|e| pick(e).iter().copied()).collect()
         };
-        let tensor = |data: Vec<u32>| Tensor::from_vec(data, (rows, width), &Device::Cpu);
-        let run = || -> candle_core::Result<Tensor> {
-            let ids = tensor(flat(|e| e.get_ids()))?;
-            let types = tensor(flat(|e| e.get_type_ids()))?;
-            let mask = tensor(flat(|e| e.get_attention_mask()))?;
-            let hidden = self.model.forward(&ids, &types, &mask)?;
-            let pooled = match self.pooling {
-                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-                Pooling::Mean => {
-                    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-                    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-                    summed.broadcast_div(&counts)?
+        let (ids, types, mask) = (
+            flat(|e| e.get_ids()),
+            flat(|e| e.get_type_ids()),
+            flat(|e| e.get_attention_mask()),
+        );
+        let (batch, tokens) = (encodings.len(), encodings[0].get_ids().len());
+        let hidden_states = self
+            .model
+            .forward(
+                &Batch {
+                    ids: &ids,
+                    types: &types,
+                    mask: &mask,
+                    batch,
+                    tokens,
+                },
+                parallel,
+            )
+            .map_err(|e| format!("embedding failed: {e}"))?;
+        let hidden = self.dimensions;
+        Ok(hidden_states
+            .chunks_exact(tokens * hidden)
+            .zip(mask.chunks_exact(tokens))
+            .map(|(states, mask)| self.pool(states, mask))
+            .collect())
+    }
+
+    /// One text's vector from its token vectors (`tokens × hidden`) and attention mask.
+    fn pool(&self, states: &[f32], mask: &[u32]) -> Vec<f32> {
+        let hidden = self.dimensions;
+        let mut vector = match self.pooling {
+            Pooling::Cls => states[..hidden].to_vec(),
+            Pooling::Mean => {
+                let mut sum = vec![0f32; hidden];
+                for (token, _) in states.chunks_exact(hidden).zip(mask).filter(|(_, m)| **m != 0) {
+                    for (s, v) in sum.iter_mut().zip(token) {
+                        *s += v;
+                    }
                 }
-            };
-            if self.normalize {
-                let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-                pooled.broadcast_div(&norms)
-            } else {
-                Ok(pooled)
+                let count = mask.iter().filter(|m| **m != 0).count().max(1) as f32;
+                sum.iter_mut().for_each(|s| *s /= count);
+                sum
             }
         };
-        run()
-            .and_then(|t| t.to_vec2::<f32>())
-            .map_err(|e| format!("embedding failed: {e}"))
+        if self.normalize {
+            let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            vector.iter_mut().for_each(|v| *v /= norm);
+        }
+        vector
     }
 }
 

@@ -71,8 +71,9 @@ pub struct EmbedConfig {
     /// Inputs are truncated to this many tokens (the model's limit; 256 for all-MiniLM-L6-v2).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
-    /// Most texts embedded in one forward pass. 8 was fastest for 200-word chunks on 2 cores
-    /// (15 chunks/s against 10 at 32; `cargo bench --bench figures -- embed`).
+    /// Most texts embedded in one forward pass. For 180-word chunks on 2 cores 8 and 32 are
+    /// equally fast (15.0 and 14.8 chunks/s, `cargo bench --bench figures -- embed`); 8 waits
+    /// less for a batch to fill.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Longest wait for more texts before a partial batch is embedded.
