@@ -307,9 +307,15 @@ impl CostControls {
         self.load(&self.replay_key(draft)).await
     }
 
-    /// Records the decided outcome of `draft` for replays: before the answer is emitted.
+    /// Records the decided outcome of `draft` for replays: before the answer is emitted. A
+    /// refusal by a limit is not recorded: it cost nothing, so deciding again cannot pay twice,
+    /// and the same request sent again once the limit has reset deserves an answer.
     pub async fn remember(&self, draft: &AnswerDraft) -> Result<(), StageError> {
-        let Some(outcome) = StoredOutcome::of(draft).filter(|_| self.config.replay_ttl_s > 0) else {
+        let refused = matches!(
+            draft.status,
+            Some(AnswerStatus::RateLimited | AnswerStatus::BudgetExceeded)
+        );
+        let Some(outcome) = StoredOutcome::of(draft).filter(|_| self.config.replay_ttl_s > 0 && !refused) else {
             return Ok(());
         };
         self.store_outcome(&self.replay_key(draft), &outcome, self.config.replay_ttl_s)
@@ -716,6 +722,24 @@ mod tests {
         assert_eq!(refusal.status, AnswerStatus::BudgetExceeded);
         assert!(!extractive);
         assert!(refusal.reason.contains("per-day budget of $1.00"), "{}", refusal.reason);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_replayed_but_an_answer_is() {
+        let controls = controls("{ store: memory, single_replica: true }").await;
+        let mut refused = draft();
+        refused.request_id = "refused".to_owned();
+        refused.status = Some(AnswerStatus::RateLimited);
+        controls.remember(&refused).await.unwrap();
+        assert!(controls.replayed(&refused).await.unwrap().is_none());
+        let failed = draft();
+        controls.remember(&failed).await.unwrap();
+        let stored = controls
+            .replayed(&failed)
+            .await
+            .unwrap()
+            .expect("a decided outcome is replayed");
+        assert_eq!(stored.status, AnswerStatus::Failed);
     }
 
     /// With `reject`, a spent per-minute budget is refused even though it resets soon.
