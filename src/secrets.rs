@@ -167,10 +167,29 @@ impl ProviderKey {
             .clone()
     }
 
+    /// Sends the request `build` prepares with the current key; when the provider refuses it
+    /// (401, 403) and a different key can be read from the source (a rotated key), sends it once
+    /// more with that one. Status handling beyond that is the caller's.
+    pub async fn send(
+        &self,
+        build: impl Fn(Option<&Secret>) -> reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let used = self.current();
+        let response = build(used.as_ref()).send().await?;
+        let refused = matches!(
+            response.status(),
+            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+        );
+        if refused && self.changed_after_refusal(&used).await {
+            return build(self.current().as_ref()).send().await;
+        }
+        Ok(response)
+    }
+
     /// After the provider refused `used`: whether another key is now current (read again from
     /// the source unless a refusal had it read less than [`REREAD_INTERVAL`] ago), so the call
     /// is worth repeating once. A source that cannot be read leaves the current key in place.
-    pub async fn changed_after_refusal(&self, used: &Option<Secret>) -> bool {
+    async fn changed_after_refusal(&self, used: &Option<Secret>) -> bool {
         let mut last_reread = self.last_reread.lock().await;
         if self.current() != *used {
             return true;

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::error::StageError;
-use crate::secrets::{ProviderKey, Secret};
+use crate::secrets::ProviderKey;
 
 /// A client for one embeddings endpoint and model.
 pub struct OpenAiEmbedder {
@@ -38,23 +38,6 @@ impl OpenAiEmbedder {
         })
     }
 
-    async fn post(&self, texts: &[String], key: Option<&Secret>) -> Result<reqwest::Response, StageError> {
-        let mut request = self
-            .client
-            .post(&self.url)
-            .json(&serde_json::json!({ "model": self.model, "input": texts }));
-        if let Some(key) = key {
-            request = request.bearer_auth(key.expose());
-        }
-        request.send().await.map_err(|e| {
-            StageError::external(format!(
-                "embeddings request to {} failed: {}",
-                self.url,
-                e.without_url()
-            ))
-        })
-    }
-
     /// Embeds `texts` in one request. Failures say whose fault they are: rate limits, server
     /// errors, timeouts and unreadable answers are the service's (retry); a rejected request or
     /// credentials are ours (configuration), so retrying cannot help.
@@ -66,14 +49,26 @@ impl OpenAiEmbedder {
             .embedding_batch_texts
             .with_label_values(&["openai"])
             .observe(texts.len() as f64);
-        let used = self.key.current();
-        let mut response = self.post(texts, used.as_ref()).await?;
-        // A rotated key: read again from its source, then this request once more.
-        if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-            && self.key.changed_after_refusal(&used).await
-        {
-            response = self.post(texts, self.key.current().as_ref()).await?;
-        }
+        let response = self
+            .key
+            .send(|key| {
+                let request = self
+                    .client
+                    .post(&self.url)
+                    .json(&serde_json::json!({ "model": self.model, "input": texts }));
+                match key {
+                    Some(key) => request.bearer_auth(key.expose()),
+                    None => request,
+                }
+            })
+            .await
+            .map_err(|e| {
+                StageError::external(format!(
+                    "embeddings request to {} failed: {}",
+                    self.url,
+                    e.without_url()
+                ))
+            })?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             let retry_after = crate::llm::retry_after(response.headers());
@@ -168,7 +163,7 @@ mod tests {
         OpenAiEmbedder::new(
             url,
             "test-model",
-            ProviderKey::fixed(Some(Secret::new("test-key"))),
+            ProviderKey::fixed(Some(crate::secrets::Secret::new("test-key"))),
             Duration::from_secs(5),
         )
         .unwrap()

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::sse::SseParser;
 use super::{
-    http_client, send_with_key, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage,
+    http_client, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage,
 };
 use crate::secrets::ProviderKey;
 
@@ -84,7 +84,7 @@ impl AnthropicProvider {
 
     /// Sends `body`; the response when its status is a success.
     async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, CallError> {
-        send_with_key(&self.key, |key| {
+        send_checked(&self.key, |key| {
             let call = self
                 .client
                 .post(&self.url)

@@ -254,11 +254,15 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
-/// Sends a prepared call: the response when its status is a success, else the error that the
-/// status means (429 and 5xx are retried, with any `Retry-After`; Anthropic's 529 "overloaded"
-/// is a 5xx).
-async fn send_checked(call: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
-    let response = call.send().await.map_err(CallError::from_transport)?;
+/// Sends the call `build` prepares with the provider's key (a rotated key is read again after a
+/// 401 or 403: [`crate::secrets::ProviderKey::send`]): the response when its status is a
+/// success, else the error that the status means (429 and 5xx are retried, with any
+/// `Retry-After`; Anthropic's 529 "overloaded" is a 5xx).
+async fn send_checked(
+    key: &crate::secrets::ProviderKey,
+    build: impl Fn(Option<&crate::secrets::Secret>) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, CallError> {
+    let response = key.send(build).await.map_err(CallError::from_transport)?;
     let status = response.status();
     if !status.is_success() {
         return Err(CallError::from_status(
@@ -268,22 +272,6 @@ async fn send_checked(call: reqwest::RequestBuilder) -> Result<reqwest::Response
         ));
     }
     Ok(response)
-}
-
-/// Sends the call `build` prepares with the provider's current key; when the provider refuses
-/// the key (401, 403) and a different one can be read from its source (a rotated key), sends it
-/// once more with that one.
-async fn send_with_key(
-    key: &crate::secrets::ProviderKey,
-    build: impl Fn(Option<&crate::secrets::Secret>) -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response, CallError> {
-    let used = key.current();
-    match send_checked(build(used.as_ref())).await {
-        Err(error) if matches!(error.status, Some(401 | 403)) && key.changed_after_refusal(&used).await => {
-            send_checked(build(key.current().as_ref())).await
-        }
-        result => result,
-    }
 }
 
 /// The `Retry-After` header in its delay-seconds form (an HTTP date is ignored: the normal
