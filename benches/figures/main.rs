@@ -15,6 +15,7 @@
 mod common;
 
 mod answering;
+mod cache_workload;
 mod cost;
 mod embed;
 mod index;

@@ -81,8 +81,9 @@ pub struct CostControlConfig {
     #[serde(default = "default_replay_ttl_s")]
     pub replay_ttl_s: u64,
     /// Semantic cache: a question whose embedding has at least this cosine similarity to an
-    /// answered one of the same tenant and task, with exactly the same passages retrieved,
-    /// gets that answer. Unset: exact matches only.
+    /// answered one of the same tenant, task and models gets that answer, provided every
+    /// passage the answer cites (at the same document version) was retrieved for this question
+    /// too. Unset: exact matches only.
     #[serde(default)]
     pub semantic_threshold: Option<f32>,
 }
@@ -243,7 +244,7 @@ impl StoredOutcome {
     }
 }
 
-/// Answered questions kept per passage set for the semantic cache (the most recent).
+/// Answered questions kept per list of the semantic cache (the most recent).
 const MAX_SIMILAR_QUESTIONS: usize = 32;
 
 /// An answered question in a semantic-cache list.
@@ -253,6 +254,26 @@ struct SimilarQuestion {
     key: String,
     /// Its embedding.
     vector: Vec<f32>,
+    /// The chunks its answer rests on: those it cites, or every passage it was given when it
+    /// cites none. Chunk ids carry the document version, so a changed document never matches.
+    #[serde(default)]
+    rests_on: Vec<String>,
+}
+
+/// The chunks an answer rests on (see `SimilarQuestion::rests_on`), most relevant first.
+fn rests_on(draft: &AnswerDraft) -> Vec<String> {
+    let cited: Vec<String> = draft
+        .passages
+        .iter()
+        .map(|p| &p.chunk_id)
+        .filter(|id| draft.citations.iter().any(|c| &c.chunk_id == *id))
+        .cloned()
+        .collect();
+    if cited.is_empty() {
+        draft.passages.iter().map(|p| p.chunk_id.clone()).collect()
+    } else {
+        cited
+    }
 }
 
 /// The digest as lower-case hex.
@@ -345,7 +366,8 @@ impl CostControls {
     }
 
     /// The cached answer for this call: under its exact `key`, else (with a
-    /// `semantic_threshold`) the answer to a similar question that retrieved the same passages.
+    /// `semantic_threshold`) the answer to a similar question that rests on passages this one
+    /// retrieved too.
     /// Counted as a hit or a miss.
     pub async fn cached(
         &self,
@@ -384,47 +406,46 @@ impl CostControls {
         self.store.set(key, &text, Duration::from_secs(ttl_s)).await
     }
 
-    /// Where similar questions are listed: tenant, task, models and the exact passages
-    /// retrieved (their chunk ids carry the document versions, so a changed document starts
-    /// a new list).
-    fn similar_list_key(&self, draft: &AnswerDraft, models: &[String]) -> Option<String> {
-        self.config.semantic_threshold?;
-        if draft.question_vector.is_empty() || draft.passages.is_empty() {
-            return None;
-        }
+    /// Where answered questions resting on `chunk` are listed for the semantic cache: per
+    /// tenant, task, models and chunk. An answer is listed under the most relevant chunk it
+    /// rests on; a question looks in the lists of every passage it retrieved, so a paraphrase
+    /// that ranks the passages differently, or retrieves some others, still finds it.
+    fn similar_list_key(&self, draft: &AnswerDraft, models: &[String], chunk: &str) -> String {
         let mut digest = Sha256::new();
         digest.update(draft.task.as_str());
         for model in models {
             digest.update([0]);
             digest.update(model.as_bytes());
         }
-        // As a set: a paraphrase may rank the same passages differently. (The stored answer's
-        // citations name their documents, so its [n] stay right.)
-        let mut chunks: Vec<&str> = draft.passages.iter().map(|p| p.chunk_id.as_str()).collect();
-        chunks.sort_unstable();
-        for chunk in chunks {
-            digest.update([1]);
-            digest.update(chunk.as_bytes());
-        }
+        digest.update([1]);
+        digest.update(chunk.as_bytes());
         let hash = hex(digest);
-        Some(format!("{}:similar:{}:{hash}", self.config.key_prefix, draft.tenant))
+        format!("{}:similar:{}:{hash}", self.config.key_prefix, draft.tenant)
     }
 
-    /// The cache key of the most similar answered question above the threshold, if any.
+    /// The cache key of the most similar answered question above the threshold whose answer
+    /// rests only on passages this question retrieved too, if any.
     async fn similar(&self, draft: &AnswerDraft, models: &[String]) -> Result<Option<(String, f32)>, StageError> {
-        let (Some(list), Some(threshold)) = (self.similar_list_key(draft, models), self.config.semantic_threshold)
-        else {
+        let Some(threshold) = self.config.semantic_threshold else {
             return Ok(None);
         };
-        let entries = self.similar_questions(&list).await?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| {
+        if draft.question_vector.is_empty() {
+            return Ok(None);
+        }
+        let retrieved: Vec<&str> = draft.passages.iter().map(|p| p.chunk_id.as_str()).collect();
+        let mut best: Option<(String, f32)> = None;
+        for chunk in &retrieved {
+            let list = self.similar_list_key(draft, models, chunk);
+            for entry in self.similar_questions(&list).await? {
                 let similarity = cosine(&entry.vector, &draft.question_vector);
-                (entry.key, similarity)
-            })
-            .filter(|(_, similarity)| *similarity >= threshold)
-            .max_by(|a, b| a.1.total_cmp(&b.1)))
+                let grounded = !entry.rests_on.is_empty()
+                    && entry.rests_on.iter().all(|needed| retrieved.contains(&needed.as_str()));
+                if grounded && similarity >= threshold && best.as_ref().is_none_or(|(_, b)| similarity > *b) {
+                    best = Some((entry.key, similarity));
+                }
+            }
+        }
+        Ok(best)
     }
 
     /// The answered questions listed under `list` (none if it is missing or unreadable).
@@ -442,9 +463,14 @@ impl CostControls {
         };
         self.store_outcome(key, &outcome, self.config.cache_ttl_s).await?;
         let ttl = Duration::from_secs(self.config.cache_ttl_s);
-        let Some(list) = self.similar_list_key(draft, models) else {
+        let rests_on = rests_on(draft);
+        let (Some(_), Some(anchor)) = (self.config.semantic_threshold, rests_on.first()) else {
             return Ok(());
         };
+        if draft.question_vector.is_empty() {
+            return Ok(());
+        }
+        let list = self.similar_list_key(draft, models, anchor);
         // Read, append, write back: two replicas adding at once may drop one entry, which
         // only costs a future hit.
         let mut entries = self.similar_questions(&list).await?;
@@ -452,6 +478,7 @@ impl CostControls {
         entries.push(SimilarQuestion {
             key: key.to_owned(),
             vector: draft.question_vector.clone(),
+            rests_on,
         });
         let excess = entries.len().saturating_sub(MAX_SIMILAR_QUESTIONS);
         entries.drain(..excess);
@@ -740,6 +767,72 @@ mod tests {
             .unwrap()
             .expect("a decided outcome is replayed");
         assert_eq!(stored.status, AnswerStatus::Failed);
+    }
+
+    fn passage(chunk_id: &str) -> crate::contracts::RetrievedPassage {
+        crate::contracts::RetrievedPassage {
+            chunk_id: chunk_id.to_owned(),
+            doc_id: chunk_id.split(':').next().unwrap().to_owned(),
+            title: None,
+            text: format!("text of {chunk_id}"),
+            score: 0.8,
+        }
+    }
+
+    /// A question with `vector` that retrieved `chunks`.
+    fn asking(question: &str, vector: [f32; 2], chunks: &[&str]) -> AnswerDraft {
+        let mut draft = AnswerDraft::failed("acme", "r-1", "u-1", Task::Qa, question, "");
+        draft.status = None;
+        draft.question_vector = vector.to_vec();
+        draft.passages = chunks.iter().map(|c| passage(c)).collect();
+        draft
+    }
+
+    /// A similar question reuses an answer when every passage the answer cites was retrieved
+    /// again, however the others differ; not when a cited passage is missing or changed, and
+    /// not when the question is not similar enough.
+    #[tokio::test]
+    async fn the_semantic_cache_reuses_an_answer_whose_cited_passages_were_retrieved_again() {
+        let controls = controls("{ store: memory, single_replica: true, semantic_threshold: 0.9 }").await;
+        let models = vec!["primary".to_owned()];
+        let mut answered = asking(
+            "How many leave days?",
+            [1.0, 0.0],
+            &["leave:1:0", "pay:1:2", "travel:1:1"],
+        );
+        answered.answer = Some("27 days [1].".to_owned());
+        answered.citations = vec![Citation {
+            index: 1,
+            doc_id: "leave".to_owned(),
+            chunk_id: "leave:1:0".to_owned(),
+            title: None,
+            score: 0.8,
+        }];
+        answered.decide(AnswerStatus::Ok, None);
+        let key = |draft: &AnswerDraft| {
+            let messages = [ChatMessage::new(crate::llm::Role::User, draft.question.clone())];
+            controls.cache_key(draft, &models, &messages).unwrap()
+        };
+        controls.cache(&key(&answered), &answered, &models).await.unwrap();
+
+        // Other words, other passages beside the cited one, in another order.
+        let paraphrase = asking("leave days per year", [0.95, 0.312], &["benefits:1:4", "leave:1:0"]);
+        let hit = controls.cached(&key(&paraphrase), &paraphrase, &models).await.unwrap();
+        let hit = hit.expect("the cited passage was retrieved again");
+        assert_eq!(hit.answer.as_deref(), Some("27 days [1]."));
+        assert!(hit.cached && hit.route.unwrap().starts_with("semantic cache hit"));
+
+        let cited_missing = asking("leave days per year", [0.95, 0.312], &["pay:1:2", "travel:1:1"]);
+        let changed = asking("leave days per year", [0.95, 0.312], &["leave:2:0", "pay:1:2"]);
+        let unlike = asking("parking rules", [0.6, 0.8], &["leave:1:0", "pay:1:2"]);
+        for (what, draft) in [
+            ("a cited passage not retrieved", cited_missing),
+            ("the cited document changed", changed),
+            ("a dissimilar question", unlike),
+        ] {
+            let found = controls.cached(&key(&draft), &draft, &models).await.unwrap();
+            assert!(found.is_none(), "{what}: {found:?}");
+        }
     }
 
     /// With `reject`, a spent per-minute budget is refused even though it resets soon.

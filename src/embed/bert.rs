@@ -7,8 +7,12 @@
 //!   straight into its columns: no permutes, no copies;
 //! - biases and residuals are the destination's starting value (`dst = dst + lhs·rhs`), so they
 //!   cost no pass of their own;
-//! - scale, padding mask and softmax are one pass per row, with an exponential the compiler
-//!   vectorises; layer norm and the tanh approximation of GELU work in place;
+//! - sequences are packed one after another, never padded: the dense layers run over every
+//!   real token of the batch as one matrix, attention runs per sequence at its own length, so
+//!   no work is spent on padding whatever the mix of lengths (sentence-transformers pads each
+//!   batch to its longest text);
+//! - scale and softmax are one pass per row, with an exponential the compiler vectorises;
+//!   layer norm and the tanh approximation of GELU work in place;
 //! - nothing runs on candle's global thread pool: a batch is already split across cores by the
 //!   caller (`LocalEmbedder`), and candle 0.11's element-wise operations would send work from
 //!   both cores to one shared pool and spin waiting for it (a sixth of the time under `perf`).
@@ -204,13 +208,12 @@ pub struct BertEncoder {
     hidden: usize,
 }
 
-/// The token ids, token types and attention mask of a padded batch (`batch × tokens` each).
+/// Sequences packed one after another, without padding: token ids and token types of every
+/// sequence in turn, and each sequence's length.
 pub struct Batch<'a> {
     pub ids: &'a [u32],
     pub types: &'a [u32],
-    pub mask: &'a [u32],
-    pub batch: usize,
-    pub tokens: usize,
+    pub lengths: &'a [usize],
 }
 
 impl BertEncoder {
@@ -269,13 +272,22 @@ impl BertEncoder {
             .ok_or_else(|| format!("{what} {index} is outside the model's table"))
     }
 
-    /// Token vectors (`batch × tokens × hidden`, row-major). `parallel`: split each matrix
-    /// product across rayon's threads (for a caller that does not split the batch itself).
+    /// Token vectors of the packed sequences (`total tokens × hidden`, row-major, in the
+    /// order of `input`). `parallel`: split each matrix product across rayon's threads (for a
+    /// caller that does not split the batch itself).
     pub fn forward(&self, input: &Batch, parallel: bool) -> std::result::Result<Vec<f32>, String> {
-        let (batch, tokens, hidden) = (input.batch, input.tokens, self.hidden);
-        if tokens > self.max_positions {
+        let hidden = self.hidden;
+        let total: usize = input.lengths.iter().sum();
+        if input.ids.len() != total || input.types.len() != total {
             return Err(format!(
-                "{tokens} tokens; the model takes at most {}",
+                "{} token ids and {} token types for sequences of {total} tokens",
+                input.ids.len(),
+                input.types.len()
+            ));
+        }
+        if let Some(longest) = input.lengths.iter().copied().filter(|&l| l > self.max_positions).max() {
+            return Err(format!(
+                "{longest} tokens; the model takes at most {}",
                 self.max_positions
             ));
         }
@@ -284,40 +296,34 @@ impl BertEncoder {
         } else {
             Parallelism::None
         };
-        let mut x = Vec::with_capacity(batch * tokens * hidden);
-        for (position, (&id, &kind)) in input.ids.iter().zip(input.types).enumerate() {
+        let positions = input.lengths.iter().flat_map(|&length| 0..length);
+        let mut x = Vec::with_capacity(total * hidden);
+        for ((&id, &kind), position) in input.ids.iter().zip(input.types).zip(positions) {
             let word = self.table_row(&self.word_embeddings, id as usize, "token id")?;
             let kind = self.table_row(&self.token_type_embeddings, kind as usize, "token type")?;
-            let place = self.table_row(&self.position_embeddings, position % tokens, "position")?;
+            let place = self.table_row(&self.position_embeddings, position, "position")?;
             x.extend(word.iter().zip(kind).zip(place).map(|((w, k), p)| w + k + p));
         }
         self.embedding_norm.apply(&mut x);
-        // Padding gets a large negative score before the softmax.
-        let mask_bias: Vec<f32> = input.mask.iter().map(|&m| if m == 0 { -1e9 } else { 0.0 }).collect();
         for layer in &self.layers {
-            x = self.layer(layer, &x, &mask_bias, batch, tokens, parallelism);
+            x = self.layer(layer, &x, input.lengths, parallelism);
         }
         Ok(x)
     }
 
-    fn layer(
-        &self,
-        layer: &Layer,
-        x: &[f32],
-        mask_bias: &[f32],
-        batch: usize,
-        tokens: usize,
-        parallelism: Parallelism,
-    ) -> Vec<f32> {
+    fn layer(&self, layer: &Layer, x: &[f32], lengths: &[usize], parallelism: Parallelism) -> Vec<f32> {
         let hidden = self.hidden;
         let head_size = hidden / self.heads;
         let scale = 1.0 / (head_size as f32).sqrt();
-        // rows × 3·hidden: each row is [q | k | v], each of them `heads` blocks of head_size.
+        // total × 3·hidden: each row is [q | k | v], each of them `heads` blocks of head_size.
         let qkv = layer.qkv.forward(x, None, parallelism);
-        let mut context = vec![0f32; batch * tokens * hidden];
-        let mut scores = vec![0f32; tokens * tokens];
-        for b in 0..batch {
-            let rows = &qkv[b * tokens * 3 * hidden..];
+        let mut context = vec![0f32; x.len()];
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        let mut scores = vec![0f32; longest * longest];
+        let mut first = 0;
+        for &tokens in lengths {
+            let rows = &qkv[first * 3 * hidden..];
+            let scores = &mut scores[..tokens * tokens];
             for h in 0..self.heads {
                 let column = |part: usize| rows[part * hidden + h * head_size..].as_ptr();
                 let q = View {
@@ -342,27 +348,27 @@ impl BertEncoder {
                     col_stride: 1,
                 };
                 // SAFETY: q, k_t and v lie inside `qkv` (tokens rows of 3·hidden from this
-                // batch item's first row); `scores` holds tokens × tokens values and the
-                // context block is this item's rows at this head's columns.
+                // sequence's first row); `scores` holds tokens × tokens values and the context
+                // block is this sequence's rows at this head's columns.
                 unsafe {
                     matmul(scores.as_mut_ptr(), tokens, false, q, k_t, Parallelism::None);
                 }
-                let mask = &mask_bias[b * tokens..(b + 1) * tokens];
                 for row in scores.chunks_exact_mut(tokens) {
-                    masked_softmax(row, mask, scale);
+                    softmax(row, scale);
                 }
                 unsafe {
-                    let destination = context[b * tokens * hidden + h * head_size..].as_mut_ptr();
+                    let destination = context[first * hidden + h * head_size..].as_mut_ptr();
                     matmul(
                         destination,
                         hidden,
                         false,
-                        View::of(&scores, tokens, tokens),
+                        View::of(scores, tokens, tokens),
                         v,
                         Parallelism::None,
                     );
                 }
             }
+            first += tokens;
         }
         let mut attended = layer.attention_out.forward(&context, Some(x), parallelism);
         layer.attention_norm.apply(&mut attended);
@@ -374,16 +380,12 @@ impl BertEncoder {
     }
 }
 
-/// `softmax(scale · row + mask)` in place. Every loop vectorises: the reductions keep eight
-/// partial results (a single running sum or maximum would have to add in order, one value at a
-/// time).
-fn masked_softmax(row: &mut [f32], mask: &[f32], scale: f32) {
-    for (value, bias) in row.iter_mut().zip(mask) {
-        *value = *value * scale + bias;
-    }
+/// `softmax(scale · row)` in place. Every loop vectorises: the reductions keep eight partial
+/// results (a single running sum or maximum would have to add in order, one value at a time).
+fn softmax(row: &mut [f32], scale: f32) {
     let max = reduce(row, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
     for value in row.iter_mut() {
-        *value = exp(*value - max);
+        *value = exp((*value - max) * scale);
     }
     let inverse = 1.0 / reduce(row, 0.0, |a, b| a + b);
     for value in row.iter_mut() {
@@ -514,14 +516,15 @@ mod tests {
     }
 
     #[test]
-    fn masked_softmax_ignores_padding_and_sums_to_one() {
-        let mut row = vec![1.0, 2.0, 3.0, 50.0];
-        masked_softmax(&mut row, &[0.0, 0.0, 0.0, -1e9], 0.5);
-        let expected: Vec<f32> = [0.5f32, 1.0, 1.5].iter().map(|v| v.exp()).collect();
+    fn softmax_scales_and_sums_to_one() {
+        // Longer than one group of eight partial results, with a remainder.
+        let mut row: Vec<f32> = (0..19).map(|i| (i as f32 * 0.7).sin() * 6.0).collect();
+        let expected: Vec<f32> = row.iter().map(|v| (v * 0.5).exp()).collect();
         let total: f32 = expected.iter().sum();
+        softmax(&mut row, 0.5);
         for (a, e) in row.iter().zip(&expected) {
             assert!((a - e / total).abs() < 1e-6, "{row:?}");
         }
-        assert!(row[3] < 1e-30, "padding weight {}", row[3]);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 }

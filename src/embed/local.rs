@@ -2,16 +2,17 @@
 //!
 //! Loads `config.json`, `model.safetensors` and `tokenizer.json` from a directory (nothing is
 //! downloaded) and reproduces what sentence-transformers does for all-MiniLM-L6-v2: tokenize
-//! with truncation at the model's limit, run the encoder, mean-pool over the attention mask,
+//! with truncation at the model's limit, run the encoder, mean-pool over each text's tokens,
 //! L2-normalise. CLS pooling is selectable for bge-style models.
 
+use std::ops::Range;
 use std::path::Path;
 
 use super::bert::{Batch, BertEncoder};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
@@ -30,13 +31,13 @@ pub struct LocalEmbedder {
     pooling: Pooling,
     normalize: bool,
     dimensions: usize,
-    /// A batch is split into this many parts, one forward pass per core (see `embed`).
+    /// A batch is split into up to this many parts, one forward pass per core (see `embed`).
     cores: usize,
 }
 
 impl LocalEmbedder {
     /// Loads the model in `dir`. `max_tokens` truncates inputs (256 for all-MiniLM-L6-v2, as
-    /// sentence-transformers does); batches are padded only to their longest input.
+    /// sentence-transformers does); texts are never padded (see `BertEncoder`).
     pub fn load(dir: &Path, pooling: Pooling, normalize: bool, max_tokens: usize) -> Result<Self, String> {
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name))
@@ -59,10 +60,9 @@ impl LocalEmbedder {
                 ..Default::default()
             }))
             .map_err(|e| format!("{}: {e}", tokenizer_file.display()))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        // The shipped tokenizer.json pads every text to 128 tokens; the encoder takes texts
+        // at their own lengths.
+        tokenizer.with_padding(None);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self {
             model,
@@ -81,21 +81,29 @@ impl LocalEmbedder {
 
     /// Embeds a batch of texts; the result is in the same order.
     ///
-    /// A batch of several texts is cut into one contiguous part per core, and each part runs a
-    /// whole forward pass on its own thread, single-threaded: for the small matrices of a MiniLM
-    /// batch this beats splitting every matrix product across cores, which synchronises the
-    /// threads a few hundred times per batch. (Callers sort texts by length, so contiguous parts
-    /// also pad little.) A single text splits its matrix products across every core instead.
+    /// A batch of several texts is cut into one contiguous part per core with about the same
+    /// number of tokens, and each part runs a whole forward pass on its own thread,
+    /// single-threaded: for the small matrices of a MiniLM batch this beats splitting every
+    /// matrix product across cores, which synchronises the threads a few hundred times per
+    /// batch. A single text splits its matrix products across every core instead.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| format!("tokenization failed: {e}"))?;
         let lanes = self.cores.min(texts.len());
         if lanes <= 1 {
-            return self.embed_part(texts, true);
+            return self.embed_encoded(&encodings, true);
         }
-        let part = texts.len().div_ceil(lanes);
+        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
+        let encodings = &encodings;
         std::thread::scope(|scope| {
-            let parts: Vec<_> = texts
-                .chunks(part)
-                .map(|texts| scope.spawn(move || self.embed_part(texts, false)))
+            let parts: Vec<_> = split_by_tokens(&lengths, lanes)
+                .into_iter()
+                .map(|part| scope.spawn(move || self.embed_encoded(&encodings[part], false)))
                 .collect();
             let mut vectors = Vec::with_capacity(texts.len());
             for part in parts {
@@ -105,57 +113,49 @@ impl LocalEmbedder {
         })
     }
 
-    fn embed_part(&self, texts: &[&str], parallel: bool) -> Result<Vec<Vec<f32>>, String> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| format!("tokenization failed: {e}"))?;
-        let flat = |pick: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings.iter().flat_map(|e| pick(e).iter().copied()).collect()
-        };
-        let (ids, types, mask) = (
-            flat(|e| e.get_ids()),
-            flat(|e| e.get_type_ids()),
-            flat(|e| e.get_attention_mask()),
-        );
-        let (batch, tokens) = (encodings.len(), encodings[0].get_ids().len());
-        let hidden_states = self
+    fn embed_encoded(&self, encodings: &[Encoding], parallel: bool) -> Result<Vec<Vec<f32>>, String> {
+        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
+        let ids: Vec<u32> = encodings.iter().flat_map(|e| e.get_ids().iter().copied()).collect();
+        let types: Vec<u32> = encodings
+            .iter()
+            .flat_map(|e| e.get_type_ids().iter().copied())
+            .collect();
+        let states = self
             .model
             .forward(
                 &Batch {
                     ids: &ids,
                     types: &types,
-                    mask: &mask,
-                    batch,
-                    tokens,
+                    lengths: &lengths,
                 },
                 parallel,
             )
             .map_err(|e| format!("embedding failed: {e}"))?;
         let hidden = self.dimensions;
-        Ok(hidden_states
-            .chunks_exact(tokens * hidden)
-            .zip(mask.chunks_exact(tokens))
-            .map(|(states, mask)| self.pool(states, mask))
+        let mut first = 0;
+        Ok(lengths
+            .iter()
+            .map(|&length| {
+                let rows = &states[first * hidden..(first + length) * hidden];
+                first += length;
+                self.pool(rows)
+            })
             .collect())
     }
 
-    /// One text's vector from its token vectors (`tokens × hidden`) and attention mask.
-    fn pool(&self, states: &[f32], mask: &[u32]) -> Vec<f32> {
+    /// One text's vector from its token vectors (`tokens × hidden`).
+    fn pool(&self, states: &[f32]) -> Vec<f32> {
         let hidden = self.dimensions;
         let mut vector = match self.pooling {
             Pooling::Cls => states[..hidden].to_vec(),
             Pooling::Mean => {
                 let mut sum = vec![0f32; hidden];
-                for (token, _) in states.chunks_exact(hidden).zip(mask).filter(|(_, m)| **m != 0) {
+                for token in states.chunks_exact(hidden) {
                     for (s, v) in sum.iter_mut().zip(token) {
                         *s += v;
                     }
                 }
-                let count = mask.iter().filter(|m| **m != 0).count().max(1) as f32;
+                let count = (states.len() / hidden).max(1) as f32;
                 sum.iter_mut().for_each(|s| *s /= count);
                 sum
             }
@@ -166,6 +166,34 @@ impl LocalEmbedder {
         }
         vector
     }
+}
+
+/// Texts of these token `lengths` cut into up to `parts` contiguous ranges with about the same
+/// number of tokens each.
+fn split_by_tokens(lengths: &[usize], parts: usize) -> Vec<Range<usize>> {
+    let total: usize = lengths.iter().sum();
+    let mut ranges = Vec::with_capacity(parts);
+    let (mut start, mut before) = (0, 0);
+    for (i, &length) in lengths.iter().enumerate() {
+        let after = before + length;
+        // Part k ends near k/parts of the tokens: before or after this text, whichever is
+        // closer (compared at `parts` times the scale, to stay in integers).
+        let target = total * (ranges.len() + 1);
+        if ranges.len() + 1 < parts && after * parts >= target {
+            let cut = if i > start && target.saturating_sub(before * parts) < after * parts - target {
+                i
+            } else {
+                i + 1
+            };
+            ranges.push(start..cut);
+            start = cut;
+        }
+        before = after;
+    }
+    if start < lengths.len() {
+        ranges.push(start..lengths.len());
+    }
+    ranges
 }
 
 #[cfg(test)]
@@ -201,6 +229,33 @@ mod tests {
             assert!((norm - 1.0).abs() < 1e-4, "{norm}");
         }
         assert!(cosine(&vectors[0], &vectors[1]) > cosine(&vectors[0], &vectors[2]) + 0.3);
+    }
+
+    #[test]
+    fn a_batch_is_split_into_contiguous_parts_of_about_equal_tokens() {
+        assert_eq!(split_by_tokens(&[10, 10, 10, 10], 2), vec![0..2, 2..4]);
+        // The long text goes with the short one before it, not with both neighbours.
+        assert_eq!(split_by_tokens(&[10, 200, 10, 10], 2), vec![0..2, 2..4]);
+        assert_eq!(split_by_tokens(&[200, 10, 10, 10], 2), vec![0..1, 1..4]);
+        assert_eq!(split_by_tokens(&[10, 10, 200], 2), vec![0..2, 2..3]);
+        assert_eq!(split_by_tokens(&[5, 5, 5, 5, 5, 5], 3), vec![0..2, 2..4, 4..6]);
+        assert_eq!(split_by_tokens(&[7], 2), vec![0..1]);
+        assert_eq!(split_by_tokens(&[1, 100, 1, 1], 3), vec![0..1, 1..2, 2..4]);
+        for lengths in [
+            vec![1, 2, 3, 4, 5, 6, 7],
+            vec![256; 9],
+            vec![3, 250, 3, 250, 9],
+            vec![1, 300, 2, 2],
+        ] {
+            for parts in 2..=4 {
+                let ranges = split_by_tokens(&lengths, parts);
+                assert!(ranges.len() <= parts);
+                assert_eq!(ranges.first().unwrap().start, 0);
+                assert_eq!(ranges.last().unwrap().end, lengths.len());
+                assert!(ranges.iter().all(|r| !r.is_empty()));
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+            }
+        }
     }
 
     #[test]
