@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ragstream::chunk::{chunk_text, ChunkLimits, ModelTokenizer};
-use ragstream::contracts::{ChunkedDocument, DocumentChunk, DocumentOp};
+use ragstream::chunk::{chunk_text, Chunk, ChunkLimits, ModelTokenizer};
+use ragstream::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentOp};
 use ragstream::embed::{LocalEmbedder, Pooling};
 use ragstream::ingest::{collect_files, ingest, read_document, IngestOptions};
 use ragstream::store::{ChunkStore, DocumentWrite, MaintenancePolicy, SearchMode, VectorIndexKind};
@@ -42,25 +42,36 @@ fn brokers() -> String {
     std::env::var("RAGSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
-/// The corpus chunked with the default topology's limits (256 tokens, 32 overlap).
-fn corpus_chunks() -> Vec<String> {
+/// Every file under `folder` (README.md aside) read as a document of `tenant`, version 1, and
+/// cut by the chunker as the `chunk` stage does with the default topology's limits (256 tokens,
+/// 32 overlap).
+pub(crate) fn chunked_corpus(folder: &Path, tenant: &str) -> Vec<(Document, Vec<Chunk>)> {
     let tokenizer = ModelTokenizer::from_model_dir(&model_dir()).expect("run deploy/local/models.sh");
     let limits = ChunkLimits {
         max_tokens: 256,
         overlap_tokens: 32,
         special_tokens: 2,
     };
-    let (files, failures, _) = collect_files(&[Path::new(ROOT).join("corpus")]);
+    let (files, failures, _) = collect_files(&[folder.to_path_buf()]);
     assert!(failures.is_empty(), "{failures:?}");
-    let mut chunks = Vec::new();
-    for file in files.iter().filter(|f| f.file_name().is_some_and(|n| n != "README.md")) {
-        let document = read_document(file, "bench", Some(1)).expect("corpus file");
-        let text = document.text.unwrap_or_default();
-        for chunk in chunk_text(&text, document.title.as_deref(), limits, &tokenizer) {
-            chunks.push(chunk.text);
-        }
-    }
-    chunks
+    files
+        .iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "README.md"))
+        .map(|file| {
+            let document = read_document(file, tenant, Some(1)).expect("corpus file");
+            let text = document.text.as_deref().unwrap_or_default();
+            let chunks = chunk_text(text, document.title.as_deref(), limits, &tokenizer);
+            (document, chunks)
+        })
+        .collect()
+}
+
+/// The texts of the whole corpus's chunks.
+fn corpus_chunks() -> Vec<String> {
+    chunked_corpus(&Path::new(ROOT).join("corpus"), "bench")
+        .into_iter()
+        .flat_map(|(_, chunks)| chunks.into_iter().map(|chunk| chunk.text))
+        .collect()
 }
 
 fn embed_alone(model: &LocalEmbedder, chunks: &[String]) {

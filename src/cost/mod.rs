@@ -462,14 +462,14 @@ impl CostControls {
             return Ok(());
         };
         self.store_outcome(key, &outcome, self.config.cache_ttl_s).await?;
-        let ttl = Duration::from_secs(self.config.cache_ttl_s);
-        let rests_on = rests_on(draft);
-        let (Some(_), Some(anchor)) = (self.config.semantic_threshold, rests_on.first()) else {
-            return Ok(());
-        };
-        if draft.question_vector.is_empty() {
+        if self.config.semantic_threshold.is_none() || draft.question_vector.is_empty() {
             return Ok(());
         }
+        let rests_on = rests_on(draft);
+        let Some(anchor) = rests_on.first() else {
+            return Ok(());
+        };
+        let ttl = Duration::from_secs(self.config.cache_ttl_s);
         let list = self.similar_list_key(draft, models, anchor);
         // Read, append, write back: two replicas adding at once may drop one entry, which
         // only costs a future hit.
