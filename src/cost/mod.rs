@@ -23,6 +23,7 @@ use crate::config::ConfigError;
 use crate::contracts::{AnswerDraft, AnswerStatus, Citation, TokenUsage};
 use crate::error::StageError;
 use crate::llm::ChatMessage;
+use crate::pii::holds_placeholders;
 use crate::telemetry::metrics::metrics;
 
 /// What happens to a request that would pass a limit.
@@ -229,6 +230,15 @@ impl StoredOutcome {
         })
     }
 
+    /// Whether the answer (or extracted data) holds personal-data placeholders.
+    pub fn holds_placeholders(&self) -> bool {
+        self.answer.as_deref().is_some_and(holds_placeholders)
+            || self
+                .data
+                .as_ref()
+                .is_some_and(|data| holds_placeholders(&data.to_string()))
+    }
+
     /// Decides `draft` with this outcome.
     pub fn apply(self, draft: &mut AnswerDraft) {
         draft.answer = self.answer;
@@ -378,9 +388,14 @@ impl CostControls {
         let mut found = self.load(key).await?.map(|outcome| (outcome, "cache hit".to_owned()));
         if found.is_none() {
             if let Some((similar, similarity)) = self.similar(draft, models).await? {
+                // A placeholder means what the vault of the request that produced the answer
+                // says; this request numbers its personal data differently, so restoring it
+                // here would put the wrong person or address in the answer. (Answers listed
+                // before this rule may still hold some.)
                 found = self
                     .load(&similar)
                     .await?
+                    .filter(|outcome| !outcome.holds_placeholders())
                     .map(|outcome| (outcome, format!("semantic cache hit (similarity {similarity:.3})")));
             }
         }
@@ -462,7 +477,10 @@ impl CostControls {
             return Ok(());
         };
         self.store_outcome(key, &outcome, self.config.cache_ttl_s).await?;
-        if self.config.semantic_threshold.is_none() || draft.question_vector.is_empty() {
+        // An answer with placeholders is served only for the exact same masked prompt, whose
+        // placeholders are numbered the same way (see `cached`).
+        if self.config.semantic_threshold.is_none() || draft.question_vector.is_empty() || outcome.holds_placeholders()
+        {
             return Ok(());
         }
         let rests_on = rests_on(draft);
@@ -833,6 +851,29 @@ mod tests {
             let found = controls.cached(&key(&draft), &draft, &models).await.unwrap();
             assert!(found.is_none(), "{what}: {found:?}");
         }
+    }
+
+    /// An answer with placeholders is numbered by the vault of the request that produced it:
+    /// the same masked prompt (numbered the same way) may reuse it, a similar one may not.
+    #[tokio::test]
+    async fn an_answer_with_placeholders_is_not_served_to_a_similar_question() {
+        let controls = controls("{ store: memory, single_replica: true, semantic_threshold: 0.9 }").await;
+        let models = vec!["primary".to_owned()];
+        let mut answered = asking("Who approves [PERSON_1]'s leave?", [1.0, 0.0], &["leave:1:0"]);
+        answered.answer = Some("[PERSON_2] approves it [1].".to_owned());
+        answered.decide(AnswerStatus::Ok, None);
+        let key = |draft: &AnswerDraft| {
+            let messages = [ChatMessage::new(crate::llm::Role::User, draft.question.clone())];
+            controls.cache_key(draft, &models, &messages).unwrap()
+        };
+        controls.cache(&key(&answered), &answered, &models).await.unwrap();
+
+        let same = asking("Who approves [PERSON_1]'s leave?", [1.0, 0.0], &["leave:1:0"]);
+        let exact = controls.cached(&key(&same), &same, &models).await.unwrap();
+        assert_eq!(exact.unwrap().route.as_deref(), Some("cache hit"));
+        let paraphrase = asking("[PERSON_1] wants leave: who signs?", [0.99, 0.1], &["leave:1:0"]);
+        let found = controls.cached(&key(&paraphrase), &paraphrase, &models).await.unwrap();
+        assert!(found.is_none(), "{found:?}");
     }
 
     /// With `reject`, a spent per-minute budget is refused even though it resets soon.

@@ -5,13 +5,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::names;
+use super::text::{regex, words_before};
+use super::{address, dates, people, phone, url};
 use super::{resolve_overlaps, KindSet, PiiKind, Span};
-
-fn regex(pattern: &str) -> Regex {
-    // The patterns are constants covered by the unit tests below.
-    Regex::new(pattern).expect("PII pattern compiles")
-}
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     regex(
@@ -24,12 +20,14 @@ static URL_CREDENTIALS: LazyLock<Regex> =
 static CARD: LazyLock<Regex> = LazyLock::new(|| regex(r"\b\d(?:[ -]?\d){12,18}\b"));
 /// Country code, check digits, then 11–30 alphanumerics, optionally in groups of four.
 static IBAN: LazyLock<Regex> = LazyLock::new(|| regex(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"));
-static SSN: LazyLock<Regex> = LazyLock::new(|| regex(r"\b(\d{3})-(\d{2})-(\d{4})\b"));
-/// International numbers: a `+` (or `00`) and the country code, then digits with the usual
-/// separators; national numbers only when a default region is configured.
-static PHONE_INTERNATIONAL: LazyLock<Regex> =
-    LazyLock::new(|| regex(r"(?:\+|\b00)\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}\b"));
-static PHONE_NATIONAL: LazyLock<Regex> = LazyLock::new(|| regex(r"(?:\(\d{2,5}\)|\b\d{2,5})(?:[ .-]?\d{2,4}){2,4}\b"));
+/// `AAA-GG-SSSS`, `AAA GG SSSS` or `AAAGGSSSS` (the same separator twice).
+static SSN: LazyLock<Regex> = LazyLock::new(|| regex(r"\b(\d{3})([- ]?)(\d{2})([- ]?)(\d{4})\b"));
+/// Words that make a nine-digit number a social security number.
+static SSN_CUE: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)(?:\bssn|\bss#|\bss no|social security|social sec|\bsoc\.? ?sec|\bsocial insurance|\btaxpayer id|\btin\b)",
+    )
+});
 static IPV4: LazyLock<Regex> = LazyLock::new(|| regex(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"));
 static IPV6: LazyLock<Regex> = LazyLock::new(|| regex(r"(?i)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}"));
 
@@ -37,8 +35,8 @@ static IPV6: LazyLock<Regex> = LazyLock::new(|| regex(r"(?i)(?:[0-9a-f]{0,4}:){2
 #[derive(Debug, Clone)]
 pub struct Detector {
     kinds: KindSet,
-    /// Region national phone numbers (without `+`) are read in, e.g. `US`; none: only
-    /// international numbers are recognised.
+    /// Region national phone numbers (without `+`) are read in first, e.g. `US`; a list of
+    /// likely regions is tried after it.
     phone_region: Option<phonenumber::country::Id>,
 }
 
@@ -49,7 +47,7 @@ impl Default for Detector {
 }
 
 impl Detector {
-    /// A detector for `kinds`, reading national phone numbers in `phone_region` if given.
+    /// A detector for `kinds`, reading national phone numbers in `phone_region` first if given.
     pub fn new(kinds: KindSet, phone_region: Option<phonenumber::country::Id>) -> Self {
         Self { kinds, phone_region }
     }
@@ -61,14 +59,19 @@ impl Detector {
             let found: Vec<(usize, usize)> = match kind {
                 PiiKind::Email => matches(&EMAIL, text),
                 PiiKind::UrlCredentials => urls_with_credentials(text),
-                PiiKind::Card => validated(&CARD, text, luhn_valid),
+                PiiKind::Card => validated(&CARD, text, luhn_valid)
+                    .into_iter()
+                    // `+39 0461 9304082` is a phone number whose digits happen to pass Luhn.
+                    .filter(|&(start, _)| !text[..start].ends_with('+'))
+                    .collect(),
                 PiiKind::Iban => ibans(text),
                 PiiKind::Ssn => ssns(text),
-                PiiKind::Phone => self.phones(text),
+                PiiKind::Phone => phone::phones(text, self.phone_region),
                 PiiKind::Ip => ips(text),
-                PiiKind::Dob => names::dates_of_birth(text),
-                PiiKind::Address => names::addresses(text),
-                PiiKind::Person => names::people(text),
+                PiiKind::Url => url::person_urls(text),
+                PiiKind::Dob => dates::dates_of_birth(text),
+                PiiKind::Address => address::addresses(text),
+                PiiKind::Person => people::people(text),
             };
             spans.extend(found.into_iter().map(|(start, end)| Span {
                 kind: *kind,
@@ -77,23 +80,6 @@ impl Detector {
             }));
         }
         resolve_overlaps(spans)
-    }
-
-    fn phones(&self, text: &str) -> Vec<(usize, usize)> {
-        let mut found = validated(&PHONE_INTERNATIONAL, text, |candidate| {
-            let normalized = match candidate.strip_prefix("00") {
-                Some(rest) => format!("+{rest}"),
-                None => candidate.to_owned(),
-            };
-            phonenumber::parse(None, normalized).is_ok_and(|number| phonenumber::is_valid(&number))
-        });
-        if let Some(region) = self.phone_region {
-            found.extend(validated(&PHONE_NATIONAL, text, |candidate| {
-                candidate.chars().filter(char::is_ascii_digit).count() >= 7
-                    && phonenumber::parse(Some(region), candidate).is_ok_and(|number| phonenumber::is_valid(&number))
-            }));
-        }
-        found
     }
 }
 
@@ -147,13 +133,18 @@ fn ibans(text: &str) -> Vec<(usize, usize)> {
     found
 }
 
-/// US social security numbers in the AAA-GG-SSSS form, without the never-issued areas
-/// (000, 666, 900–999), group 00 or serial 0000.
+/// US social security numbers: `AAA-GG-SSSS` anywhere, the spaced and undashed forms only
+/// with a cue shortly before them; never the areas that are not issued (000, 666, 900–999),
+/// group 00 or serial 0000.
 fn ssns(text: &str) -> Vec<(usize, usize)> {
     SSN.captures_iter(text)
         .filter(|c| {
             let area = &c[1];
-            area != "000" && area != "666" && !area.starts_with('9') && &c[2] != "00" && &c[3] != "0000"
+            let issued = area != "000" && area != "666" && !area.starts_with('9') && &c[3] != "00" && &c[5] != "0000";
+            let dashed = &c[2] == "-" && &c[4] == "-";
+            let consistent = c[2] == c[4];
+            let start = c.get(0).map_or(0, |m| m.start());
+            issued && consistent && (dashed || SSN_CUE.is_match(words_before(text, start, 48)))
         })
         .filter_map(|c| c.get(0).map(|m| (m.start(), m.end())))
         .collect()

@@ -7,9 +7,16 @@
 //! people and street-suffix patterns for addresses. Precision and recall are measured on the
 //! labeled set in `tests/fixtures/pii` (`cargo test --test integration pii_labeled -- --nocapture`).
 
+mod address;
+mod dates;
 mod detect;
-mod names;
+mod dictionary;
+pub mod evaluation;
+mod people;
+mod phone;
 mod restore;
+mod text;
+mod url;
 mod vault;
 
 use std::collections::BTreeSet;
@@ -18,7 +25,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use detect::Detector;
-pub use restore::{restore, Restored, StreamRestorer};
+pub use restore::{holds_placeholders, restore, Restored, StreamRestorer};
 pub use vault::{PiiScope, Vault};
 
 /// The kinds of personal data ragstream recognises.
@@ -32,6 +39,8 @@ pub enum PiiKind {
     Ssn,
     Ip,
     UrlCredentials,
+    /// A URL that identifies a person: a profile link, a user id or a name in its path or query.
+    Url,
     Dob,
     Person,
     Address,
@@ -40,8 +49,9 @@ pub enum PiiKind {
 impl PiiKind {
     /// Every kind, in the order overlapping matches are resolved: the more specific, validated
     /// formats win over the heuristic ones.
-    pub const ALL: [PiiKind; 10] = [
+    pub const ALL: [PiiKind; 11] = [
         PiiKind::UrlCredentials,
+        PiiKind::Url,
         PiiKind::Email,
         PiiKind::Iban,
         PiiKind::Card,
@@ -63,6 +73,7 @@ impl PiiKind {
             PiiKind::Ssn => "SSN",
             PiiKind::Ip => "IP",
             PiiKind::UrlCredentials => "URL_CREDENTIALS",
+            PiiKind::Url => "URL",
             PiiKind::Dob => "DOB",
             PiiKind::Person => "PERSON",
             PiiKind::Address => "ADDRESS",

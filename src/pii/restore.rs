@@ -1,7 +1,8 @@
 //! Putting the original values back into what the model wrote.
 //!
-//! Models copy placeholders imperfectly: `[email_1]`, `[ EMAIL 1 ]`, `[Email-1]`. Any bracketed
-//! kind label and number is accepted, whatever its case and separators. A placeholder of a
+//! Models copy placeholders imperfectly: `[email_1]`, `[ EMAIL 1 ]`, `[Email-1]`, or without the
+//! brackets (`PERSON_1`). Any bracketed kind label and number is accepted, whatever its case and
+//! separators; without brackets, the upper-case label joined to its number by `_`. A placeholder of a
 //! known kind that this request never handed out was invented by the model: it is left as it
 //! is and counted, so the audit event can show it.
 
@@ -12,8 +13,24 @@ use regex::{Captures, Regex};
 use super::{PiiKind, Vault};
 
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\[\s*([A-Za-z]+(?:[ _-]+[A-Za-z]+)*)[ _-]*(\d{1,6})\s*\]").expect("placeholder pattern compiles")
+    let labels: Vec<&str> = PiiKind::ALL.iter().map(|kind| kind.label()).collect();
+    Regex::new(&format!(
+        r"\[\s*([A-Za-z]+(?:[ _-]+[A-Za-z]+)*)[ _-]*(\d{{1,6}})\s*\]|\b({})_(\d{{1,6}})\b",
+        labels.join("|")
+    ))
+    .expect("placeholder pattern compiles")
 });
+
+/// The kind label and number of a placeholder match, bracketed or bare.
+fn parts<'c>(captures: &'c Captures<'_>) -> (&'c str, &'c str) {
+    match (captures.get(1), captures.get(2)) {
+        (Some(label), Some(number)) => (label.as_str(), number.as_str()),
+        _ => (
+            captures.get(3).map_or("", |m| m.as_str()),
+            captures.get(4).map_or("", |m| m.as_str()),
+        ),
+    }
+}
 
 /// Longest text a placeholder as written by a model can take; a streaming restorer holds back
 /// at most this much while waiting for a `]`.
@@ -39,6 +56,14 @@ fn kind_of(label: &str) -> Option<PiiKind> {
     PiiKind::from_label(&label)
 }
 
+/// Whether `text` holds a placeholder of a known kind (in any spelling a model may use): an
+/// answer that does can only be restored by the vault of the request it was written for.
+pub fn holds_placeholders(text: &str) -> bool {
+    PLACEHOLDER
+        .captures_iter(text)
+        .any(|captures| kind_of(parts(&captures).0).is_some())
+}
+
 /// Replaces every placeholder of `vault` in `text`.
 pub fn restore(text: &str, vault: &Vault) -> Restored {
     let mut restored = 0;
@@ -46,10 +71,11 @@ pub fn restore(text: &str, vault: &Vault) -> Restored {
     let text = PLACEHOLDER
         .replace_all(text, |captures: &Captures| {
             let whole = captures[0].to_owned();
-            let Some(kind) = kind_of(&captures[1]) else {
+            let (label, number) = parts(captures);
+            let Some(kind) = kind_of(label) else {
                 return whole;
             };
-            let original = captures[2].parse::<u32>().ok().and_then(|n| vault.original(kind, n));
+            let original = number.parse::<u32>().ok().and_then(|n| vault.original(kind, n));
             match original {
                 Some(original) => {
                     restored += 1;
@@ -89,6 +115,17 @@ impl StreamRestorer {
             }
             _ => self.pending.len(),
         };
+        // A bare placeholder may be cut anywhere (`PERS` + `ON_1`): a trailing word of
+        // upper-case letters, digits and `_` waits for the next piece.
+        let word_start = self
+            .pending
+            .trim_end_matches(|c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            .len();
+        let hold_from = if self.pending.len() - word_start <= MAX_PLACEHOLDER_LEN {
+            hold_from.min(word_start)
+        } else {
+            hold_from
+        };
         let ready: String = self.pending.drain(..hold_from).collect();
         self.emit(&ready, vault)
     }
@@ -123,14 +160,20 @@ mod tests {
 
     #[test]
     fn tolerates_case_and_spacing_and_keeps_invented_ones() {
-        let text = "Write to [email_1], [ EMAIL 1 ], [Email-1] or [url credentials 1]; [EMAIL_2] and [PERSON_1] are made up; [1] is a citation.";
+        let text = "Write to [email_1], [ EMAIL 1 ], [Email-1], EMAIL_1 or [url credentials 1]; [EMAIL_2] and [PERSON_1] are made up; [1] is a citation.";
         let restored = restore(text, &vault());
         assert_eq!(
             restored.text,
-            "Write to jane@example.com, jane@example.com, jane@example.com or https://u:p@h; [EMAIL_2] and [PERSON_1] are made up; [1] is a citation."
+            "Write to jane@example.com, jane@example.com, jane@example.com, jane@example.com or https://u:p@h; [EMAIL_2] and [PERSON_1] are made up; [1] is a citation."
         );
-        assert_eq!(restored.restored, 4);
+        assert_eq!(restored.restored, 5);
         assert_eq!(restored.invented, 2);
+    }
+
+    #[test]
+    fn placeholders_are_recognised_in_any_spelling() {
+        assert!(holds_placeholders("Ask [person_2] or [ URL 1 ]."));
+        assert!(!holds_placeholders("See [1] and [2], [note 3]."));
     }
 
     #[test]
@@ -138,12 +181,23 @@ mod tests {
         let vault = vault();
         let mut stream = StreamRestorer::default();
         let mut shown = String::new();
-        for piece in ["Mail [EM", "AIL", "_1", "] now [", "1] and [not closed ", "at all"] {
+        for piece in [
+            "Mail [EM",
+            "AIL",
+            "_1",
+            "] now [",
+            "1], EM",
+            "AIL_1 and [not closed ",
+            "at all",
+        ] {
             shown.push_str(&stream.push(piece, &vault));
         }
-        assert_eq!(shown, "Mail jane@example.com now [1] and ");
+        assert_eq!(shown, "Mail jane@example.com now [1], jane@example.com and ");
         shown.push_str(&stream.finish(&vault));
-        assert_eq!(shown, "Mail jane@example.com now [1] and [not closed at all");
-        assert_eq!(stream.restored, 1);
+        assert_eq!(
+            shown,
+            "Mail jane@example.com now [1], jane@example.com and [not closed at all"
+        );
+        assert_eq!(stream.restored, 2);
     }
 }

@@ -32,14 +32,15 @@ pub enum PiiAction {
 #[serde(deny_unknown_fields)]
 pub struct PiiPolicy {
     /// Kinds looked for (default: all of `email`, `phone`, `card`, `iban`, `ssn`, `ip`,
-    /// `url_credentials`, `dob`, `person`, `address`). A kind not looked for is not masked.
+    /// `url_credentials`, `url`, `dob`, `person`, `address`). A kind not looked for is not masked.
     #[serde(default)]
     pub entities: Option<BTreeSet<PiiKind>>,
     /// Action per kind; kinds not listed are masked.
     #[serde(default)]
     pub actions: BTreeMap<PiiKind, PiiAction>,
-    /// Region whose national phone format (no `+`) is recognised, e.g. `US`, `GB`; without
-    /// it only international numbers are.
+    /// Region whose national phone numbers (no `+`) are tried first, e.g. `US`, `GB`; the
+    /// most common regions (US, UK, the EU's, India, Brazil, Japan…) are tried after it, so
+    /// national numbers are recognised without it too.
     #[serde(default)]
     pub phone_region: Option<String>,
 }

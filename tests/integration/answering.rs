@@ -290,54 +290,106 @@ fn iban(i: usize) -> String {
     format!("DE{:02}{bban}", 98 - remainder)
 }
 
-const FIRST: [&str; 8] = [
-    "James", "Mary", "Robert", "Patricia", "Michael", "Linda", "David", "Barbara",
+/// Names from many places, with the letters their owners write them with.
+const FIRST: [&str; 16] = [
+    "Łukasz", "Søren", "Ayşe", "Siobhán", "Jürgen", "Priya", "Chidi", "Mateus", "Ingrid", "Zoltán", "Kenji", "Amélie",
+    "Dmitri", "Fatima", "Rafael", "Mary",
 ];
-const LAST: [&str; 8] = [
-    "Smith",
+const LAST: [&str; 13] = [
+    "Wiśniewski",
+    "Kjærgaard",
+    "Yılmaz",
+    "O'Connell",
+    "Weiß",
+    "Raghunathan",
+    "Okonkwo",
+    "Conceição",
+    "Lindqvist",
+    "Kovács",
+    "Watanabe",
+    "Fontaine",
     "Johnson",
-    "Williams",
-    "Garcia",
-    "Miller",
-    "Davis",
-    "Rodriguez",
-    "Martinez",
 ];
-const PHONES: [&str; 4] = [
-    "+44 20 7946 0{:03}",
-    "+49 30 9018 2{:03}",
-    "+33 1 42 68 5{:03}",
-    "+1 212 736 1{:03}",
+/// Phone numbers as people write them: international, and national without a country code in
+/// the formats of ten countries, one with an extension; `{}` takes three digits.
+const PHONES: [&str; 13] = [
+    "+44 20 7946 0{}",
+    "020 7946 0{}",
+    "030 9018 2{}",
+    "01 42 68 5{}",
+    "(212) 736-1{}",
+    "+1 212-736-1{} ext. 42",
+    "0412 345 {}",
+    "912 345 {}",
+    "020 555 8{}",
+    "090-1234-5{}",
+    "(11) 3456-7{}",
+    "22 123 4{}",
+    "08-123 456 {}",
+];
+/// Street addresses of the US, the UK and continental Europe, on one line or several; `{}`
+/// takes the house number.
+const ADDRESSES: [&str; 8] = [
+    "{} Rosewood Lane, Springfield",
+    "Hauptstraße {}\n10115 Berlin",
+    "{}, rue Lemoine\n75011 Paris",
+    "Flat 2, {} Rosewood Lane\nLeeds LS6 2QT",
+    "{} Evergreen Terrace Apt. 4B\nSpringfield, OR 97403",
+    "Calle Mayor {}, 28013 Madrid",
+    "Keizersgracht {}\n1015 CJ Amsterdam",
+    "ul. Kwiatowa {}/3\n00-123 Warszawa",
 ];
 
-/// Every kind of personal data the masking stage supports, distinct per question.
+/// Every kind of personal data the masking stage supports, distinct per question, in the forms
+/// the detector must know without configuration.
 fn personal_data(i: usize) -> Vec<(&'static str, String)> {
-    let phone = PHONES[i % PHONES.len()].replace("{:03}", &format!("{:03}", i % 1000));
+    let phone = PHONES[i % PHONES.len()].replace("{}", &format!("{:03}", i % 1000));
+    let first = FIRST[i % FIRST.len()];
+    let last = LAST[(i / 3) % LAST.len()];
+    let (area, group, serial) = (100 + i % 500, 10 + i % 80, 1000 + i);
+    let ssn = match i % 3 {
+        0 => format!("{area:03}-{group:02}-{serial:04}"),
+        1 => format!("{area:03} {group:02} {serial:04}"),
+        _ => format!("{area:03}{group:02}{serial:04}"),
+    };
+    let dob = match i % 3 {
+        0 => format!("{} March {}", 1 + i % 28, 1950 + i % 50),
+        1 => format!("{}-03-{:02}", 1950 + i % 50, 1 + i % 28),
+        _ => format!("03/{:02}/{}", 1 + i % 28, 1950 + i % 50),
+    };
+    let profile = match i % 3 {
+        0 => format!("https://www.linkedin.com/in/customer-{i}"),
+        1 => format!("https://github.com/jdoe{i}"),
+        _ => format!("https://crm.example.net/customers/{}", 40_000 + i),
+    };
     vec![
-        ("PERSON", format!("{} {}", FIRST[i % 8], LAST[(i / 8) % 8])),
-        ("DOB", format!("{} March {}", 1 + i % 28, 1950 + i % 50)),
+        ("PERSON", format!("{first} {last}")),
+        ("DOB", dob),
         ("EMAIL", format!("customer.{i}@mail{}.example.com", i % 7)),
         ("PHONE", phone),
         ("CARD", card(i)),
         ("IBAN", iban(i)),
-        (
-            "SSN",
-            format!("{:03}-{:02}-{:04}", 100 + i % 500, 10 + i % 80, 1000 + i),
-        ),
+        ("SSN", ssn),
         ("IP", format!("10.{}.{}.{}", i % 250, i % 7, 1 + i % 200)),
         (
             "URL_CREDENTIALS",
             format!("https://svc{i}:pa55w0rd{i}@db{i}.internal.example.com/prod"),
         ),
-        ("ADDRESS", format!("{} Rosewood Lane, Springfield", 10 + i)),
+        ("URL", profile),
+        (
+            "ADDRESS",
+            ADDRESSES[i % ADDRESSES.len()].replace("{}", &(10 + i).to_string()),
+        ),
     ]
 }
 
+/// A support e-mail carrying every value: greeting, body, signature.
 fn pii_question(i: usize, values: &[(&str, String)]) -> String {
     let v: HashMap<&str, &str> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
     format!(
-        "My name is {}, born on {}. Reach me at {} or {}. My card {} and account {} (SSN {}) were charged twice. \
-         I live at {}. A login from {} through {} failed. What is your refund policy? (ref q{i})",
+        "Hello support,\n\nmy name is {}, born on {}. Mail me at {} or call me on {}. My card {} and account {} \
+         were charged twice; my social security number is {}. My profile: {}\n\nI live at:\n{}\n\n\
+         A login from {} through {} failed. What is your refund policy? (ref q{i})\n\nKind regards,\n{}",
         v["PERSON"],
         v["DOB"],
         v["EMAIL"],
@@ -345,9 +397,11 @@ fn pii_question(i: usize, values: &[(&str, String)]) -> String {
         v["CARD"],
         v["IBAN"],
         v["SSN"],
+        v["URL"],
         v["ADDRESS"],
         v["IP"],
-        v["URL_CREDENTIALS"]
+        v["URL_CREDENTIALS"],
+        v["PERSON"],
     )
 }
 
@@ -404,7 +458,7 @@ async fn personal_data_never_reaches_the_model_or_the_audit_topic_and_is_restore
         &leaks[..leaks.len().min(5)]
     );
     for (event, _) in &audit {
-        assert_eq!(event.pii_counts.len(), 10, "every kind counted: {:?}", event.pii_counts);
+        assert_eq!(event.pii_counts.len(), 11, "every kind counted: {:?}", event.pii_counts);
         assert!(event.masked_question.contains("[EMAIL_1]"));
         assert_eq!(event.invented_placeholders, 0);
     }

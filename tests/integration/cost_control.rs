@@ -374,3 +374,98 @@ async fn a_provider_key_never_shows_in_logs_topics_metrics_or_errors() {
         );
     }
 }
+
+/// The answer to `request_id` on `topic`, once it arrives.
+async fn answer_on(topic: &str, request_id: &str) -> Answer {
+    let mut reader = TopicReader::new(topic);
+    reader
+        .read_until(
+            |received| received.iter().any(|m| m.key.as_deref() == Some(request_id.as_bytes())),
+            Duration::from_secs(60),
+        )
+        .await;
+    reader
+        .received
+        .iter()
+        .find(|m| m.key.as_deref() == Some(request_id.as_bytes()))
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .unwrap_or_else(|| panic!("no answer for {request_id}"))
+}
+
+/// Two users with different personal data ask paraphrased questions over a document that
+/// names people. A cached answer holds placeholders numbered by the request that produced it,
+/// so it is served again only for the same masked prompt (numbered the same way), never to a
+/// similar question: every value restored in every answer is the one its placeholder stood for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_answer_is_never_restored_with_another_requests_values() {
+    let llm = ScriptedLlm::start(always_answer(), common::scripted_llm::echo_placeholders()).await;
+    let prefix = unique("pii-cache");
+    // A low threshold: the paraphrase is similar enough to be served, were it allowed.
+    let setup = cost_setup(&llm.url, &format!("key_prefix: {prefix}, semantic_threshold: 0.3"));
+    let running = start("piicache", setup).await;
+    write_facts(
+        &running.index_dir,
+        "initech",
+        &[(
+            "approvals",
+            "approves leave requests through Margaret Collins in HR and travel through Thomas Reilly",
+        )],
+        1,
+    )
+    .await;
+    let ask = |request_id: &str, text: &str| question(request_id, "initech", text, "qa", serde_json::json!({}));
+    let people = ["Margaret Collins", "Thomas Reilly"];
+    let asked: [(&str, &str, &[&str]); 3] = [
+        (
+            "approver-a",
+            "I am Ayşe Yılmaz (ayse.yilmaz@example.com). Who approves leave requests?",
+            &["Ayşe Yılmaz", "ayse.yilmaz@example.com"],
+        ),
+        // Paraphrased, with other personal data numbered differently (two people, no e-mail).
+        (
+            "approver-b",
+            "Kenji Watanabe here, my manager is Olga Petrova: who approves a leave request?",
+            &["Kenji Watanabe", "Olga Petrova"],
+        ),
+        // The same words as the first with other values: the same masked prompt.
+        (
+            "approver-c",
+            "I am Priya Nair (priya.nair@example.org). Who approves leave requests?",
+            &["Priya Nair", "priya.nair@example.org"],
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (request_id, text, _) in &asked {
+        produce_all(&running.topology.input, vec![ask(request_id, text)]).await;
+        answers.push(answer_on(&running.topology.output, request_id).await);
+    }
+    for ((request_id, _, own), answer) in asked.iter().zip(&answers) {
+        let text = answer.answer.as_deref().unwrap_or_default();
+        assert_eq!(answer.status, AnswerStatus::Ok, "{request_id}: {answer:?}");
+        assert!(!ragstream::pii::holds_placeholders(text), "{request_id}: {text}");
+        for value in own.iter().chain(&people[..1]) {
+            assert!(text.contains(value), "{request_id}: `{value}` missing from {text}");
+        }
+        let others = asked
+            .iter()
+            .filter(|(other, _, _)| other != request_id)
+            .flat_map(|(_, _, values)| values.iter());
+        for value in others {
+            assert!(
+                !text.contains(value),
+                "{request_id}: another request's `{value}` in {text}"
+            );
+        }
+    }
+    assert!(
+        !answers[1].cached,
+        "the paraphrase was answered by the model: {:?}",
+        answers[1]
+    );
+    assert_eq!(
+        (answers[2].cached, answers[2].route.as_deref()),
+        (true, Some("cache hit")),
+        "the same masked prompt reuses the answer"
+    );
+    assert_eq!(llm.requests().len(), 2);
+}
