@@ -35,7 +35,7 @@ export RUSTC_WORKSPACE_WRAPPER=${RUSTC_WORKSPACE_WRAPPER-$(rustup which clippy-d
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 echo "== clippy -D warnings + build of every target (lib, bins, tests, benches)"
 # RAGSTREAM_BUILD_TIMINGS=1 writes cargo's per-crate timing report (cargo-timings/ in the target dir).
-cargo test --quiet --all-targets --no-run ${RAGSTREAM_BUILD_TIMINGS:+--timings}
+cargo test --quiet --workspace --all-targets --no-run ${RAGSTREAM_BUILD_TIMINGS:+--timings}
 
 if ! wait $broker_install; then
   cat .run/broker-install.log >&2
@@ -70,7 +70,7 @@ echo "== cargo test"
 # Integration tests each spawn ragstream processes; three at a time fit 2 cores.
 # (Benchmarks are compiled by clippy above and run with `cargo bench`, not here.)
 log=$(mktemp)
-cargo test --lib --bins --tests -- --test-threads 3 2>&1 | tee "$log"
+cargo test --workspace --lib --bins --tests -- --test-threads 3 2>&1 | tee "$log"
 echo "== deployment artefacts (scripts/check-deploy.sh)"
 deploy_status=0
 scripts/check-deploy.sh || deploy_status=$?

@@ -138,6 +138,11 @@ pub struct DocumentChunk {
 pub enum AnswerStatus {
     /// Answered.
     Ok,
+    /// Answered with the best sentences of the passages, not by a model: no model answered, or
+    /// the model's reply was not an answer (`fallback_reason` says which).
+    Extractive,
+    /// The model's reply is kept but is not an answer the passages support (`reason` says why).
+    LowConfidence,
     /// Nothing in the tenant's documents was relevant enough; no model was called.
     NoContext,
     /// The tenant's PII policy refused the question.
@@ -155,6 +160,8 @@ impl AnswerStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             AnswerStatus::Ok => "ok",
+            AnswerStatus::Extractive => "extractive",
+            AnswerStatus::LowConfidence => "low_confidence",
             AnswerStatus::NoContext => "no_context",
             AnswerStatus::Blocked => "blocked",
             AnswerStatus::Failed => "failed",

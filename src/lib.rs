@@ -16,7 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod llm;
-pub mod pii;
+pub use ragstream_pii as pii;
 pub mod secrets;
 pub mod stages;
 pub mod store;

@@ -83,7 +83,7 @@ enum Command {
         hybrid: bool,
     },
     /// Ask a question through the running pipelines: produce it, wait for its answer, print it
-    /// with its sources. Exits 0 for `ok` and `no_context`, 1 otherwise.
+    /// with its sources. Exits 0 for `ok`, `extractive` and `no_context`, 1 otherwise.
     Ask {
         /// The question.
         question: String,
@@ -290,7 +290,7 @@ async fn dispatch(command: Command) -> ExitCode {
                         print!("{}", render(&answer));
                     }
                     match answer.status {
-                        AnswerStatus::Ok | AnswerStatus::NoContext => ExitCode::SUCCESS,
+                        AnswerStatus::Ok | AnswerStatus::Extractive | AnswerStatus::NoContext => ExitCode::SUCCESS,
                         _ => ExitCode::FAILURE,
                     }
                 }

@@ -3,13 +3,13 @@
 //! prints figures and asserts nothing:
 //!
 //!     cargo bench --bench figures -- embed            # one benchmark
-//!     cargo bench --bench figures -- pii cost         # several, in this order
+//!     cargo bench --bench figures -- embed cost       # several, in this order
 //!     cargo bench --profile dev --bench figures -- answering
 //!
 //! `--profile dev` reuses the build of the test suite (dependencies optimised, see Cargo.toml)
 //! instead of a release build of the whole dependency graph. The benchmarks: `passthrough`,
-//! `embed`, `index`, `pii`, `answering`, `cost`; each module's documentation says what it
-//! measures and which settings it reads.
+//! `embed`, `index`, `answering`, `cost`; each module's documentation says what it measures and
+//! which settings it reads. PII masking has its own: `cargo bench -p ragstream-pii`.
 
 #[path = "../../tests/integration/common/mod.rs"]
 mod common;
@@ -20,9 +20,8 @@ mod cost;
 mod embed;
 mod index;
 mod passthrough;
-mod pii;
 
-const BENCHMARKS: [&str; 6] = ["passthrough", "embed", "index", "pii", "answering", "cost"];
+const BENCHMARKS: [&str; 5] = ["passthrough", "embed", "index", "answering", "cost"];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,7 +54,6 @@ fn main() {
             "passthrough" => runtime.block_on(passthrough::run()),
             "embed" => embed::run(),
             "index" => runtime.block_on(index::run()),
-            "pii" => pii::run(),
             "answering" => runtime.block_on(answering::run()),
             "cost" => runtime.block_on(cost::run()),
             _ => unreachable!("checked above"),

@@ -6,6 +6,7 @@
 
 mod anthropic;
 mod breaker;
+pub mod grounding;
 mod local;
 mod openai;
 mod prompt;

@@ -15,6 +15,7 @@ use crate::contracts::{AnswerDraft, AnswerStatus, PartialAnswer, Task, SCHEMA_VE
 use crate::cost::{Admission, CostControlConfig, CostControls, Estimate};
 use crate::engine::{MessageContext, Payload, Record};
 use crate::error::StageError;
+use crate::llm::grounding;
 use crate::llm::{
     assemble, citation, estimate_tokens, extractive_answer, parse_citations, AnthropicProvider, ChainModel,
     ChatMessage, ChatProvider, ChatRequest, CircuitBreaker, DeltaSink, LocalProvider, ModelChain, OpenAiProvider,
@@ -769,7 +770,19 @@ impl Generate {
             }
         };
         if draft.task != Task::Extract {
+            let passages: Vec<&str> = prompt.passages.iter().map(|p| p.text.as_str()).collect();
+            if let Some(non_answer) = grounding::judge(&reply, &draft.question, &passages) {
+                self.not_an_answer(draft, reply, &non_answer);
+                return Ok(());
+            }
             draft.citations = parse_citations(&reply, &prompt.passages);
+            if draft.citations.is_empty() {
+                // The model cited nothing: its sources are the passages it took its words from.
+                draft.citations = grounding::supporting_passages(&reply, &passages)
+                    .into_iter()
+                    .map(|i| citation(i + 1, &prompt.passages[i]))
+                    .collect();
+            }
             draft.answer = Some(reply);
             draft.decide(AnswerStatus::Ok, None);
             return Ok(());
@@ -809,15 +822,34 @@ impl Generate {
         Ok(())
     }
 
+    /// The model replied with something that is not an answer (empty, bare citations, the
+    /// question again, unsupported): the best passages if allowed (`extractive`), else the reply
+    /// marked `low_confidence`; never `ok`.
+    fn not_an_answer(&self, draft: &mut AnswerDraft, reply: String, non_answer: &grounding::NonAnswer) {
+        let reason = non_answer.reason();
+        if self.config.fallback_extractive {
+            self.answer_from_passages(draft, reason);
+        } else {
+            draft.citations = Vec::new();
+            draft.answer = Some(reply);
+            draft.decide(AnswerStatus::LowConfidence, Some(reason));
+        }
+    }
+
+    /// The best passages as the answer, status `extractive`, and why no model's answer is used.
+    fn answer_from_passages(&self, draft: &mut AnswerDraft, why: String) {
+        let (text, citations) = extractive_answer(&draft.passages, self.config.extractive_passages);
+        draft.answer = Some(text);
+        draft.citations = citations;
+        draft.fallback_reason = Some(why);
+        draft.model = Some("extractive".to_owned());
+        draft.decide(AnswerStatus::Extractive, None);
+    }
+
     /// Every model failed: the best passages if allowed, else `failed`.
     fn fall_back(&self, draft: &mut AnswerDraft, reason: &str) {
         if self.config.fallback_extractive && draft.task != Task::Extract {
-            let (text, citations) = extractive_answer(&draft.passages, self.config.extractive_passages);
-            draft.answer = Some(text);
-            draft.citations = citations;
-            draft.fallback_reason = Some(format!("no model answered: {reason}"));
-            draft.model = Some("extractive".to_owned());
-            draft.decide(AnswerStatus::Ok, None);
+            self.answer_from_passages(draft, format!("no model answered: {reason}"));
         } else {
             draft.decide(AnswerStatus::Failed, Some(format!("no model answered: {reason}")));
         }

@@ -267,7 +267,7 @@ impl Metrics {
             answers: counter(
                 &registry,
                 "ragstream_answers_total",
-                "Answers emitted, by status (ok, no_context, blocked, failed, budget_exceeded, rate_limited).",
+                "Answers emitted, by status (ok, extractive, low_confidence, no_context, blocked, failed, budget_exceeded, rate_limited).",
                 &["tenant", "status"],
             ),
             pii_masked: counter(

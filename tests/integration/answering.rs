@@ -890,6 +890,80 @@ async fn no_context_and_blocked_questions_call_no_model() {
     assert!(audit.iter().all(|(_, text)| !text.contains("123-45-6789")));
 }
 
+/// Replies that are not answers: nothing, bare citation markers, the question said again.
+fn non_answers() -> Responder {
+    Arc::new(|request| {
+        let user = user_message(request);
+        let asked = user.rsplit("Request: ").next().unwrap_or_default().to_owned();
+        if asked.contains("(empty)") {
+            String::new()
+        } else if asked.contains("(markers)") {
+            "1. [1] 2. [2] 3. [3]".to_owned()
+        } else {
+            asked
+        }
+    })
+}
+
+/// A reply that is empty, only citation markers, or the question again is never `ok`: with
+/// `fallback_extractive` the passages answer (`extractive`, with sources and the reason), without
+/// it the reply is `low_confidence` with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn non_answers_are_never_ok() {
+    let llm = ScriptedLlm::start(always_answer(), non_answers()).await;
+    let ask = |id: &str, text: &str| question(id, "acme", text, "qa", serde_json::json!({}));
+    let asked = [
+        (
+            "na-empty",
+            "What is the acme refunds policy? (empty)",
+            "empty or only citation markers",
+        ),
+        (
+            "na-markers",
+            "How fast does acme ship orders? (markers)",
+            "empty or only citation markers",
+        ),
+        (
+            "na-echo",
+            "When does acme answer support tickets?",
+            "restated the question",
+        ),
+    ];
+    for extractive in [true, false] {
+        let mut setup = Setup::openai(&llm.url);
+        setup.generate_extra = format!(", fallback_extractive: {extractive}");
+        let running = start(if extractive { "nonanswer-x" } else { "nonanswer" }, setup).await;
+        let suffix = if extractive { "x" } else { "m" };
+        let messages = asked
+            .iter()
+            .map(|(id, text, _)| ask(&format!("{id}-{suffix}"), text))
+            .collect();
+        produce_all(&running.topology.input, messages).await;
+        let ids: HashSet<String> = asked.iter().map(|(id, _, _)| format!("{id}-{suffix}")).collect();
+        let answers = answers_for(&running.topology.output, &ids, Duration::from_secs(60)).await;
+        for (id, _, why) in &asked {
+            let answer = &answers[&format!("{id}-{suffix}")];
+            if extractive {
+                assert_eq!(answer.status, AnswerStatus::Extractive, "{answer:?}");
+                assert_eq!(answer.model.as_deref(), Some("extractive"));
+                assert!(
+                    !answer.citations.is_empty(),
+                    "an extractive answer shows its sources: {answer:?}"
+                );
+                assert!(
+                    answer.answer.as_deref().unwrap_or_default().contains("acme"),
+                    "{answer:?}"
+                );
+            } else {
+                assert_eq!(answer.status, AnswerStatus::LowConfidence, "{answer:?}");
+                assert!(answer.reason.as_deref().unwrap_or_default().contains(why), "{answer:?}");
+            }
+        }
+        let audit = audit_events(&running.audit_topic, asked.len()).await;
+        assert!(audit.iter().all(|(event, _)| event.status != AnswerStatus::Ok));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The local model: a real answer, offline
 

@@ -7,6 +7,10 @@
 //!   from sources the detector does not use; see its README). Rules were read against its
 //!   `dev` split only.
 //!
+//! - `tests/fixtures/pii-independent-v2/test.jsonl`: 1,000 texts from a second generator with
+//!   templates of its own (48 name locales, 28 phone regions), written by someone else while the
+//!   rules were worked on; the closer estimate of text nobody tuned for.
+//!
 //! Run with `-- --nocapture` for the tables. The floors sit just below what was measured, so a
 //! change that makes detection worse fails.
 
@@ -62,6 +66,26 @@ fn detection_on_the_independent_set() {
     if report.clean_changed_share() > 0.10 {
         failures.push(format!(
             "{:.1}% of the texts without personal data were changed",
+            100.0 * report.clean_changed_share()
+        ));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn detection_on_the_second_independent_set() {
+    let report = report("tests/fixtures/pii-independent-v2/test.jsonl");
+    let mut failures = check(&report, &[("PERSON", 0.92), ("ADDRESS", 0.90), ("PHONE", 0.90)], 0.98);
+    let total = Report::total(&report.strict);
+    if total.f2() < 0.94 {
+        failures.push(format!("all kinds: F2 {:.3} below 0.94", total.f2()));
+    }
+    if report.leaked_share() > 0.03 {
+        failures.push(format!("{:.2}% of the values untouched", 100.0 * report.leaked_share()));
+    }
+    if report.clean_changed_share() > 0.15 {
+        failures.push(format!(
+            "{:.1}% of the clean texts changed",
             100.0 * report.clean_changed_share()
         ));
     }

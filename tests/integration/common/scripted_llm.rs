@@ -268,15 +268,23 @@ pub fn user_message(request: &serde_json::Value) -> String {
         .to_owned()
 }
 
-/// Answers by repeating every placeholder of the request (so restoration is exercised) and
-/// citing passage 1.
+/// Answers by quoting passage 1 (an answer the passages support, citing it) and repeating every
+/// placeholder of the request (so restoration is exercised).
 pub fn echo_placeholders() -> Responder {
     let placeholder = Regex::new(r"\[[A-Z_]+_\d+\]").unwrap();
+    let first_passage = Regex::new(r"(?m)^\[1\] (?:\([^)]*\) )?(.*)$").unwrap();
     Arc::new(move |request| {
         let user = user_message(request);
         let mut found: Vec<&str> = placeholder.find_iter(&user).map(|m| m.as_str()).collect();
         found.dedup();
-        format!("According to the documents [1], this concerns {}.", found.join(" and "))
+        let quoted = first_passage
+            .captures(&user)
+            .map(|c| c[1].split_whitespace().take(12).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        format!(
+            "According to the documents [1], {quoted}; this concerns {}.",
+            found.join(" and ")
+        )
     })
 }
 

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::dictionary::{
-    is_always_common, is_common_word, is_first_name, is_mostly_a_place, is_name, is_organisation_word,
+    is_always_common, is_common_word, is_english_word, is_first_name, is_mostly_a_place, is_name, is_organisation_word,
 };
 use super::text::regex;
 
@@ -304,8 +304,9 @@ fn listed_name(text: &str, words: &[Word<'_>]) -> Option<(usize, usize)> {
                         && !is_mostly_a_place(names[0].text)
                         && !is_double_surname(names[0].text)
                         && if at_sentence_start(text, names[0].start) {
-                            // `Dolores asked for leave`: a first name, then the sentence goes on.
-                            followed_by_lower_word(text, names[0].end)
+                            // `Dolores asked for leave`: a first name, then the sentence goes on;
+                            // not an English word that opens a sentence (`Chase the courier`).
+                            followed_by_lower_word(text, names[0].end) && !is_english_word(names[0].text)
                         } else {
                             followed_by_lower_or_punct(text, names[0].end)
                         }
@@ -406,6 +407,15 @@ fn is_place_suffix(word: &str) -> bool {
         "plant",
         "factory",
         "site",
+        "venue",
+        "depot",
+        "hub",
+        "terminal",
+        "hotel",
+        "arena",
+        "gallery",
+        "museum",
+        "library",
     ];
     SUFFIXES.contains(&word.to_lowercase().trim_end_matches(['.', ',']))
 }

@@ -49,6 +49,11 @@ pub(super) fn is_name(word: &str) -> bool {
     known(&word) || (word.contains('-') && word.split('-').all(|part| part.len() > 1 && known(part)))
 }
 
+/// On the list of frequent English words, whatever the name lists say (`Chase`, `Bill`).
+pub(super) fn is_english_word(word: &str) -> bool {
+    ENGLISH_WORDS.contains(lower(word).as_ref())
+}
+
 /// A frequent English word, or a word that starts sentences, headings and labels in business
 /// text (`Support`, `Invoice`, `Monday`, `Dear`), and not a listed name.
 pub(super) fn is_common_word(word: &str) -> bool {

@@ -35,7 +35,7 @@ static PHONE_CUE: LazyLock<Regex> = LazyLock::new(|| {
 /// Words shortly before a number that say it is an identifier, not a phone number.
 static ID_CUE: LazyLock<Regex> = LazyLock::new(|| {
     regex(
-        r"(?i)(?-u:\b)(?:order|invoice|inv|ticket|case|ref|reference|account|acct|sku|po|tracking|serial|part|id|member|policy|contract|transaction|confirmation|booking|reservation|batch|lot|item|version|build|iban|bic|swift|routing|sort code|postcode|zip|amount|total|qty|quantity)(?-u:\b)[^\d]{0,12}$",
+        r"(?i)(?-u:\b)(?:order|invoice|inv|ticket|case|ref|reference|account|acct|sku|po|tracking|serial|part|id|member|policy|contract|transaction|confirmation|booking|reservation|batch|lot|item|version|build|upgrade|update|firmware|release|kernel|patch|iban|bic|swift|routing|sort code|postcode|zip|amount|total|qty|quantity)(?-u:\b)[^\d]{0,12}$",
     )
 });
 
@@ -157,7 +157,11 @@ fn stands_alone(text: &str, start: usize, end: usize) -> bool {
         before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '-' | '/' | '_' | '.' | '#' | '$' | '€' | '£'));
     // `x204` right after the number is its extension, not a longer id.
     let extension = EXTENSION.is_match(&text[end..]);
-    let glued_after = !extension && after.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '%' | '€'))
+    // A time after a date (`2025-01-12 01:54`), a version's suffix (`5.15.0-126-generic`).
+    let time_or_suffix = text[end..].starts_with(':')
+        || text[end..].starts_with('-') && text[end + 1..].starts_with(char::is_alphabetic);
+    let glued_after = time_or_suffix
+        || !extension && after.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '%' | '€'))
         || text[end..].starts_with(['-', '/', '.']) && text[end + 1..].starts_with(|c: char| c.is_ascii_digit());
     !glued_before && !glued_after
 }
@@ -166,7 +170,7 @@ fn stands_alone(text: &str, start: usize, end: usize) -> bool {
 fn looks_like_something_else(candidate: &str) -> bool {
     static OTHER: LazyLock<Regex> = LazyLock::new(|| {
         regex(
-            r"^(?:\d{3}-\d{2}-\d{4}|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{1,3}(?:\.\d{1,3}){3}|\d+(?:\.\d+){3,})$",
+            r"^(?:\d{4}-\d{2}-\d{2}\s.*|\d{3}-\d{2}-\d{4}|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{1,3}(?:\.\d{1,3}){3}|\d+(?:\.\d+){3,})$",
         )
     });
     OTHER.is_match(candidate)

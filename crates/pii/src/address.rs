@@ -94,6 +94,12 @@ static UNTYPED_STREET: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 
+/// Words that start street names without being ordinary words there (`Pod Kostelem 55`,
+/// `Na Zahrádkách 168`, `Am Markt 3`).
+const STREET_PREPOSITIONS: &[&str] = &[
+    "Pod", "Nad", "Na", "Za", "Před", "Am", "An", "Auf", "Im", "Zum", "Zur", "Le", "La",
+];
+
 /// A separator and then a postcode: where an untyped street may end.
 static POSTCODE_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     regex(
@@ -121,7 +127,9 @@ pub(super) fn addresses(text: &str) -> Vec<(usize, usize)> {
         let street = &text[start..end];
         if found.iter().any(|&(s, e)| start < e && s < end)
             || starts_with_amount(text, start)
-            || street.split_whitespace().any(is_common_word)
+            || street
+                .split_whitespace()
+                .any(|word| word.chars().count() > 2 && !STREET_PREPOSITIONS.contains(&word) && is_common_word(word))
             || !postcode_follows(text, end)
         {
             continue;

@@ -1,0 +1,197 @@
+//! Is a model's reply an answer? Small models often reply with nothing, with bare citation
+//! markers (`[1] [2]`), with a frame and no content ("The answer to your question is:"), with the
+//! question said again, or with words the passages do not contain. Such a reply must not be
+//! reported `ok`: the generate stage answers from the passages instead (`extractive`) or says the
+//! answer is `low_confidence`, and the audit event records why.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Why a reply is not an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonAnswer {
+    /// Nothing but whitespace, punctuation and citation markers.
+    Empty,
+    /// A frame ("The answer is:", "According to the documents") with no content in it.
+    NoContent,
+    /// Only words of the question.
+    RestatesTheQuestion,
+    /// Most of its words are in neither the passages nor the question.
+    Unsupported { supported_share: u32 },
+}
+
+impl NonAnswer {
+    /// The reason given in the answer and the audit event.
+    pub fn reason(&self) -> String {
+        match self {
+            NonAnswer::Empty => "the model's reply was empty or only citation markers".to_owned(),
+            NonAnswer::NoContent => {
+                "the model's reply had no content (only a frame such as \"The answer is:\")".to_owned()
+            }
+            NonAnswer::RestatesTheQuestion => "the model's reply only restated the question".to_owned(),
+            NonAnswer::Unsupported { supported_share } => {
+                format!(
+                    "the model's reply is not supported by the passages ({supported_share}% of its words are in them)"
+                )
+            }
+        }
+    }
+}
+
+static CITATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[\s*\d+(?:\s*[,\-–]\s*\d+)*\s*\]").expect("pattern"));
+/// Phrases that frame an answer without being one.
+static FRAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:the\s+)?(?:short\s+)?answer(?:\s+to\s+(?:your|the|this)\s+question)?(?:\s+is)?|according\s+to\s+the\s+(?:documents|passages|context|sources)|based\s+on\s+the\s+(?:documents|passages|context|sources)|(?:the\s+)?(?:documents|passages|context)\s+(?:say|says|state|states)|corrected|question|here\s+is|i\s+(?:think|believe)|(?:^|\s)\d+\.\s",
+    )
+    .expect("pattern")
+});
+static LIST_NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d{1,2}[.)](?:\s|$)").expect("pattern"));
+static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[[A-Z_]+_\d+\]|[\p{L}\p{N}]+").expect("pattern"));
+
+const STOPWORDS: &[&str] = &[
+    "the", "a", "an", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by", "from", "is", "are",
+    "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "as", "if", "then", "than", "so", "do",
+    "does", "did", "can", "could", "will", "would", "should", "may", "might", "must", "you", "your", "we", "our",
+    "they", "their", "he", "she", "his", "her", "i", "my", "me", "what", "which", "who", "whom", "when", "where",
+    "why", "how", "there", "here", "not", "no", "yes", "also", "all", "any", "each", "some", "about", "into", "over",
+    "after", "before", "per", "up", "out", "has", "have", "had", "one",
+];
+
+/// Content words (lower case; placeholders as written; numbers kept).
+fn content_words(text: &str) -> Vec<String> {
+    WORD.find_iter(text)
+        .map(|m| m.as_str().to_lowercase())
+        .filter(|w| {
+            !STOPWORDS.contains(&w.as_str()) && (w.chars().count() > 1 || w.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect()
+}
+
+/// A crude stem, so `refunds`/`refund`, `approves`/`approved` meet.
+fn stem(word: &str) -> &str {
+    for suffix in ["ing", "ed", "es", "s"] {
+        if word.len() > suffix.len() + 3 {
+            if let Some(stripped) = word.strip_suffix(suffix) {
+                return stripped;
+            }
+        }
+    }
+    word
+}
+
+/// At least this share of an answer's content words must appear in the passages or the question.
+const SUPPORTED_SHARE: f64 = 0.3;
+
+/// Judges `reply` to `question` over `passages`: `None` when it is an answer.
+pub fn judge(reply: &str, question: &str, passages: &[&str]) -> Option<NonAnswer> {
+    let without_citations = CITATION.replace_all(reply, " ");
+    // `1. [1] 2. [2]`: list numbers around the markers are no content either.
+    let numbers = LIST_NUMBER.find_iter(&without_citations).count();
+    let bare = if numbers >= 2 {
+        LIST_NUMBER.replace_all(&without_citations, " ")
+    } else {
+        without_citations.clone()
+    };
+    if !bare.chars().any(char::is_alphanumeric) {
+        return Some(NonAnswer::Empty);
+    }
+    let content = content_words(&FRAME.replace_all(&without_citations, " "));
+    if content.is_empty() {
+        return Some(NonAnswer::NoContent);
+    }
+    let question_words: HashSet<String> = content_words(question).iter().map(|w| stem(w).to_owned()).collect();
+    let passage_words: HashSet<String> = passages
+        .iter()
+        .flat_map(|p| content_words(p))
+        .map(|w| stem(&w).to_owned())
+        .collect();
+    let stems: Vec<&str> = content.iter().map(|w| stem(w)).collect();
+    let new_from_passages = stems
+        .iter()
+        .filter(|w| passage_words.contains(**w) && !question_words.contains(**w))
+        .count();
+    if new_from_passages == 0 && stems.iter().all(|w| question_words.contains(*w)) {
+        return Some(NonAnswer::RestatesTheQuestion);
+    }
+    let supported = stems
+        .iter()
+        .filter(|w| passage_words.contains(**w) || question_words.contains(**w))
+        .count();
+    let share = supported as f64 / stems.len() as f64;
+    (share < SUPPORTED_SHARE).then(|| NonAnswer::Unsupported {
+        supported_share: (share * 100.0).round() as u32,
+    })
+}
+
+/// The passages (0-based, best first, at most three) that share the most content words with an
+/// answer that cites none: what it rests on, so the asker sees its sources.
+pub fn supporting_passages(reply: &str, passages: &[&str]) -> Vec<usize> {
+    let answer: HashSet<String> = content_words(reply).iter().map(|w| stem(w).to_owned()).collect();
+    let mut shared: Vec<(usize, usize)> = passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let words: HashSet<String> = content_words(p).iter().map(|w| stem(w).to_owned()).collect();
+            (i, answer.intersection(&words).count())
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    shared.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    shared.into_iter().take(3).map(|(i, _)| i).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSAGES: [&str; 2] = [
+        "Refunds are accepted within 30 days of delivery when the item is unused.",
+        "Passwords must be at least 14 characters long and are rotated every 90 days.",
+    ];
+
+    #[test]
+    fn an_answer_without_markers_rests_on_the_passages_it_shares_words_with() {
+        assert_eq!(supporting_passages("Passwords need 14 characters.", &PASSAGES), vec![1]);
+        assert!(supporting_passages("Nothing related.", &PASSAGES).is_empty());
+    }
+
+    #[test]
+    fn answers_pass() {
+        for reply in [
+            "Refunds are accepted within 30 days of delivery [1].",
+            "At least 14 characters [2].",
+            "14",
+            "Yes: unused items can be refunded within 30 days [1].",
+            "[PERSON_1] can get a refund within 30 days [1].",
+        ] {
+            assert_eq!(
+                judge(reply, "How long do I have to return an item?", &PASSAGES),
+                None,
+                "{reply}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_answers_are_caught() {
+        let question = "How long must a password be?";
+        for (reply, expected) in [
+            ("", NonAnswer::Empty),
+            ("  [1] [2]  ", NonAnswer::Empty),
+            ("1. [1] 2. [2] 3. [3] 4. [4]", NonAnswer::Empty),
+            ("The answer to your question is:", NonAnswer::NoContent),
+            ("The answer to the question", NonAnswer::NoContent),
+            ("How long must a password be?", NonAnswer::RestatesTheQuestion),
+            ("A password must be long.", NonAnswer::RestatesTheQuestion),
+        ] {
+            assert_eq!(judge(reply, question, &PASSAGES), Some(expected), "{reply:?}");
+        }
+        assert!(matches!(
+            judge("Bananas ripen quickly in tropical climates.", question, &PASSAGES),
+            Some(NonAnswer::Unsupported { .. })
+        ));
+    }
+}
