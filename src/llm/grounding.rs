@@ -18,7 +18,8 @@ pub enum NonAnswer {
     NoContent,
     /// Only words of the question.
     RestatesTheQuestion,
-    /// Most of its words are in neither the passages nor the question.
+    /// Nothing in it comes from the passages, or most of its words are in neither the passages
+    /// nor the question.
     Unsupported { supported_share: u32 },
 }
 
@@ -113,14 +114,23 @@ pub fn judge(reply: &str, question: &str, passages: &[&str]) -> Option<NonAnswer
         .iter()
         .filter(|w| passage_words.contains(**w) && !question_words.contains(**w))
         .count();
-    if new_from_passages == 0 && stems.iter().all(|w| question_words.contains(*w)) {
-        return Some(NonAnswer::RestatesTheQuestion);
-    }
     let supported = stems
         .iter()
         .filter(|w| passage_words.contains(**w) || question_words.contains(**w))
         .count();
     let share = supported as f64 / stems.len() as f64;
+    // An answer brings at least one word of the passages that the question did not have: the
+    // asker's own words, placeholders included (`I'm [PERSON_1] and I'm a customer of
+    // [PERSON_1]`), answer nothing.
+    if new_from_passages == 0 {
+        return Some(if stems.iter().all(|w| question_words.contains(*w)) {
+            NonAnswer::RestatesTheQuestion
+        } else {
+            NonAnswer::Unsupported {
+                supported_share: (share * 100.0).round() as u32,
+            }
+        });
+    }
     (share < SUPPORTED_SHARE).then(|| NonAnswer::Unsupported {
         supported_share: (share * 100.0).round() as u32,
     })
@@ -189,9 +199,15 @@ mod tests {
         ] {
             assert_eq!(judge(reply, question, &PASSAGES), Some(expected), "{reply:?}");
         }
-        assert!(matches!(
-            judge("Bananas ripen quickly in tropical climates.", question, &PASSAGES),
-            Some(NonAnswer::Unsupported { .. })
-        ));
+        for reply in [
+            "Bananas ripen quickly in tropical climates.",
+            "[PERSON_1] (2023-01-01)\n\nI'm [PERSON_1] and I'm a customer of [PERSON_1] at [PERSON",
+        ] {
+            let question = "I am [PERSON_1]. How long must a password be?";
+            assert!(
+                matches!(judge(reply, question, &PASSAGES), Some(NonAnswer::Unsupported { .. })),
+                "{reply}"
+            );
+        }
     }
 }
