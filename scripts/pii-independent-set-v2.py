@@ -1494,7 +1494,7 @@ README = """# Independent labeled PII set
 `dev.jsonl` and `test.jsonl` are two labeled sets of {n_dev} and {n_test} synthetic texts for measuring the PII
 masking stage. They were made **independently of the detector**: by `{script}`, which
 shares no code, templates, sentences or name lists with `scripts/pii-labeled-set.py` (the script that writes
-`src/pii/data/*.txt` from the US Census lists and the older `tests/fixtures/pii/labeled.jsonl`). Names,
+`crates/pii/src/data/first_names.txt`, `surnames.txt` from the US Census lists and the older `tests/fixtures/pii/labeled.jsonl`). Names,
 addresses, companies, e-mail domains, phone numbers, IBANs, card numbers, SSNs and IP addresses all come from
 [Faker](https://pypi.org/project/Faker/) {faker_version}; phone numbers are validated with
 [phonenumbers](https://pypi.org/project/phonenumbers/) {pn_version}.

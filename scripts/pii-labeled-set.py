@@ -4,8 +4,8 @@
     python3 scripts/pii-labeled-set.py [--names-src PATH] [--use-existing-lists]
 
 Writes
-  src/pii/data/first_names.txt   top 3000 US first names (male+female), lowercase ASCII, sorted
-  src/pii/data/surnames.txt      top 8000 US surnames, lowercase ASCII, sorted
+  crates/pii/src/data/first_names.txt   top 3000 US first names (male+female), lowercase ASCII, sorted
+  crates/pii/src/data/surnames.txt   top 8000 US surnames, lowercase ASCII, sorted
   tests/fixtures/pii/labeled.jsonl
 
 Name source: the PyPI package `names` 0.3.0 (MIT code; its dist.male.first, dist.female.first and
@@ -70,7 +70,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT / "src" / "pii" / "data"
+DATA_DIR = ROOT / "crates" / "pii" / "src" / "data"
 FIXTURE = ROOT / "tests" / "fixtures" / "pii" / "labeled.jsonl"
 
 NAMES_PKG = "names==0.3.0"
@@ -1092,7 +1092,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--names-src", help="names-0.3.0.tar.gz, a folder holding it, or the unpacked sdist")
     ap.add_argument("--use-existing-lists", action="store_true",
-                    help="read src/pii/data/*.txt instead of rebuilding them from the census files")
+                    help="read crates/pii/src/data/*.txt instead of rebuilding them from the census files")
     ap.add_argument("--print-removed", action="store_true", help="list the census names dropped by COMMON_WORDS")
     args = ap.parse_args()
     ensure_phonenumbers()
