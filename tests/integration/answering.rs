@@ -602,6 +602,8 @@ async fn transient_provider_failures_are_absorbed_and_retry_after_is_honoured() 
     for answer in answers.values() {
         match answer.status {
             AnswerStatus::Ok => assert!(answer.answer.is_some()),
+            // Retries ran out: the passages answer, and say why.
+            AnswerStatus::Extractive => assert!(answer.fallback_reason.is_some()),
             AnswerStatus::Failed => assert!(answer.reason.is_some()),
             other => panic!("unexpected status {other:?}"),
         }
