@@ -215,9 +215,6 @@ fn extend_with_components(text: &str, mut end: usize) -> usize {
                 break;
             }
         }
-        if separator_text.trim().is_empty() && !separator_text.contains('\n') && is_city_alone {
-            break;
-        }
         end += separator.end() + value.len();
         taken += 1;
     }
@@ -310,7 +307,7 @@ mod tests {
     use super::*;
 
     fn found(text: &str) -> Vec<&str> {
-        addresses(text).into_iter().map(|(s, e)| &text[s..e]).collect()
+        crate::text::slices(text, addresses(text))
     }
 
     #[test]

@@ -49,7 +49,7 @@ mod tests {
     use super::*;
 
     fn spans(found: Vec<(usize, usize)>, text: &str) -> Vec<&str> {
-        found.into_iter().map(|(s, e)| &text[s..e]).collect()
+        crate::text::slices(text, found)
     }
 
     #[test]

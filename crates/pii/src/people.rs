@@ -601,9 +601,14 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
             found.extend(name_in(&words, *evidence, after_title));
         }
     }
-    for run in RUNS.find_iter(text) {
-        let words = words_of(text, run.start(), run.end());
-        found.extend(listed_name(text, &words));
+    // The runs of capitalised words, read once: judged by the name lists here, searched for
+    // later mentions of the names found below.
+    let runs: Vec<Vec<Word<'_>>> = RUNS
+        .find_iter(text)
+        .map(|run| words_of(text, run.start(), run.end()))
+        .collect();
+    for words in &runs {
+        found.extend(listed_name(text, words));
     }
     let organisations = organisations(text);
     let mut found: Vec<(usize, usize)> = found
@@ -612,7 +617,7 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
         .filter(|&(start, end)| end > start)
         .filter(|&(start, end)| !organisations.iter().any(|&(s, e)| start < e && s < end))
         .collect();
-    found.extend(mentioned_again(text, &found, &organisations));
+    found.extend(mentioned_again(text, &runs, &found, &organisations));
     found.sort();
     merge_overlapping(found)
 }
@@ -620,7 +625,12 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
 /// Every other mention of a name already found, whole or in part (`Dolores Lucero` …
 /// `Dolores asked` … `Mr. Lucero`): once a text names a person, the same words elsewhere in it
 /// are that person.
-fn mentioned_again(text: &str, found: &[(usize, usize)], organisations: &[(usize, usize)]) -> Vec<(usize, usize)> {
+fn mentioned_again(
+    text: &str,
+    runs: &[Vec<Word<'_>>],
+    found: &[(usize, usize)],
+    organisations: &[(usize, usize)],
+) -> Vec<(usize, usize)> {
     let mut names: Vec<&str> = Vec::new();
     for &(start, end) in found {
         for word in text[start..end].split_whitespace() {
@@ -637,13 +647,11 @@ fn mentioned_again(text: &str, found: &[(usize, usize)], organisations: &[(usize
         }
     }
     let mut again = Vec::new();
-    for run in RUNS.find_iter(text) {
-        for word in words_of(text, run.start(), run.end()) {
-            let known = names.contains(&word.text) || names.contains(&word.text.trim_end_matches("'s"));
-            let inside = |spans: &[(usize, usize)]| spans.iter().any(|&(s, e)| word.start < e && s < word.end);
-            if known && !inside(found) && !inside(organisations) {
-                again.push(without_possessive(text, (word.start, word.end)));
-            }
+    for word in runs.iter().flatten() {
+        let known = names.contains(&word.text) || names.contains(&word.text.trim_end_matches("'s"));
+        let inside = |spans: &[(usize, usize)]| spans.iter().any(|&(s, e)| word.start < e && s < word.end);
+        if known && !inside(found) && !inside(organisations) {
+            again.push(without_possessive(text, (word.start, word.end)));
         }
     }
     again
@@ -671,7 +679,7 @@ mod tests {
     use super::*;
 
     fn found(text: &str) -> Vec<&str> {
-        people(text).into_iter().map(|(s, e)| &text[s..e]).collect()
+        crate::text::slices(text, people(text))
     }
 
     #[test]

@@ -27,3 +27,9 @@ pub(super) fn words_before(text: &str, at: usize, window: usize) -> &str {
         None => before,
     }
 }
+
+/// The text of each span, for the detectors' tests.
+#[cfg(test)]
+pub(super) fn slices(text: &str, spans: Vec<(usize, usize)>) -> Vec<&str> {
+    spans.into_iter().map(|(start, end)| &text[start..end]).collect()
+}

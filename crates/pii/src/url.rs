@@ -344,7 +344,7 @@ mod tests {
     use super::*;
 
     fn found(text: &str) -> Vec<&str> {
-        person_urls(text).into_iter().map(|(s, e)| &text[s..e]).collect()
+        crate::text::slices(text, person_urls(text))
     }
 
     #[test]

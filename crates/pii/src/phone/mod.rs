@@ -191,7 +191,7 @@ mod tests {
     use super::*;
 
     fn found(text: &str) -> Vec<&str> {
-        phones(text, None).into_iter().map(|(s, e)| &text[s..e]).collect()
+        crate::text::slices(text, phones(text, None))
     }
 
     #[test]
