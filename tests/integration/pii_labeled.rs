@@ -81,12 +81,14 @@ fn check_overall(report: &Report, floor: Overall) -> Vec<String> {
 #[test]
 fn detection_on_the_independent_set() {
     let report = report("tests/fixtures/pii-independent/test.jsonl");
-    let mut failures = check(&report, &[("PERSON", 0.95), ("ADDRESS", 0.90), ("PHONE", 0.95)], 0.98);
+    // The targets: F2 ≥ 0.92, under 0.5% of the values untouched, at most 10% of the
+    // clean texts changed (measured: 0.992, 0.30%, 3.6%).
+    let mut failures = check(&report, &[("PERSON", 0.97), ("ADDRESS", 0.93), ("PHONE", 0.97)], 0.98);
     failures.extend(check_overall(
         &report,
         Overall {
-            f2: 0.96,
-            untouched: 0.01,
+            f2: 0.98,
+            untouched: 0.005,
             clean_changed: 0.10,
         },
     ));
@@ -96,13 +98,14 @@ fn detection_on_the_independent_set() {
 #[test]
 fn detection_on_the_second_independent_set() {
     let report = report("tests/fixtures/pii-independent-v2/test.jsonl");
-    let mut failures = check(&report, &[("PERSON", 0.92), ("ADDRESS", 0.90), ("PHONE", 0.90)], 0.98);
+    // Measured: F2 0.973, 0.61% untouched, 11.3% of the clean texts changed.
+    let mut failures = check(&report, &[("PERSON", 0.95), ("ADDRESS", 0.93), ("PHONE", 0.95)], 0.98);
     failures.extend(check_overall(
         &report,
         Overall {
-            f2: 0.94,
-            untouched: 0.03,
-            clean_changed: 0.15,
+            f2: 0.96,
+            untouched: 0.008,
+            clean_changed: 0.12,
         },
     ));
     assert!(failures.is_empty(), "{failures:#?}");

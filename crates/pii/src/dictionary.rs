@@ -23,6 +23,12 @@ static SURNAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
     names.extend(list(include_str!("data/world_surnames.txt")));
     names
 });
+/// Census names left out of the lists above because they are English words (`mark`, `brown`):
+/// evidence only beside a listed name (`Catherine Brown`, `Mark Cunningham`).
+static ENGLISH_WORD_FIRST_NAMES: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| list(include_str!("data/english_word_first_names.txt")));
+static ENGLISH_WORD_SURNAMES: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| list(include_str!("data/english_word_surnames.txt")));
 static ENGLISH_WORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| list(include_str!("data/english_words.txt")));
 
 /// `word` lower-cased without allocating when it already is.
@@ -40,6 +46,16 @@ pub(super) fn is_first_name(word: &str) -> bool {
 
 pub(super) fn is_surname(word: &str) -> bool {
     SURNAMES.contains(lower(word).as_ref())
+}
+
+/// A census first name that is also an English word (`Mark`, `Grace`), not a weekday or a label.
+pub(super) fn is_english_word_first_name(word: &str) -> bool {
+    ENGLISH_WORD_FIRST_NAMES.contains(lower(word).as_ref()) && !is_always_common(word)
+}
+
+/// A census surname that is also an English word (`Brown`, `Young`), not a weekday or a label.
+pub(super) fn is_english_word_surname(word: &str) -> bool {
+    ENGLISH_WORD_SURNAMES.contains(lower(word).as_ref()) && !is_always_common(word)
 }
 
 /// In either name list (a hyphenated name counts when each part does: `Min-jun`, `Nowak-Kowalska`).
@@ -483,6 +499,15 @@ pub(super) fn is_organisation_word(word: &str) -> bool {
         "a/s",
         "oy",
         "oyj",
+        "ky",
+        "ry",
+        "osk",
+        "s/a",
+        "ltda",
+        "ltda.",
+        "s.com.",
+        "s.c.",
+        "proyectos",
         "pty",
         "co",
         "co.",
@@ -616,6 +641,8 @@ pub(super) fn is_organisation_word(word: &str) -> bool {
         "sccl",
     ];
     // Capitalised or dotted only: `Priya as well` is not a company.
+    // `Peixoto Marques S/A,`: the form's own dots stay, a comma after it goes.
+    let word = word.trim_end_matches([',', ';', ':']);
     (word.starts_with(char::is_uppercase) || word.contains(['.', '/']))
         && (ORGANISATION_WORDS.contains(&lower(word).as_ref())
             || MORE_ORGANISATION_WORDS.contains(&lower(word).as_ref()))
