@@ -122,6 +122,8 @@ pub async fn ask(options: &AskOptions) -> anyhow::Result<Asked> {
 struct PartialPrinter {
     attempt: Option<(String, u32)>,
     printed: bool,
+    /// The current attempt's text so far.
+    text: String,
 }
 
 impl PartialPrinter {
@@ -136,7 +138,9 @@ impl PartialPrinter {
                 );
             }
             self.attempt = Some(attempt);
+            self.text.clear();
         }
+        self.text.push_str(&partial.delta);
         print!("{}", partial.delta);
         self.printed |= !partial.delta.is_empty();
         let _ = std::io::stdout().flush();
@@ -165,12 +169,15 @@ fn wait_for_answer(consumer: &BaseConsumer, request_id: &str, topic: &str, timeo
         if partials.printed {
             println!("\n");
         }
-        let answer =
+        let answer: Answer =
             serde_json::from_slice(payload).with_context(|| format!("the answer on `{topic}` is not readable"))?;
-        return Ok(Asked {
-            answer,
-            streamed: partials.printed,
-        });
+        // A streamed reply that was not used (not an answer, so the passages answered) is not
+        // the answer on screen: the answer is printed after it.
+        let streamed = partials.printed && answer.answer.as_deref().map(str::trim) == Some(partials.text.trim());
+        if partials.printed && !streamed {
+            println!("[that reply was not used]\n");
+        }
+        return Ok(Asked { answer, streamed });
     }
     bail!(
         "no answer for request {request_id} on `{topic}` within {} s (is `ragstream run` running with an answering pipeline?)",

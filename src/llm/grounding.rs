@@ -18,6 +18,12 @@ pub enum NonAnswer {
     NoContent,
     /// Only words of the question.
     RestatesTheQuestion,
+    /// The question asks for a figure (`how many`, `how long`, `what is the maximum`) and the
+    /// reply has none.
+    NoFigure,
+    /// A list of the passages' markers and titles (`[1] (leave policy) Leave Policy`), as the
+    /// prompt shows them, instead of an answer.
+    ListsSources,
     /// Nothing in it comes from the passages, or most of its words are in neither the passages
     /// nor the question.
     Unsupported { supported_share: u32 },
@@ -32,6 +38,8 @@ impl NonAnswer {
                 "the model's reply had no content (only a frame such as \"The answer is:\")".to_owned()
             }
             NonAnswer::RestatesTheQuestion => "the model's reply only restated the question".to_owned(),
+            NonAnswer::ListsSources => "the model's reply only listed the sources".to_owned(),
+            NonAnswer::NoFigure => "the question asks for a figure and the model's reply has none".to_owned(),
             NonAnswer::Unsupported { supported_share } => {
                 format!(
                     "the model's reply is not supported by the passages ({supported_share}% of its words are in them)"
@@ -62,7 +70,7 @@ const STOPWORDS: &[&str] = &[
 ];
 
 /// Content words (lower case; placeholders as written; numbers kept).
-fn content_words(text: &str) -> Vec<String> {
+pub(crate) fn content_words(text: &str) -> Vec<String> {
     WORD.find_iter(text)
         .map(|m| m.as_str().to_lowercase())
         .filter(|w| {
@@ -72,7 +80,7 @@ fn content_words(text: &str) -> Vec<String> {
 }
 
 /// A crude stem, so `refunds`/`refund`, `approves`/`approved` meet.
-fn stem(word: &str) -> &str {
+pub(crate) fn stem(word: &str) -> &str {
     for suffix in ["ing", "ed", "es", "s"] {
         if word.len() > suffix.len() + 3 {
             if let Some(stripped) = word.strip_suffix(suffix) {
@@ -98,6 +106,9 @@ pub fn judge(reply: &str, question: &str, passages: &[&str]) -> Option<NonAnswer
     };
     if !bare.chars().any(char::is_alphanumeric) {
         return Some(NonAnswer::Empty);
+    }
+    if lists_sources(reply) {
+        return Some(NonAnswer::ListsSources);
     }
     let content = content_words(&FRAME.replace_all(&without_citations, " "));
     if content.is_empty() {
@@ -131,9 +142,43 @@ pub fn judge(reply: &str, question: &str, passages: &[&str]) -> Option<NonAnswer
             }
         });
     }
-    (share < SUPPORTED_SHARE).then(|| NonAnswer::Unsupported {
-        supported_share: (share * 100.0).round() as u32,
-    })
+    if share < SUPPORTED_SHARE {
+        return Some(NonAnswer::Unsupported {
+            supported_share: (share * 100.0).round() as u32,
+        });
+    }
+    (asks_for_a_figure(question) && !FIGURE_IN_REPLY.is_match(&without_citations)).then_some(NonAnswer::NoFigure)
+}
+
+/// Questions whose answer is a figure: an amount, a duration, a count, a limit.
+static ASKS_FOR_A_FIGURE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage)\b",
+    )
+    .expect("pattern")
+});
+/// A figure in words or digits (`14`, `two`, `twice`, `daily`, `unlimited`).
+static FIGURE_IN_REPLY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|sixty|ninety|hundred|thousand|million|once|twice|daily|weekly|monthly|yearly|annually|hourly|quarterly|unlimited|no limit|never|none|free|half|dozen)\b")
+        .expect("pattern")
+});
+
+/// The question asks for an amount, a duration, a count or a limit.
+pub(crate) fn asks_for_a_figure(question: &str) -> bool {
+    ASKS_FOR_A_FIGURE.is_match(question)
+}
+
+/// Most lines open with a citation marker followed by a few words (a title), the way the
+/// prompt lists the passages; an answer's markers follow its statements (`… 30 days [1]`).
+fn lists_sources(reply: &str) -> bool {
+    static SOURCE_LINE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^\s*(?:\d{1,2}[.)]\s*)?\[\s*\d+\s*\]").expect("pattern"));
+    let lines: Vec<&str> = reply.lines().filter(|line| !line.trim().is_empty()).collect();
+    let listing = lines
+        .iter()
+        .filter(|line| SOURCE_LINE.is_match(line) && content_words(&CITATION.replace_all(line, " ")).len() <= 6)
+        .count();
+    lines.len() >= 2 && listing * 5 >= lines.len() * 4
 }
 
 /// The passages (0-based, best first, at most three) that share the most content words with an
@@ -176,6 +221,7 @@ mod tests {
             "14",
             "Yes: unused items can be refunded within 30 days [1].",
             "[PERSON_1] can get a refund within 30 days [1].",
+            "- Refunds: within 30 days [1]\n- Passwords: 14 characters [2]",
         ] {
             assert_eq!(
                 judge(reply, "How long do I have to return an item?", &PASSAGES),
@@ -195,6 +241,11 @@ mod tests {
             ("The answer to your question is:", NonAnswer::NoContent),
             ("The answer to the question", NonAnswer::NoContent),
             ("How long must a password be?", NonAnswer::RestatesTheQuestion),
+            ("Passwords are rotated and must be long [2].", NonAnswer::NoFigure),
+            (
+                "1. [1] (returns) Returns Policy\n2. [2] (security policy) Security Policy\n\n[3] (Pay",
+                NonAnswer::ListsSources,
+            ),
             ("A password must be long.", NonAnswer::RestatesTheQuestion),
         ] {
             assert_eq!(judge(reply, question, &PASSAGES), Some(expected), "{reply:?}");

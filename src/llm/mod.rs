@@ -6,6 +6,7 @@
 
 mod anthropic;
 mod breaker;
+mod extractive;
 pub mod grounding;
 mod local;
 mod openai;
@@ -21,9 +22,10 @@ use serde::{Deserialize, Serialize};
 
 pub use anthropic::AnthropicProvider;
 pub use breaker::CircuitBreaker;
+pub use extractive::extractive_answer;
 pub use local::{shared_local_chat_model, LocalChatModel, LocalProvider};
 pub use openai::OpenAiProvider;
-pub use prompt::{assemble, citation, estimate_tokens, extractive_answer, parse_citations, Passage, Prompt};
+pub use prompt::{assemble, citation, estimate_tokens, parse_citations, Passage, Prompt};
 pub use resilience::{Answered, CallOutcome, ChainModel, ModelChain, RetryPolicy};
 
 /// Who speaks a message of a conversation.

@@ -39,7 +39,7 @@ pub struct Prompt {
     pub prompt_tokens: usize,
 }
 
-fn numbered(index: usize, passage: &Passage) -> String {
+pub(super) fn numbered(index: usize, passage: &Passage) -> String {
     match &passage.title {
         Some(title) => format!("[{index}] ({title}) {}\n", passage.text),
         None => format!("[{index}] {}\n", passage.text),
@@ -123,19 +123,6 @@ pub fn citation(index: usize, passage: &Passage) -> Citation {
         title: passage.title.clone(),
         score: passage.score,
     }
-}
-
-/// The answer when no model is used: the best passages, labelled as such.
-pub fn extractive_answer(passages: &[Passage], max_passages: usize) -> (String, Vec<Citation>) {
-    let mut text = String::from(
-        "No language model answered this question; these are the most relevant passages from your documents:\n",
-    );
-    let mut citations = Vec::new();
-    for (position, passage) in passages.iter().take(max_passages).enumerate() {
-        text.push_str(&numbered(position + 1, passage));
-        citations.push(citation(position + 1, passage));
-    }
-    (text, citations)
 }
 
 #[cfg(test)]

@@ -838,7 +838,7 @@ impl Generate {
 
     /// The best passages as the answer, status `extractive`, and why no model's answer is used.
     fn answer_from_passages(&self, draft: &mut AnswerDraft, why: String) {
-        let (text, citations) = extractive_answer(&draft.passages, self.config.extractive_passages);
+        let (text, citations) = extractive_answer(&draft.question, &draft.passages, self.config.extractive_passages);
         draft.answer = Some(text);
         draft.citations = citations;
         draft.fallback_reason = Some(why);

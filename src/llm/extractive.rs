@@ -1,0 +1,279 @@
+//! The answer without a model: the sentence of the retrieved passages that answers the
+//! question best, with its citation. Used when no model is configured, when every model
+//! failed, and when a model's reply is not an answer (`grounding`).
+//!
+//! A sentence scores by the question's content words it contains, each weighted by how rare it
+//! is among the passages' sentences (a word every sentence has says nothing), with a bonus for
+//! a figure when the question asks for one (`how many`, `how long`, `what is the maximum`) and
+//! a small preference for the better-ranked passage. When no sentence shares a word with the
+//! question, the best passages are the answer, as before.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::grounding::{asks_for_a_figure, content_words, stem};
+use super::prompt::{citation, numbered};
+use super::Passage;
+use crate::contracts::Citation;
+
+static FIGURE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d").expect("pattern"));
+/// Emphasis and code marks, dropped from a sentence.
+static MARKS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*|__|`").expect("pattern"));
+/// What starts a block of its own: a list item or a heading.
+static BLOCK_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+").expect("pattern"));
+static TABLE_SEPARATOR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\s|:\-]+$").expect("pattern"));
+
+/// One sentence of a passage and the passage's position (1-based, as cited).
+struct Sentence {
+    text: String,
+    passage: usize,
+    words: HashSet<String>,
+}
+
+/// Sentences of a paragraph: split where `.`, `!` or `?` is followed by a space and a capital
+/// or a digit.
+fn split_sentences(paragraph: &str, into: &mut Vec<String>) {
+    let chars: Vec<(usize, char)> = paragraph.char_indices().collect();
+    let mut start = 0;
+    for (i, &(at, c)) in chars.iter().enumerate() {
+        let ends = matches!(c, '.' | '!' | '?')
+            && chars.get(i + 1).is_some_and(|&(_, next)| next == ' ')
+            && chars
+                .get(i + 2)
+                .is_some_and(|&(_, next)| next.is_uppercase() || next.is_ascii_digit());
+        if ends {
+            into.push(paragraph[start..at + 1].trim().to_owned());
+            start = at + 1;
+        }
+    }
+    into.push(paragraph[start..].trim().to_owned());
+}
+
+/// `API Authentication > OAuth 2.0 client credentials`: the section path a chunk opens with.
+fn is_heading_path(line: &str) -> bool {
+    line.contains(" > ") && !line.ends_with(['.', '!', '?', ':']) && line.split_whitespace().count() <= 16
+}
+
+/// The sentences of a passage's text: paragraphs (soft-wrapped lines joined), list items, and
+/// table rows read with their header (`Plan: Enterprise; Monthly uptime: 99.95%`). Headings and
+/// the passage's title line are not sentences.
+fn sentences(text: &str, title: Option<&str>) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut paragraph = String::new();
+    let mut header: Option<Vec<String>> = None;
+    let flush = |paragraph: &mut String, found: &mut Vec<String>| {
+        if !paragraph.trim().is_empty() {
+            split_sentences(paragraph.trim(), found);
+        }
+        paragraph.clear();
+    };
+    for line in text.lines() {
+        let line = MARKS.replace_all(line, "");
+        let trimmed = line.trim();
+        if !trimmed.starts_with('|') {
+            header = None;
+        }
+        if trimmed.is_empty() || trimmed.starts_with('#') || Some(trimmed) == title || is_heading_path(trimmed) {
+            flush(&mut paragraph, &mut found);
+        } else if trimmed.starts_with('|') {
+            flush(&mut paragraph, &mut found);
+            let cells: Vec<String> = trimmed
+                .trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_owned())
+                .collect();
+            if TABLE_SEPARATOR.is_match(trimmed) {
+                continue;
+            }
+            match &header {
+                None => header = Some(cells),
+                Some(names) => {
+                    let row: Vec<String> = names
+                        .iter()
+                        .zip(&cells)
+                        .filter(|(_, cell)| !cell.is_empty())
+                        .map(|(name, cell)| {
+                            if name.is_empty() {
+                                cell.clone()
+                            } else {
+                                format!("{name}: {cell}")
+                            }
+                        })
+                        .collect();
+                    found.push(row.join("; "));
+                }
+            }
+        } else if BLOCK_START.is_match(trimmed) {
+            flush(&mut paragraph, &mut found);
+            paragraph.push_str(&BLOCK_START.replace(trimmed, ""));
+        } else {
+            if !paragraph.is_empty() {
+                paragraph.push(' ');
+            }
+            paragraph.push_str(trimmed);
+        }
+    }
+    flush(&mut paragraph, &mut found);
+    found
+        .into_iter()
+        .map(|sentence| {
+            sentence
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace(" .", ".")
+        })
+        .filter(|sentence| sentence.split_whitespace().count() >= 3)
+        .collect()
+}
+
+fn stems(text: &str) -> HashSet<String> {
+    content_words(text).iter().map(|w| stem(w).to_owned()).collect()
+}
+
+/// The best sentence for `question` among `passages`, if any shares a word with it.
+fn best_sentence(question: &str, passages: &[Passage]) -> Option<Sentence> {
+    let asked = stems(question);
+    let wants_figure = asks_for_a_figure(question);
+    let all: Vec<Sentence> = passages
+        .iter()
+        .enumerate()
+        .flat_map(|(index, passage)| {
+            sentences(&passage.text, passage.title.as_deref())
+                .into_iter()
+                .map(move |text| Sentence {
+                    words: stems(&text),
+                    text,
+                    passage: index + 1,
+                })
+        })
+        .collect();
+    let mut document_frequency: HashMap<&str, usize> = HashMap::new();
+    for sentence in &all {
+        for word in &sentence.words {
+            *document_frequency.entry(word.as_str()).or_default() += 1;
+        }
+    }
+    let rarity = |word: &str| {
+        let n = all.len() as f64;
+        (1.0 + n / (1.0 + document_frequency.get(word).copied().unwrap_or(0) as f64)).ln()
+    };
+    let score = |sentence: &Sentence| {
+        let shared: f64 = asked
+            .iter()
+            .filter(|w| sentence.words.contains(*w))
+            .map(|w| rarity(w))
+            .sum();
+        if shared == 0.0 {
+            return 0.0;
+        }
+        let figure = if wants_figure && FIGURE.is_match(&sentence.text) {
+            1.5
+        } else {
+            0.0
+        };
+        (shared + figure) * (1.0 - 0.05 * (sentence.passage - 1) as f64)
+    };
+    let scores: Vec<f64> = all.iter().map(score).collect();
+    let best = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, score)| **score > 0.0)
+        // On a tie the earlier sentence (the better-ranked passage) wins.
+        .max_by(|(i, a), (j, b)| a.total_cmp(b).then(j.cmp(i)))
+        .map(|(index, _)| index)?;
+    all.into_iter().nth(best)
+}
+
+/// The answer from the passages: the best sentence with its citation, or the best
+/// `max_passages` passages when no sentence shares a word with the question.
+pub fn extractive_answer(question: &str, passages: &[Passage], max_passages: usize) -> (String, Vec<Citation>) {
+    if let Some(best) = best_sentence(question, passages) {
+        let text = format!("{} [{}]", best.text, best.passage);
+        return (text, vec![citation(best.passage, &passages[best.passage - 1])]);
+    }
+    let mut text = String::from(
+        "No language model answered this question; these are the most relevant passages from your documents:\n",
+    );
+    let mut citations = Vec::new();
+    for (position, passage) in passages.iter().take(max_passages).enumerate() {
+        text.push_str(&numbered(position + 1, passage));
+        citations.push(citation(position + 1, passage));
+    }
+    (text, citations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passage(n: usize, text: &str) -> Passage {
+        Passage {
+            chunk_id: format!("d{n}:1:0"),
+            doc_id: format!("d{n}"),
+            title: Some(format!("Doc {n}")),
+            text: text.to_owned(),
+            score: 0.9 - n as f32 / 100.0,
+        }
+    }
+
+    #[test]
+    fn the_sentence_that_answers_with_its_citation() {
+        let passages = [
+            passage(1, "## Leave\nEmployees get 25 days of annual leave. Carry-over is capped at 5 days."),
+            passage(
+                2,
+                "# Parental leave\n- The primary caregiver gets 16 weeks of paid parental leave. Secondary caregivers get 4 weeks.",
+            ),
+        ];
+        let (text, citations) = extractive_answer(
+            "How many weeks of paid parental leave does a primary caregiver get?",
+            &passages,
+            3,
+        );
+        assert_eq!(text, "The primary caregiver gets 16 weeks of paid parental leave. [2]");
+        assert_eq!(citations.len(), 1);
+        assert_eq!(citations[0].doc_id, "d2");
+    }
+
+    #[test]
+    fn a_figure_is_preferred_when_the_question_asks_for_one() {
+        let passages = [passage(
+            1,
+            "The on-call engineer acknowledges SEV1 pages. A SEV1 page must be acknowledged within 5 minutes.",
+        )];
+        let (text, _) = extractive_answer(
+            "Within how many minutes must a SEV1 page be acknowledged?",
+            &passages,
+            3,
+        );
+        assert!(
+            text.starts_with("A SEV1 page must be acknowledged within 5 minutes."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn wrapped_lines_are_one_sentence_and_table_rows_keep_their_header() {
+        let text = "Service Levels > Uptime\nSLA > Uptime\nThe uptime is measured per region\nand per calendar month. Credits follow.\n\n| Plan | Monthly uptime |\n| --- | --- |\n| Pro | **99.9%** |\n| Enterprise | 99.95% |\n- Support answers **within 4 hours** on\n  business days.";
+        assert_eq!(
+            sentences(text, Some("SLA > Uptime")),
+            vec![
+                "The uptime is measured per region and per calendar month.",
+                "Plan: Pro; Monthly uptime: 99.9%",
+                "Plan: Enterprise; Monthly uptime: 99.95%",
+                "Support answers within 4 hours on business days.",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_shared_word_the_passages_are_listed() {
+        let passages = [passage(1, "Totally unrelated words are here today.")];
+        let (text, citations) = extractive_answer("parental leave weeks?", &passages, 3);
+        assert!(text.starts_with("No language model answered"), "{text}");
+        assert_eq!(citations.len(), 1);
+    }
+}
