@@ -24,12 +24,19 @@ if ! deploy/local/broker.sh status; then
   deploy/local/broker.sh start
   started_broker=true
 fi
+# The default topology's cost control keeps budgets and the response cache in Redis.
+started_redis=false
+if ! deploy/local/redis.sh status; then
+  deploy/local/redis.sh start
+  started_redis=true
+fi
 ragstream_pid=""
 cleanup() {
   if [[ -n $ragstream_pid ]] && kill -0 "$ragstream_pid" 2>/dev/null; then
     kill -TERM "$ragstream_pid"; wait "$ragstream_pid" || true
   fi
   if $started_broker; then deploy/local/broker.sh stop; fi
+  if $started_redis; then deploy/local/redis.sh stop; fi
 }
 trap cleanup EXIT
 

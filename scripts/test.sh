@@ -2,8 +2,8 @@
 # Runs every check and test on a fresh or a used machine: installs what is missing (Debian
 # packages, the tansu broker, the crabka Schema Registry, the models, a local S3 server, the
 # deployment checks' tools), starts the broker, the registry and the S3 server if none answers,
-# then formatting, lints, unit tests and integration tests against the real broker (Redis and
-# PostgreSQL run on every machine). `.ci/run` calls exactly this.
+# then formatting, lints, unit tests and integration tests against the real broker and Redis
+# (started here when none answers). `.ci/run` calls exactly this.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +32,10 @@ cargo fmt --check
 # minutes on a fresh 2-core machine. Only this crate goes through clippy-driver; dependencies are
 # compiled once, by rustc, and shared with `cargo run`, the demo and the benchmarks.
 export RUSTC_WORKSPACE_WRAPPER=${RUSTC_WORKSPACE_WRAPPER-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}
+if [[ -z $RUSTC_WORKSPACE_WRAPPER ]]; then
+  echo "clippy-driver not found (rustup component add clippy): the lints cannot run" >&2
+  exit 1
+fi
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 echo "== clippy -D warnings + build of every target (lib, bins, tests, benches)"
 # RAGSTREAM_BUILD_TIMINGS=1 writes cargo's per-crate timing report (cargo-timings/ in the target dir).
@@ -46,6 +50,13 @@ started_broker=false
 if ! deploy/local/broker.sh status; then
   deploy/local/broker.sh start
   started_broker=true
+fi
+# Redis for cost control's shared state (budgets, rate limits, response cache): the machine's
+# own when one answers, else Debian's redis-server started here.
+started_redis=false
+if ! deploy/local/redis.sh status; then
+  deploy/local/redis.sh start
+  started_redis=true
 fi
 # A local S3-compatible server (moto) for the index-on-object-storage test.
 started_s3=false
@@ -63,6 +74,7 @@ cleanup() {
   if $started_registry; then deploy/local/registry.sh stop; fi
   if $started_broker; then deploy/local/broker.sh stop; fi
   if $started_s3; then deploy/local/s3.sh stop; fi
+  if $started_redis; then deploy/local/redis.sh stop; fi
 }
 trap cleanup EXIT
 

@@ -338,12 +338,13 @@ mod tests {
         }
     }
 
-    /// The same calls against the memory store and Redis on loopback (every machine here runs
-    /// one) give the same answers.
+    /// The same calls against the memory store and Redis (`RAGSTREAM_REDIS`, default loopback,
+    /// where `deploy/local/redis.sh start` puts one) give the same answers.
     async fn stores() -> Vec<StateStore> {
+        let redis = std::env::var("RAGSTREAM_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         vec![
             StateStore::connect("memory").await.unwrap(),
-            StateStore::connect("redis://127.0.0.1:6379").await.unwrap(),
+            StateStore::connect(&redis).await.unwrap(),
         ]
     }
 

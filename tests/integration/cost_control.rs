@@ -1,4 +1,4 @@
-//! Cost control through the real broker and the machine's Redis (127.0.0.1:6379), with two
+//! Cost control through the real broker and Redis (`RAGSTREAM_REDIS`, default 127.0.0.1:6379), with two
 //! processor replicas in one consumer group where sharing matters: budgets and rate limits hold
 //! across replicas, a replayed question is not paid twice, the cache answers repeats, and a
 //! provider key never shows.
@@ -14,7 +14,10 @@ use common::scripted_llm::{always_answer, Behaviour, Responder, ScriptedLlm};
 use common::*;
 use ragstream::contracts::{Answer, AnswerStatus};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+/// The shared store: `RAGSTREAM_REDIS`, default loopback (`deploy/local/redis.sh start`).
+fn redis() -> String {
+    std::env::var("RAGSTREAM_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
 /// 40 characters: the scripted server reports 10 completion tokens for it.
 const REPLY: &str = "Refunds are accepted within 30 days [1].";
 
@@ -33,7 +36,10 @@ fn dollar_per_call(url: &str) -> String {
 fn cost_setup(url: &str, cost_control: &str) -> Setup {
     Setup {
         models: dollar_per_call(url),
-        generate_extra: format!(", max_output_tokens: 16, cost_control: {{ store: \"{REDIS}\", {cost_control} }}"),
+        generate_extra: format!(
+            ", max_output_tokens: 16, cost_control: {{ store: \"{}\", {cost_control} }}",
+            redis()
+        ),
         ..Setup::openai(url)
     }
 }
