@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The demo: starts the local broker and ragstream on the embedded default topology, loads the
 # sample corpus (corpus/, two tenants) with `ragstream ingest`, feeds updates, a delete and a few
-# deliberately malformed documents, then answers the sample questions end to end with the local
-# model (offline: SmolLM2-135M in-process), one of them full of personal data that the model never
-# sees. Shows the answers, the audit events, tenant-scoped searches, the dead-letter topics and
+# deliberately malformed documents, then answers the sample questions end to end offline (the
+# default topology answers with the documents' best sentence and its source, no model), one of them
+# full of personal data that is masked before retrieval and restored in the answer. Shows the answers, the audit events, tenant-scoped searches, the dead-letter topics and
 # /metrics. Ctrl-C stops early; everything it started is stopped on exit.
 set -euo pipefail
 
@@ -84,7 +84,7 @@ $BIN search --tenant globex "How many weeks of parental leave does the primary c
 say "hybrid search: globex, 'rate limit Pro plan requests per minute'"
 $BIN search --tenant globex --hybrid "rate limit Pro plan requests per minute" --top-k 3
 
-say "ragstream ask: sample questions from corpus/questions.jsonl, answered by the local model (streamed)"
+say "ragstream ask: sample questions from corpus/questions.jsonl, answered offline from the passages (the default; add a model to the topology's generate stage for answers in its own words)"
 python3 - <<'PY' > .run/questions.tsv
 import json
 for line in list(open("corpus/questions.jsonl"))[:6]:

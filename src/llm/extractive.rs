@@ -133,9 +133,29 @@ fn stems(text: &str) -> HashSet<String> {
     content_words(text).iter().map(|w| stem(w).to_owned()).collect()
 }
 
-/// The best sentence for `question` among `passages`, if any shares a word with it.
-fn best_sentence(question: &str, passages: &[Passage]) -> Option<Sentence> {
-    let asked = stems(question);
+/// What the passages say to a question.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Extracted {
+    /// The sentences that answer it, each group followed by its citation marker.
+    Answer(String, Vec<Citation>),
+    /// Words the question turns on are in none of the passages and the best sentence covers
+    /// little of it: the documents do not answer it (`no_context`).
+    NotInPassages,
+    /// No sentence shares a word with the question: the best passages, listed.
+    Passages(String, Vec<Citation>),
+}
+
+/// A runner-up sentence joins the answer when it scores at least this share of the best.
+const RUNNER_UP_SHARE: f64 = 0.75;
+/// Below this share of the question's weight, with half of its words (two at least) in no
+/// passage, the passages do not answer it.
+const MIN_COVERAGE: f64 = 0.5;
+
+/// The sentences that answer `question` best, in passage order: the best one, a runner-up
+/// close to it, and what follows a sentence that ends in `:` (the list it introduces).
+fn choose(question: &str, passages: &[Passage]) -> Option<Result<Vec<Sentence>, ()>> {
+    // The asker's own masked data (`[PERSON_1]`) says nothing about what is asked.
+    let asked: HashSet<String> = stems(question).into_iter().filter(|w| !w.starts_with('[')).collect();
     let wants_figure = asks_for_a_figure(question);
     let all: Vec<Sentence> = passages
         .iter()
@@ -156,16 +176,17 @@ fn best_sentence(question: &str, passages: &[Passage]) -> Option<Sentence> {
             *document_frequency.entry(word.as_str()).or_default() += 1;
         }
     }
-    let rarity = |word: &str| {
-        let n = all.len() as f64;
-        (1.0 + n / (1.0 + document_frequency.get(word).copied().unwrap_or(0) as f64)).ln()
-    };
-    let score = |sentence: &Sentence| {
-        let shared: f64 = asked
+    let n = all.len() as f64;
+    let rarity = |word: &str| (1.0 + n / (1.0 + document_frequency.get(word).copied().unwrap_or(0) as f64)).ln();
+    let shared = |sentence: &Sentence| -> f64 {
+        asked
             .iter()
             .filter(|w| sentence.words.contains(*w))
             .map(|w| rarity(w))
-            .sum();
+            .sum()
+    };
+    let score = |sentence: &Sentence| {
+        let shared = shared(sentence);
         if shared == 0.0 {
             return 0.0;
         }
@@ -184,25 +205,78 @@ fn best_sentence(question: &str, passages: &[Passage]) -> Option<Sentence> {
         // On a tie the earlier sentence (the better-ranked passage) wins.
         .max_by(|(i, a), (j, b)| a.total_cmp(b).then(j.cmp(i)))
         .map(|(index, _)| index)?;
-    all.into_iter().nth(best)
+    let absent = asked
+        .iter()
+        .filter(|w| w.chars().count() >= 3 && !w.chars().all(|c| c.is_ascii_digit()))
+        .filter(|w| !document_frequency.contains_key(w.as_str()))
+        .count();
+    let weight: f64 = asked.iter().map(|w| rarity(w)).sum();
+    if absent >= 2 && 2 * absent >= asked.len() && shared(&all[best]) < MIN_COVERAGE * weight {
+        return Some(Err(()));
+    }
+    let mut chosen = vec![best];
+    if let Some(runner_up) = scores
+        .iter()
+        .enumerate()
+        .filter(|&(i, score)| i != best && *score >= RUNNER_UP_SHARE * scores[best])
+        .max_by(|(i, a), (j, b)| a.total_cmp(b).then(j.cmp(i)))
+        .map(|(index, _)| index)
+    {
+        chosen.push(runner_up);
+    }
+    for index in chosen.clone() {
+        if all[index].text.ends_with(':') {
+            for next in index + 1..(index + 4).min(all.len()) {
+                if all[next].passage != all[index].passage {
+                    break;
+                }
+                chosen.push(next);
+            }
+        }
+    }
+    chosen.sort_unstable();
+    chosen.dedup();
+    let mut all: Vec<Option<Sentence>> = all.into_iter().map(Some).collect();
+    Some(Ok(chosen.into_iter().filter_map(|index| all[index].take()).collect()))
 }
 
-/// The answer from the passages: the best sentence with its citation, or the best
-/// `max_passages` passages when no sentence shares a word with the question.
-pub fn extractive_answer(question: &str, passages: &[Passage], max_passages: usize) -> (String, Vec<Citation>) {
-    if let Some(best) = best_sentence(question, passages) {
-        let text = format!("{} [{}]", best.text, best.passage);
-        return (text, vec![citation(best.passage, &passages[best.passage - 1])]);
+/// The answer from the passages to `question`: the sentences that answer it with their
+/// citations, `NotInPassages`, or the best `max_passages` passages when no sentence shares a
+/// word with the question.
+pub fn extractive_answer(question: &str, passages: &[Passage], max_passages: usize) -> Extracted {
+    match choose(question, passages) {
+        Some(Ok(sentences)) => {
+            let mut text = String::new();
+            let mut cited: Vec<usize> = Vec::new();
+            for (i, sentence) in sentences.iter().enumerate() {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&sentence.text);
+                // One marker after each run of sentences from the same passage.
+                if sentences.get(i + 1).is_none_or(|next| next.passage != sentence.passage) {
+                    text.push_str(&format!(" [{}]", sentence.passage));
+                }
+                if !cited.contains(&sentence.passage) {
+                    cited.push(sentence.passage);
+                }
+            }
+            let citations = cited.iter().map(|&p| citation(p, &passages[p - 1])).collect();
+            Extracted::Answer(text, citations)
+        }
+        Some(Err(())) => Extracted::NotInPassages,
+        None => {
+            let mut text = String::from(
+                "No language model answered this question; these are the most relevant passages from your documents:\n",
+            );
+            let mut citations = Vec::new();
+            for (position, passage) in passages.iter().take(max_passages).enumerate() {
+                text.push_str(&numbered(position + 1, passage));
+                citations.push(citation(position + 1, passage));
+            }
+            Extracted::Passages(text, citations)
+        }
     }
-    let mut text = String::from(
-        "No language model answered this question; these are the most relevant passages from your documents:\n",
-    );
-    let mut citations = Vec::new();
-    for (position, passage) in passages.iter().take(max_passages).enumerate() {
-        text.push_str(&numbered(position + 1, passage));
-        citations.push(citation(position + 1, passage));
-    }
-    (text, citations)
 }
 
 #[cfg(test)]
@@ -228,11 +302,13 @@ mod tests {
                 "# Parental leave\n- The primary caregiver gets 16 weeks of paid parental leave. Secondary caregivers get 4 weeks.",
             ),
         ];
-        let (text, citations) = extractive_answer(
+        let Extracted::Answer(text, citations) = extractive_answer(
             "How many weeks of paid parental leave does a primary caregiver get?",
             &passages,
             3,
-        );
+        ) else {
+            panic!("no answer")
+        };
         assert_eq!(text, "The primary caregiver gets 16 weeks of paid parental leave. [2]");
         assert_eq!(citations.len(), 1);
         assert_eq!(citations[0].doc_id, "d2");
@@ -244,13 +320,15 @@ mod tests {
             1,
             "The on-call engineer acknowledges SEV1 pages. A SEV1 page must be acknowledged within 5 minutes.",
         )];
-        let (text, _) = extractive_answer(
+        let Extracted::Answer(text, _) = extractive_answer(
             "Within how many minutes must a SEV1 page be acknowledged?",
             &passages,
             3,
-        );
+        ) else {
+            panic!("no answer")
+        };
         assert!(
-            text.starts_with("A SEV1 page must be acknowledged within 5 minutes."),
+            text.contains("A SEV1 page must be acknowledged within 5 minutes."),
             "{text}"
         );
     }
@@ -272,8 +350,31 @@ mod tests {
     #[test]
     fn without_a_shared_word_the_passages_are_listed() {
         let passages = [passage(1, "Totally unrelated words are here today.")];
-        let (text, citations) = extractive_answer("parental leave weeks?", &passages, 3);
+        let Extracted::Passages(text, citations) = extractive_answer("parental leave weeks?", &passages, 3) else {
+            panic!("not listed")
+        };
         assert!(text.starts_with("No language model answered"), "{text}");
         assert_eq!(citations.len(), 1);
+    }
+
+    #[test]
+    fn a_list_follows_the_sentence_that_introduces_it_and_a_question_the_passages_miss_is_not_answered() {
+        let passages = [passage(
+            1,
+            "Travellers receive a daily meal allowance (per diem):\n- Domestic trips: $60 per day.\n- International trips: $90 per day.\n\nHotels are booked through the travel desk.",
+        )];
+        let Extracted::Answer(text, _) = extractive_answer("What is the daily meal allowance abroad?", &passages, 3)
+        else {
+            panic!("no answer")
+        };
+        assert!(text.contains("International trips: $90 per day."), "{text}");
+        assert_eq!(
+            extractive_answer(
+                "Does the travel desk offer pet insurance or gym subsidies?",
+                &passages,
+                3
+            ),
+            Extracted::NotInPassages
+        );
     }
 }

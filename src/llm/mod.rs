@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use anthropic::AnthropicProvider;
 pub use breaker::CircuitBreaker;
-pub use extractive::extractive_answer;
+pub use extractive::{extractive_answer, Extracted};
 pub use local::{shared_local_chat_model, LocalChatModel, LocalProvider};
 pub use openai::OpenAiProvider;
 pub use prompt::{assemble, citation, estimate_tokens, parse_citations, Passage, Prompt};
