@@ -153,7 +153,7 @@ const MIN_COVERAGE: f64 = 0.5;
 
 /// The sentences that answer `question` best, in passage order: the best one, a runner-up
 /// close to it, and what follows a sentence that ends in `:` (the list it introduces).
-fn choose(question: &str, passages: &[Passage]) -> Option<Result<Vec<Sentence>, ()>> {
+fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Result<Vec<Sentence>, ()>> {
     // The asker's own masked data (`[PERSON_1]`) says nothing about what is asked.
     let asked: HashSet<String> = stems(question).into_iter().filter(|w| !w.starts_with('[')).collect();
     let wants_figure = asks_for_a_figure(question);
@@ -211,7 +211,7 @@ fn choose(question: &str, passages: &[Passage]) -> Option<Result<Vec<Sentence>, 
         .filter(|w| !document_frequency.contains_key(w.as_str()))
         .count();
     let weight: f64 = asked.iter().map(|w| rarity(w)).sum();
-    if absent >= 2 && 2 * absent >= asked.len() && shared(&all[best]) < MIN_COVERAGE * weight {
+    if may_refuse && absent >= 2 && 2 * absent >= asked.len() && shared(&all[best]) < MIN_COVERAGE * weight {
         return Some(Err(()));
     }
     let mut chosen = vec![best];
@@ -241,10 +241,11 @@ fn choose(question: &str, passages: &[Passage]) -> Option<Result<Vec<Sentence>, 
 }
 
 /// The answer from the passages to `question`: the sentences that answer it with their
-/// citations, `NotInPassages`, or the best `max_passages` passages when no sentence shares a
+/// citations, `NotInPassages` (only when `may_refuse`: the passages are the answerer, not a
+/// model's fallback), or the best `max_passages` passages when no sentence shares a
 /// word with the question.
-pub fn extractive_answer(question: &str, passages: &[Passage], max_passages: usize) -> Extracted {
-    match choose(question, passages) {
+pub fn extractive_answer(question: &str, passages: &[Passage], max_passages: usize, may_refuse: bool) -> Extracted {
+    match choose(question, passages, may_refuse) {
         Some(Ok(sentences)) => {
             let mut text = String::new();
             let mut cited: Vec<usize> = Vec::new();
@@ -306,6 +307,7 @@ mod tests {
             "How many weeks of paid parental leave does a primary caregiver get?",
             &passages,
             3,
+            true,
         ) else {
             panic!("no answer")
         };
@@ -324,6 +326,7 @@ mod tests {
             "Within how many minutes must a SEV1 page be acknowledged?",
             &passages,
             3,
+            true,
         ) else {
             panic!("no answer")
         };
@@ -350,7 +353,8 @@ mod tests {
     #[test]
     fn without_a_shared_word_the_passages_are_listed() {
         let passages = [passage(1, "Totally unrelated words are here today.")];
-        let Extracted::Passages(text, citations) = extractive_answer("parental leave weeks?", &passages, 3) else {
+        let Extracted::Passages(text, citations) = extractive_answer("parental leave weeks?", &passages, 3, true)
+        else {
             panic!("not listed")
         };
         assert!(text.starts_with("No language model answered"), "{text}");
@@ -363,7 +367,8 @@ mod tests {
             1,
             "Travellers receive a daily meal allowance (per diem):\n- Domestic trips: $60 per day.\n- International trips: $90 per day.\n\nHotels are booked through the travel desk.",
         )];
-        let Extracted::Answer(text, _) = extractive_answer("What is the daily meal allowance abroad?", &passages, 3)
+        let Extracted::Answer(text, _) =
+            extractive_answer("What is the daily meal allowance abroad?", &passages, 3, true)
         else {
             panic!("no answer")
         };
@@ -372,7 +377,8 @@ mod tests {
             extractive_answer(
                 "Does the travel desk offer pet insurance or gym subsidies?",
                 &passages,
-                3
+                3,
+                true
             ),
             Extracted::NotInPassages
         );

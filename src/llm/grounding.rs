@@ -18,9 +18,6 @@ pub enum NonAnswer {
     NoContent,
     /// Only words of the question.
     RestatesTheQuestion,
-    /// The question asks for a figure (`how many`, `how long`, `what is the maximum`) and the
-    /// reply has none.
-    NoFigure,
     /// A list of the passages' markers and titles (`[1] (leave policy) Leave Policy`), as the
     /// prompt shows them, instead of an answer.
     ListsSources,
@@ -39,7 +36,6 @@ impl NonAnswer {
             }
             NonAnswer::RestatesTheQuestion => "the model's reply only restated the question".to_owned(),
             NonAnswer::ListsSources => "the model's reply only listed the sources".to_owned(),
-            NonAnswer::NoFigure => "the question asks for a figure and the model's reply has none".to_owned(),
             NonAnswer::Unsupported { supported_share } => {
                 format!(
                     "the model's reply is not supported by the passages ({supported_share}% of its words are in them)"
@@ -147,7 +143,7 @@ pub fn judge(reply: &str, question: &str, passages: &[&str]) -> Option<NonAnswer
             supported_share: (share * 100.0).round() as u32,
         });
     }
-    (asks_for_a_figure(question) && !FIGURE_IN_REPLY.is_match(&without_citations)).then_some(NonAnswer::NoFigure)
+    None
 }
 
 /// Questions whose answer is a figure: an amount, a duration, a count, a limit.
@@ -157,12 +153,6 @@ static ASKS_FOR_A_FIGURE: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("pattern")
 });
-/// A figure in words or digits (`14`, `two`, `twice`, `daily`, `unlimited`).
-static FIGURE_IN_REPLY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|sixty|ninety|hundred|thousand|million|once|twice|daily|weekly|monthly|yearly|annually|hourly|quarterly|unlimited|no limit|never|none|free|half|dozen)\b")
-        .expect("pattern")
-});
-
 /// The question asks for an amount, a duration, a count or a limit.
 pub(crate) fn asks_for_a_figure(question: &str) -> bool {
     ASKS_FOR_A_FIGURE.is_match(question)
@@ -241,7 +231,6 @@ mod tests {
             ("The answer to your question is:", NonAnswer::NoContent),
             ("The answer to the question", NonAnswer::NoContent),
             ("How long must a password be?", NonAnswer::RestatesTheQuestion),
-            ("Passwords are rotated and must be long [2].", NonAnswer::NoFigure),
             (
                 "1. [1] (returns) Returns Policy\n2. [2] (security policy) Security Policy\n\n[3] (Pay",
                 NonAnswer::ListsSources,

@@ -18,8 +18,8 @@ use crate::error::StageError;
 use crate::llm::grounding;
 use crate::llm::{
     assemble, citation, estimate_tokens, extractive_answer, parse_citations, AnthropicProvider, ChainModel,
-    ChatMessage, ChatProvider, ChatRequest, CircuitBreaker, DeltaSink, LocalProvider, ModelChain, OpenAiProvider,
-    Prompt, RetryPolicy, Role, StreamEvent, Usage,
+    ChatMessage, ChatProvider, ChatRequest, CircuitBreaker, DeltaSink, Extracted, LocalProvider, ModelChain,
+    OpenAiProvider, Prompt, RetryPolicy, Role, StreamEvent, Usage,
 };
 use crate::pii::StreamRestorer;
 use crate::secrets::{KeySource, ProviderKey, VaultKey};
@@ -838,7 +838,24 @@ impl Generate {
 
     /// The best passages as the answer, status `extractive`, and why no model's answer is used.
     fn answer_from_passages(&self, draft: &mut AnswerDraft, why: String) {
-        let (text, citations) = extractive_answer(&draft.question, &draft.passages, self.config.extractive_passages);
+        let (text, citations) = match extractive_answer(
+            &draft.question,
+            &draft.passages,
+            self.config.extractive_passages,
+            // With no model the passages answer every question, and may say they cannot;
+            // after a model's failed attempt they answer what they can.
+            self.config.models.is_empty(),
+        ) {
+            Extracted::Answer(text, citations) | Extracted::Passages(text, citations) => (text, citations),
+            Extracted::NotInPassages => {
+                draft.fallback_reason = Some(why);
+                draft.decide(
+                    AnswerStatus::NoContext,
+                    Some("the retrieved passages do not answer the question".to_owned()),
+                );
+                return;
+            }
+        };
         draft.answer = Some(text);
         draft.citations = citations;
         draft.fallback_reason = Some(why);
