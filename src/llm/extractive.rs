@@ -13,10 +13,22 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::grounding::{asks_for_a_figure, content_words, stem};
+use super::grounding::{content_words, stem};
 use super::prompt::{citation, numbered};
 use super::Passage;
 use crate::contracts::Citation;
+
+/// Questions whose answer is a figure: an amount, a duration, a count, a limit.
+static ASKS_FOR_A_FIGURE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage)\b",
+    )
+    .expect("pattern")
+});
+/// The question asks for an amount, a duration, a count or a limit.
+fn asks_for_a_figure(question: &str) -> bool {
+    ASKS_FOR_A_FIGURE.is_match(question)
+}
 
 static FIGURE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d").expect("pattern"));
 /// Emphasis and code marks, dropped from a sentence.

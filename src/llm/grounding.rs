@@ -146,18 +146,6 @@ pub fn judge(reply: &str, question: &str, passages: &[&str]) -> Option<NonAnswer
     None
 }
 
-/// Questions whose answer is a figure: an amount, a duration, a count, a limit.
-static ASKS_FOR_A_FIGURE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage)\b",
-    )
-    .expect("pattern")
-});
-/// The question asks for an amount, a duration, a count or a limit.
-pub(crate) fn asks_for_a_figure(question: &str) -> bool {
-    ASKS_FOR_A_FIGURE.is_match(question)
-}
-
 /// Most lines open with a citation marker followed by a few words (a title), the way the
 /// prompt lists the passages; an answer's markers follow its statements (`… 30 days [1]`).
 fn lists_sources(reply: &str) -> bool {

@@ -274,14 +274,16 @@ fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool) -> Option<
         };
         // `Reporter: Joy Texier`, `Requester: Jan Mesjasz`: where a name is expected, an
         // English word opens a full name when a word that is no English word follows.
-        let opens_full_name = taken.is_empty()
+        let stops = common || is_organisation_word(text);
+        let opens_full_name = stops
+            && taken.is_empty()
             && matches!(evidence, Evidence::Strong | Evidence::Field)
             && !is_always_common(text)
             && !ADDRESSED_GROUPS.contains(&text.to_lowercase().as_str())
             && words
                 .get(at + 1)
                 .is_some_and(|next| !is_common_word(next.text) && !is_organisation_word(next.text));
-        if (common || is_organisation_word(text)) && !opens_full_name {
+        if stops && !opens_full_name {
             // `Billing Department`: a word taken only because of where it stands, followed by an
             // ordinary word, was a phrase.
             if taken.len() == 1 && evidence == Evidence::Addressed && is_common_word(taken[0].text) {
