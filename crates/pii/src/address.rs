@@ -21,7 +21,7 @@ const NUMBER: &str = r"\d{1,5}(?:[A-Za-z](?-u:\b))?(?:\s?[-/]\s?\d{1,4}[A-Za-z]?
 /// Street types written after the name (English), any case, plural too (Faker's `Squares`);
 /// only an abbreviation takes a dot
 /// (the full stop after `Cedar Street.` ends the sentence).
-const SUFFIX: &str = r"(?:(?i:st|ave|av|rd|ln|blvd|dr|ct|pl|pkwy|terr|sq|hwy|cres|cir)(?-u:\b)\.?|(?i:street|avenue|road|lane|boulevard|drive|court|place|way|parkway|terrace|close|square|highway|crescent|row|gardens|grove|circle|walk|hill|hills|mews|alley|bend|bluff|branch|bridge|brook|bypass|causeway|center|centre|cliff|common|corner|course|cove|creek|crest|crossing|curve|dale|estate|estates|expressway|extension|falls|ferry|field|fields|flat|flats|ford|forest|fork|fort|freeway|gateway|glen|green|harbor|harbour|haven|heights|hollow|island|junction|key|knoll|lake|landing|light|lock|lodge|loop|mall|manor|meadow|meadows|mill|mills|mission|motorway|mount|mountain|orchard|oval|park|pass|passage|path|pike|pines|plain|plains|plaza|point|port|prairie|ramp|ranch|rapids|rest|ridge|river|route|run|shoal|shore|shores|skyway|spring|springs|spur|station|stravenue|stream|summit|trace|track|trail|tunnel|turnpike|union|valley|viaduct|view|village|ville|vista|well|wells|wharf|wynd|rise|chase|parade|quay|yard|approach|broadway|embankment|turn|outlook|reserve|rue|circlet|quadrangle|strand|brace|dell|stairs|meander|grange|gully|nook|pocket|retreat|round|vale|walkway|esplanade|promenade|boardwalk|circuit|concourse|copse|driveway|fairway|glade|laneway|link|lookout|quadrant|ramble|range|reach|return|ride|slope|steps|strip|tollway|top|underpass|villas|amble|thoroughfare|land|loaf|neck|isle|arcade|burg|keys|locks|ports|pathway|drives|roads|streets|camp|canyon|cape|club|crossroad|dam|divide|forge|garden|inlet|overpass|radial|trafficway|throughway|wall|formation|roadside|siding|subway|access|trunkway|crossway|cutting|deviation|firetrail|highroad|interchange|motorway|outlook|parkway|pursuit|rotary|serviceway|terminus|upas|waters|woods)s?(?-u:\b))";
+const SUFFIX: &str = r"(?:(?i:st|ave|av|rd|ln|blvd|dr|ct|pl|pkwy|terr|sq|hwy|cres|cir)(?-u:\b)\.?|(?i:street|avenue|road|lane|boulevard|drive|court|place|way|parkway|terrace|close|square|highway|crescent|row|gardens|grove|circle|walk|hill|hills|mews|alley|bend|bluff|branch|bridge|brook|bypass|causeway|center|centre|cliff|common|corner|course|cove|creek|crest|crossing|curve|dale|estate|estates|expressway|extension|falls|ferry|field|fields|flat|flats|ford|forest|fork|fort|freeway|gateway|glen|green|harbor|harbour|haven|heights|hollow|island|junction|key|knoll|lake|landing|light|lock|lodge|loop|mall|manor|meadow|meadows|mill|mills|mission|motorway|mount|mountain|orchard|oval|park|pass|passage|path|pike|pines|plain|plains|plaza|point|port|prairie|ramp|ranch|rapids|rest|ridge|river|route|run|shoal|shore|shores|skyway|spring|springs|spur|station|stravenue|stream|summit|trace|track|trail|tunnel|turnpike|union|valley|viaduct|view|village|ville|vista|well|wells|wharf|wynd|rise|chase|parade|quay|yard|approach|broadway|embankment|turn|outlook|reserve|rue|circlet|quadrangle|strand|brace|dell|stairs|meander|grange|gully|nook|pocket|retreat|round|vale|walkway|esplanade|promenade|boardwalk|circuit|concourse|copse|driveway|fairway|glade|laneway|link|lookout|quadrant|ramble|range|reach|return|ride|slope|steps|strip|tollway|top|underpass|villas|amble|thoroughfare|land|loaf|neck|isle|arcade|burg|keys|locks|ports|pathway|drives|roads|streets|camp|canyon|cape|club|crossroad|dam|divide|forge|garden|inlet|overpass|radial|trafficway|throughway|wall|formation|roadside|siding|subway|access|trunkway|crossway|cutting|deviation|firetrail|highroad|interchange|motorway|outlook|parkway|pursuit|rotary|serviceway|terminus|upas|waters|woods|anchorage|artery|basin|brae|brow|byway|centreway|circus|colonnade|corso|courtyard|cruiseway|entrance|footway|foreshore|frontage|intersection|parklands|piazza|plateau|quays|ridgeway|riverway|riviera|roadway|ronde|tarn|tor|towers|triangle|via|fall|end|ground|gate)s?(?-u:\b))";
 
 /// Street types written before the name (Romance and Slavic languages), any case.
 const PREFIX: &str = r"(?i:vial|acceso|cañada|carretera|bajada|barranco|pasadizo|ruela|senda|vereda|callejon|stretto|incrocio|canale|rotonda|piazzetta|calle|c/|avenida|avda\.?|av\.|plaza|pza\.?|paseo|pº|carrer|camino|cuesta|callejón|pasaje|ronda|glorieta|alameda|rambla|travesía|urbanización|vía|via|viale|piazza|piazzale|corso|largo|vicolo|strada|contrada|borgo|rua|travessa|praça|estrada|alameda|rodovia|ul\.|ulica|al\.|aleja|pl\.|plac|os\.|osiedle|str\.|strada|bulevardul|calea|aleea|şoseaua|sokak|sokağı|caddesi|cad\.|mahallesi|mah\.|ulice|náměstí|nám\.|utca|út|tér)";
@@ -36,13 +36,13 @@ static STREET: LazyLock<Regex> = LazyLock::new(|| {
     let unit = r"(?:(?i:flat|apt\.?|apartment|suite|unit|studio|room|level)\s+\w+,?\s+)?";
     let english = format!(r"{unit}(?-u:\b){NUMBER},?\s+(?:{WORD}\s+){{1,3}}{SUFFIX}");
     let prefixed = format!(
-        r"(?-u:\b){PREFIX}\s+(?:(?i:de la|de las|de los|del|de|da|do|dos|das|di|della|dei|degli|delle)\s+)?(?:{WORD}\s+){{0,3}}{WORD},?\s+(?:n\.?º?\s*|nr\.?\s*|no\.?\s*)?{NUMBER}"
+        r"(?:(?-u:\b){PREFIX}|(?-u:\b)C\.)\s+(?:(?i:de la|de las|de los|del|de|da|do|dos|das|di|della|dei|degli|delle)\s+)?(?:{WORD}\s+){{0,3}}{WORD},?\s+(?:n\.?º?\s*|nr\.?\s*|no\.?\s*)?{NUMBER}"
     );
     let french = format!(
         r"(?-u:\b)\d{{1,4}}(?:\s?(?:bis|ter|[A-D]))?,?\s+{FRENCH}\s+(?:(?i:de la|de l'|des|du|de|d')\s*)?(?:{WORD}\s+){{0,3}}{WORD}"
     );
     let compound = format!(
-        r"(?:(?:Am|An der|An den|Auf der|Im|In der|Zum|Zur|Alte|Neue|De|Het|Van)\s+)?{WORD}{COMPOUND}\s+{NUMBER}"
+        r"(?:(?:Am|An der|An den|Auf der|Im|In der|Zum|Zur|Alte|Neue|De|Het|Van)\s+)?{WORD}-?{COMPOUND}\s+{NUMBER}"
     );
     let separate = format!(r"(?-u:\b)(?:Am|An der|An den|Auf dem|Auf der|Im|In der|Zum|Zur)\s+{WORD}\s+{NUMBER}");
     // `Flat 91, Raymond Squares`: a flat number instead of a house number.
@@ -53,7 +53,7 @@ static STREET: LazyLock<Regex> = LazyLock::new(|| {
 /// A component that may follow the street line, tried at the start of the rest of the text.
 static COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
     let city = format!(
-        r"{WORD}(?:[ \-](?:(?i:am|an|der|sur|le|la|les|de|del|en|im|upon|on|in|nad|pod|na|bei|ob|lès|sous|sul|sulla|al|ad|aan|den|op|sobre)[ \-])?{WORD}){{0,3}}"
+        r"{WORD}(?:[ \-](?:(?i:am|an|der|sur|le|la|les|de|del|en|im|upon|on|in|nad|pod|na|bei|ob|lès|sous|sul|sulla|al|ad|aan|den|op|sobre)[ \-]){{0,2}}{WORD}){{0,3}}"
     );
     let upper_city = r"[A-Z][A-Z'\-]+(?: [A-Z][A-Z'\-]+){0,2}";
     let unit = r"(?i:apt\.?|apartment|suite|ste\.?|unit|flat|floor|fl\.?|piso|puerta|planta|piano|scala|interno|int\.|appartamento|edif\.?|depto\.?|etage|stock|stg\.|whg\.?|room|building|bldg\.?|box|po box|p\.o\. box)(?-u:\b)\.?\s*#?\s*\w{1,6}(?-u:\b)";
@@ -66,7 +66,7 @@ static COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
         r"[A-Z]{2,3}\s+(?:\d{5}(?:-\d{4})?|[A-Z]\d[A-Z]\s?\d[A-Z]\d|\d{4})(?-u:\b)".to_owned(),
         // Postcode then city: DE/FR/ES/IT `10115 Berlin`, NL `7884 HJ Eindhoven`, PL `00-123
         // Warszawa`, SE/CZ `114 55 Stockholm`, BR `01310-100 São Paulo`, AT/CH/DK `1010 Wien`.
-        format!(r"(?:[A-Z]{{1,2}}-)?(?:\d{{5}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{4}}\s?[A-Z]{{2}}|\d{{3}}\s\d{{2}}|\d{{4,5}})\s+(?:{city}|{upper_city})(?:\s*\([A-Z]{{2}}\))?(?:\s*/\s*[A-Z]{{2}})?"),
+        format!(r"(?:[A-Z]{{1,2}}-)?(?:\d{{5}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{4}}\s?[A-Z]{{2}}|\d{{3}}\s\d{{2}}|\d{{4,5}})\s+(?:{city}|{upper_city})(?:\s*\([A-Z]{{2}}\)|[ \t]+[A-Z]{{2}}(?-u:\b))?(?:\s*/\s*[A-Z]{{2}})?"),
         // City then postcode: `Toledo, 45123`, `London NW1 6XE`, UK postcode alone.
         format!(r"(?:{city},?\s+)?(?:[A-Z]{{1,2}}\d[A-Z\d]?\s*\d[A-Z]{{2}}|\d{{5}}(?:-\d{{4}})?|\d{{4}}\s?[A-Z]{{2}}|\d{{3}}\s\d{{2}})(?-u:\b)"),
         // Country names and US states written out.
@@ -112,7 +112,7 @@ pub(super) fn addresses(text: &str) -> Vec<(usize, usize)> {
     for m in STREET.find_iter(text) {
         let street = m.as_str();
         // `12 Main Street` needs a name before the suffix: `5 Ave` alone is not one.
-        if starts_with_amount(text, m.start()) || !named_like_a_street(street) {
+        if starts_with_amount(text, m.start()) || !named_like_a_street(street) || is_http_status(street) {
             continue;
         }
         let end = extend_with_components(text, m.end());
@@ -127,6 +127,7 @@ pub(super) fn addresses(text: &str) -> Vec<(usize, usize)> {
         let street = &text[start..end];
         if found.iter().any(|&(s, e)| start < e && s < end)
             || starts_with_amount(text, start)
+            || is_month_and_day(street)
             || street
                 .split_whitespace()
                 .any(|word| word.chars().count() > 2 && !STREET_PREPOSITIONS.contains(&word) && is_common_word(word))
@@ -151,18 +152,38 @@ fn postcode_follows(text: &str, at: usize) -> bool {
     })
 }
 
-/// A lower-case street type (`48 Taylor crescent`) only after a name that is not an English
-/// word, so `3 Users run` is not a street.
+/// A lower-case street type (`48 Taylor crescent`), or one that is an ordinary word, only after
+/// a name that is not an English word, so `3 Users run` is not a street.
 fn named_like_a_street(street: &str) -> bool {
     let words: Vec<&str> = street.split_whitespace().collect();
     let Some((last, name)) = words.split_last() else {
         return false;
     };
-    !last.starts_with(char::is_lowercase)
+    // `End`, `Ground`, `Gate`, `Fall` (AS/NZS 4819 and USPS street types) are ordinary words
+    // too: `2 Front End` is not a street, `04 Hawkins End` is.
+    let ordinary_type =
+        ["end", "ends", "ground", "grounds", "gate", "gates", "fall", "via"].contains(&last.to_lowercase().as_str());
+    !(last.starts_with(char::is_lowercase) || ordinary_type)
         || name
             .iter()
             .filter(|w| w.starts_with(char::is_uppercase))
             .all(|w| !is_common_word(w))
+}
+
+/// `502 Bad Gateway` is an HTTP status in a ticket, not a street.
+fn is_http_status(street: &str) -> bool {
+    static STATUS: LazyLock<Regex> = LazyLock::new(|| regex(r"^[1-5]\d\d (?i:bad gateway)$"));
+    STATUS.is_match(street)
+}
+
+/// `Jun 17, 2022`: a date has the shape of a continental street, number and postcode.
+fn is_month_and_day(street: &str) -> bool {
+    static DATE: LazyLock<Regex> = LazyLock::new(|| {
+        regex(
+            r"^(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|july|august|september|october|november|december)\.? \d{1,2}(?:st|nd|rd|th)?$",
+        )
+    });
+    DATE.is_match(street.trim())
 }
 
 /// `$12 Main…` or `12 x Road…` are not house numbers.
@@ -312,6 +333,11 @@ mod tests {
 
     #[test]
     fn english_forms() {
+        assert_eq!(found("ship to 04 Hawkins End today"), vec!["04 Hawkins End"]);
+        assert_eq!(
+            found("at 9/50 Haas Corso, Brisbane QLD 4000"),
+            vec!["9/50 Haas Corso, Brisbane QLD 4000"]
+        );
         assert_eq!(
             found("Send it to 221 Baker Street, London NW1 6XE or 1600 Amphitheatre Parkway, Mountain View, CA 94043."),
             vec![
@@ -331,6 +357,14 @@ mod tests {
 
     #[test]
     fn continental_forms() {
+        assert_eq!(
+            found("Bill to:\nDietmar-Kranz-Straße 60/97\n00636 Rothenburg ob der Tauber\nShip to:"),
+            vec!["Dietmar-Kranz-Straße 60/97\n00636 Rothenburg ob der Tauber"]
+        );
+        assert_eq!(
+            found("my neighbour at C. Ángeles Perelló 8, Valladolid"),
+            vec!["C. Ángeles Perelló 8, Valladolid"]
+        );
         assert_eq!(
             found("Wir wohnen in der Hauptstraße 5, 10115 Berlin."),
             vec!["Hauptstraße 5, 10115 Berlin"]
@@ -355,6 +389,9 @@ mod tests {
 
     #[test]
     fn streets_without_numbers_and_cities_are_not_addresses() {
+        assert!(found("Checkout fails with 502 Bad Gateway since 09:00.").is_empty());
+        assert!(found("two start on Jun 17, 2022. Open roles").is_empty());
+        assert!(found("we need 2 Front End developers").is_empty());
         assert!(found("Meet me at the Oxford Street store in London on 12 May.").is_empty());
         assert!(found("We paid $12 Main Street Bakery").is_empty());
     }

@@ -643,7 +643,8 @@ pub(super) fn is_organisation_word(word: &str) -> bool {
     // Capitalised or dotted only: `Priya as well` is not a company.
     // `Peixoto Marques S/A,`: the form's own dots stay, a comma after it goes.
     let word = word.trim_end_matches([',', ';', ':']);
-    (word.starts_with(char::is_uppercase) || word.contains(['.', '/']))
+    // Finnish associations write their form in lower case (`Helsingin Tennisseura ry`).
+    (word.starts_with(char::is_uppercase) || word.contains(['.', '/']) || matches!(word, "ry" | "rf"))
         && (ORGANISATION_WORDS.contains(&lower(word).as_ref())
             || MORE_ORGANISATION_WORDS.contains(&lower(word).as_ref()))
 }

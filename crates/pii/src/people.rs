@@ -59,6 +59,15 @@ enum Evidence {
     Cue,
 }
 
+/// Labels of fields that hold a person (`Bill to:`, `Buddy:`, `Reporter:`).
+const FIELD_LABELS: &str = r"name|full name|first name|last name|surname|given name|customer(?: name)?|client(?: name)?|employee(?: name)?|patient(?: name)?|contact(?: person| name)?|bill to|billed to|invoice to|invoiced to|buddy|mentor|cover|covered by|billing name|ship to|shipped to|sold to|deliver to|attn\.?|attention|recipient|addressee|from|to|cc|reporter|reported by|requester|requested by|raised by|opened by|submitted by|created by|assignee|assigned to|owner|approver|approved by|manager|line manager|supervisor|account holder|account name|cardholder|card holder|name on card|beneficiary|payee|payer|tenant|landlord|applicant|candidate|guest|passenger|driver|member|signed|signature|prepared by|author|sender|interviewer|interviewee|emergency contact|next of kin|spouse|dependant|dependent|referee|reviewer|agent|technician|engineer|doctor|physician|nurse|caseworker|case worker|hr contact|point of contact|poc|issued to|made out to|employee|staff member|worker|student|user|username|holder|insured|policyholder|claimant|witness";
+
+/// A field label on its own (`Buddy:` opens a field, it is not a chat speaker named Buddy).
+fn is_field_label(word: &str) -> bool {
+    static LABEL: LazyLock<Regex> = LazyLock::new(|| regex(&format!("^(?i:{FIELD_LABELS})$")));
+    LABEL.is_match(word)
+}
+
 /// `(pattern, evidence)`: each pattern's group 1 is where the name starts.
 static CONTEXTS: LazyLock<Vec<(Regex, Evidence)>> = LazyLock::new(|| {
     let run = run();
@@ -80,7 +89,7 @@ static CONTEXTS: LazyLock<Vec<(Regex, Evidence)>> = LazyLock::new(|| {
     let speaker = format!(r"(?m)^[ \t]*(?:{stamp}(?:{role})?|{role})({run}){said}");
     let bare_speaker = format!(r"(?m)^[ \t]*({run}){said}");
     let field = format!(
-        r"(?m)(?:^|[;|])[ \t]*(?i:name|full name|first name|last name|surname|given name|customer(?: name)?|client(?: name)?|employee(?: name)?|patient(?: name)?|contact(?: person| name)?|bill to|billed to|invoice to|invoiced to|buddy|mentor|cover|covered by|billing name|ship to|shipped to|sold to|deliver to|attn\.?|attention|recipient|addressee|from|to|cc|reporter|reported by|requester|requested by|raised by|opened by|submitted by|created by|assignee|assigned to|owner|approver|approved by|manager|line manager|supervisor|account holder|account name|cardholder|card holder|name on card|beneficiary|payee|payer|tenant|landlord|applicant|candidate|guest|passenger|driver|member|signed|signature|prepared by|author|sender|interviewer|interviewee|emergency contact|next of kin|spouse|dependant|dependent|referee|reviewer|agent|technician|engineer|doctor|physician|nurse|caseworker|case worker|hr contact|point of contact|poc|issued to|made out to|employee|staff member|worker|student|user|username|holder|insured|policyholder|claimant|witness)[ \t]*(?:[:=]|[-–][ \t])[ \t]*(?:\r?\n[ \t]*)?(?:{TITLES}\.?[ \t]+)?({run})"
+        r"(?m)(?:^|[;|])[ \t]*(?i:{FIELD_LABELS})[ \t]*(?:[:=]|[-–][ \t])[ \t]*(?:\r?\n[ \t]*)?(?:{TITLES}\.?[ \t]+)?({run})"
     );
     let introduced = format!(
         r"(?i:(?-u:\b)my name is|(?-u:\b)my name's|(?-u:\b)name is|(?-u:\b)i am|(?-u:\b)i'm|(?-u:\b)this is|(?-u:\b)called|(?-u:\b)named|(?-u:\b)signed|(?-u:\b)signed by|(?-u:\b)on behalf of|(?-u:\b)my (?:wife|husband|partner|son|daughter|mother|mum|mom|father|dad|brother|sister|friend|neighbou?r|landlord|tenant|doctor|lawyer|colleague|coworker|co-worker|manager|boss|supervisor|assistant|fianc[ée]e?|grandmother|grandfather|uncle|aunt|cousin|child|kid))[ \t]+({run})"
@@ -655,7 +664,8 @@ fn organisations(text: &str) -> Vec<(usize, usize)> {
             spans.push((m.start(), m.end()));
         } else if is_organisation_word(last) || suffix_after {
             // The firm is the part after the last comma: `Hi Ken, Stoppani s.r.l.`.
-            let start = value.rfind(',').map_or(m.start(), |comma| m.start() + comma + 1);
+            // (A comma after the form, `S/A,`, is not inside the match and does not count.)
+            let start = m.as_str().rfind(',').map_or(m.start(), |comma| m.start() + comma + 1);
             spans.push((start, m.end()));
         }
     }
@@ -676,6 +686,9 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
             let Some(name) = captures.get(1) else {
                 continue;
             };
+            if is_field_label(name.as_str().trim()) {
+                continue;
+            }
             let before = &text[captures.get(0).map_or(name.start(), |m| m.start())..name.start()];
             let after_title = before.trim_end().ends_with('.') || TITLE_AT_END.is_match(before);
             let words = words_of(text, name.start(), name.end());
@@ -763,6 +776,20 @@ mod tests {
 
     fn found(text: &str) -> Vec<&str> {
         crate::text::slices(text, people(text))
+    }
+
+    #[test]
+    fn a_firm_followed_by_a_comma_is_a_firm() {
+        assert!(found("Issued by: Peixoto Marques S/A, Bielsk Podlaski").is_empty());
+        assert!(found("From: Johansson Laukkanen ry · VAT ID FR19921404406").is_empty());
+    }
+
+    #[test]
+    fn a_field_label_is_not_a_speaker() {
+        assert_eq!(
+            found("Start: Monday.\nBuddy: Mona Olsen. First day: Sunday."),
+            vec!["Mona Olsen"]
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod numbering;
 /// Digits in groups joined by one separator, with an optional `+`/`00` prefix, area code in
 /// parentheses and `(0)` trunk marker.
 static CANDIDATE: LazyLock<Regex> =
-    LazyLock::new(|| regex(r"(?:\+\s?|(?-u:\b)00|\()?\d+(?:(?:[ .\-/]|\)[ .\-/]?|\s?\(|\s?\(0\)\s?)\d+){0,7}\)?"));
+    LazyLock::new(|| regex(r"(?:\+\s?|(?-u:\b)00|\(\+?)?\d+(?:(?:[ .\-/]|\)[ .\-/]?| ?\(| ?\(0\) ?)\d+){0,7}\)?"));
 
 static EXTENSION: LazyLock<Regex> = LazyLock::new(|| regex(r"^\s*,?\s*(?i:ext\.?|extension|x|#)\s?\d{1,6}(?-u:\b)"));
 
@@ -28,7 +28,15 @@ static EXTENSION: LazyLock<Regex> = LazyLock::new(|| regex(r"^\s*,?\s*(?i:ext\.?
 /// before it (`jane@example.com or 0327 158363`: contact details come together).
 static PHONE_CUE: LazyLock<Regex> = LazyLock::new(|| {
     regex(
-        r"(?i)(?:phone|tel|tél|telephone|telefon|teléfono|telefone|telefono|téléphone|mobile|mobil|móvil|cellulare|celular|portable|handy|cell|call|ring|fax|whatsapp|sms|text me|reach|contact|dial|hotline|landline|number is|number we have|number on file|(?:my|the|your|our) number|(?-u:\b)m:|(?-u:\b)t:|(?-u:\b)p:|(?-u:\b)ph(?-u:\b)|(?-u:\b)ph\.|(?-u:\b)tlf|(?-u:\b)nr(?-u:\b)|(?-u:\b)mob(?-u:\b)|@[\w.-]+\.[a-z]{2,}\s*(?:,|/|or|and)\s*$)",
+        r"(?i)(?:phone|tel|tél|telephone|telefon|teléfono|telefone|telefono|téléphone|mobile|mobil|móvil|cellulare|celular|portable|handy|cell|call|ring|fax|whatsapp|sms|text me|reach|contact|dial|hotline|landline|requester|caller|(?-u:\b)line:?|i'?m (?:at|on)|i am (?:at|on)|number is|number we have|number on file|(?:my|the|your|our) number|(?-u:\b)m:|(?-u:\b)t:|(?-u:\b)p:|(?-u:\b)ph(?-u:\b)|(?-u:\b)ph\.|(?-u:\b)tlf|(?-u:\b)nr(?-u:\b)|(?-u:\b)mob(?-u:\b)|@[\w.-]+\.[a-z]{2,}\s*(?:,|/|or|and)\s*$)",
+    )
+});
+
+/// Words right after a number that say someone can be reached on it (`0813 572968 works
+/// until 6 pm`, `… all day`).
+static PHONE_CUE_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)^\s*(?:works (?:until|till|after|before|best)|is best|all day|any ?time|(?:during|after|before) (?:office|business|work)|is my (?:number|mobile|cell|phone))",
     )
 });
 
@@ -99,7 +107,16 @@ pub(super) fn phones(text: &str, preferred: Option<Id>) -> Vec<(usize, usize)> {
         while candidate.ends_with(')') && candidate.matches('(').count() < candidate.matches(')').count() {
             candidate = &candidate[..candidate.len() - 1];
         }
-        if candidate.starts_with('(') && candidate.matches('(').count() > candidate.matches(')').count() {
+        // A whole number in parentheses, `(0456 025 234)`: the parentheses are not its own.
+        let wrapped = candidate.starts_with('(')
+            && candidate.ends_with(')')
+            && candidate.matches('(').count() == 1
+            && candidate.matches(')').count() == 1
+            && candidate.len() > 2;
+        if wrapped {
+            candidate = &candidate[1..candidate.len() - 1];
+            start += 1;
+        } else if candidate.starts_with('(') && candidate.matches('(').count() > candidate.matches(')').count() {
             candidate = &candidate[1..];
             start += 1;
         }
@@ -113,7 +130,9 @@ pub(super) fn phones(text: &str, preferred: Option<Id>) -> Vec<(usize, usize)> {
             continue;
         }
         let before = words_before(text, start, CUE_WINDOW);
-        let cued = PHONE_CUE.is_match(before);
+        let cued = PHONE_CUE.is_match(before)
+            || PHONE_CUE_AFTER.is_match(&text[end..])
+            || alone_in_a_contact_block(text, start, end);
         if ID_CUE.is_match(before) && !cued {
             continue;
         }
@@ -132,13 +151,25 @@ pub(super) fn phones(text: &str, preferred: Option<Id>) -> Vec<(usize, usize)> {
 
 /// The digits after `+` or `00` (country code first); `None` for a national number.
 fn international_digits<'a>(candidate: &str, digits: &'a str) -> Option<&'a str> {
-    if candidate.starts_with('+') {
+    if candidate.trim_start_matches('(').starts_with('+') {
         Some(digits)
     } else if candidate.starts_with("00") {
         Some(&digits[2..])
     } else {
         None
     }
+}
+
+/// A number on a line of its own within a block of lines (under an address, an e-mail, a
+/// signature's name and title): contact details, unless the line above labels an id.
+fn alone_in_a_contact_block(text: &str, start: usize, end: usize) -> bool {
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
+    if !text[line_start..start].trim().is_empty() || !text[end..line_end].trim().is_empty() || line_start == 0 {
+        return false;
+    }
+    let above = text[..line_start - 1].rsplit('\n').next().unwrap_or("").trim();
+    !above.is_empty() && !above.ends_with(':') && !ID_CUE.is_match(above)
 }
 
 /// Valid as a national number of the preferred region or of a likely one.
@@ -206,6 +237,23 @@ mod tests {
             vec!["+1 415-555-0132 ext. 204"]
         );
         assert_eq!(found("call 0044 20 7946 0958"), vec!["0044 20 7946 0958"]);
+        assert_eq!(found("Puh. (+358) 968186164"), vec!["(+358) 968186164"]);
+        assert_eq!(found("(call me: 0456.025.234)"), vec!["0456.025.234"]);
+    }
+
+    #[test]
+    fn numbers_people_can_be_reached_on_without_a_cue_word() {
+        assert_eq!(found("I'm on 0813572968 all day"), vec!["0813572968"]);
+        assert_eq!(
+            found("If it's easier, 04452807239 works until 6 pm."),
+            vec!["04452807239"]
+        );
+        assert_eq!(
+            found("Rachel Daniel\nPort Jasonburgh, ID 53090\n(801)409-1126\nShip to:"),
+            vec!["(801)409-1126"]
+        );
+        assert_eq!(found("Requester: Ngozi Okoro, 017106944\nSummary"), vec!["017106944"]);
+        assert!(found("Tracking number:\n4155552671\n").is_empty());
     }
 
     #[test]
