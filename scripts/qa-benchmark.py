@@ -46,8 +46,9 @@ CANDIDATES = {
 }
 
 
-def topology(base, candidate, prefix, lancedb):
-    """The default topology with `candidate`'s models, topics under `prefix`, index at `lancedb`."""
+def topology(base, candidate, prefix, lancedb, stage_settings):
+    """The default topology with `candidate`'s models, topics under `prefix`, index at `lancedb`,
+    and `stage_settings` (`{"retrieve": {"top_k": 8}}`) on the stages of those types."""
     doc = copy.deepcopy(base)
     doc["telemetry"] = {"listen": os.environ.get("QA_TELEMETRY", "127.0.0.1:9899")}
     for pipeline in doc["pipelines"]:
@@ -60,6 +61,7 @@ def topology(base, candidate, prefix, lancedb):
         for stage in pipeline["stages"]:
             if stage["type"] in ("index", "retrieve"):
                 stage["uri"] = str(lancedb)
+            stage.update(stage_settings.get(stage["type"], {}))
             if stage["type"] == "generate":
                 stage["models"] = copy.deepcopy(CANDIDATES[candidate])
                 # Every candidate answers every question itself: no cached answers.
@@ -104,8 +106,15 @@ def main():
     parser.add_argument("--questions", nargs="+", default=["corpus/questions.jsonl", "corpus/qa-benchmark.jsonl"])
     parser.add_argument("--out", default=".run/qa-benchmark")
     parser.add_argument("--show-answers", action="store_true")
+    parser.add_argument("--stage", action="append", default=[], metavar="TYPE.KEY=VALUE",
+                        help="a stage setting for every candidate, e.g. --stage retrieve.hybrid=false --stage retrieve.top_k=4")
     args = parser.parse_args()
 
+    stage_settings = {}
+    for setting in args.stage:
+        name, _, value = setting.partition("=")
+        stage_type, _, key = name.partition(".")
+        stage_settings.setdefault(stage_type, {})[key] = yaml.safe_load(value)
     questions = []
     for path in args.questions:
         for number, line in enumerate(open(ROOT / path, encoding="utf-8"), 1):
@@ -125,7 +134,7 @@ def main():
     results = {}
     for index, candidate in enumerate(args.candidates.split(",")):
         path = out / f"{candidate}.yaml"
-        path.write_text(yaml.safe_dump(topology(base, candidate, prefix, lancedb), sort_keys=False))
+        path.write_text(yaml.safe_dump(topology(base, candidate, prefix, lancedb, stage_settings), sort_keys=False))
         if index == 0:
             subprocess.run([args.bin, "topics", "create", "--topology", str(path)], check=True, env=env)
         log = open(out / f"{candidate}.log", "w")

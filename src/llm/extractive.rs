@@ -30,6 +30,12 @@ fn asks_for_a_figure(question: &str) -> bool {
     ASKS_FOR_A_FIGURE.is_match(question)
 }
 
+/// `how long`, `how much`: what kind of answer is asked for, not what it is about (`long` is in
+/// no passage about a probation period).
+static INTERROGATIVE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\bhow (?:long|much|many|often|far|old|large|big|fast|quickly|soon|late|early)\b").expect("pattern")
+});
+
 static FIGURE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d").expect("pattern"));
 /// Emphasis and code marks, dropped from a sentence.
 static MARKS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*|__|`").expect("pattern"));
@@ -42,6 +48,9 @@ struct Sentence {
     text: String,
     passage: usize,
     words: HashSet<String>,
+    /// Words of the heading it stands under that it does not say itself (a table row under
+    /// `Rate limits per plan`).
+    heading_words: HashSet<String>,
 }
 
 /// Sentences of a paragraph: split where `.`, `!` or `?` is followed by a space and a capital
@@ -68,16 +77,20 @@ fn is_heading_path(line: &str) -> bool {
     line.contains(" > ") && !line.ends_with(['.', '!', '?', ':']) && line.split_whitespace().count() <= 16
 }
 
-/// The sentences of a passage's text: paragraphs (soft-wrapped lines joined), list items, and
-/// table rows read with their header (`Plan: Enterprise; Monthly uptime: 99.95%`). Headings and
-/// the passage's title line are not sentences.
-fn sentences(text: &str, title: Option<&str>) -> Vec<String> {
-    let mut found = Vec::new();
+/// The sentences of a passage's text, each with the heading it stands under: paragraphs
+/// (soft-wrapped lines joined), list items, and table rows read with their header (`Plan:
+/// Enterprise; Monthly uptime: 99.95%`). Headings and the passage's title line are not
+/// sentences.
+fn sentences(text: &str, title: Option<&str>) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
     let mut paragraph = String::new();
     let mut header: Option<Vec<String>> = None;
-    let flush = |paragraph: &mut String, found: &mut Vec<String>| {
+    let mut heading = String::new();
+    let flush = |paragraph: &mut String, found: &mut Vec<(String, String)>, heading: &str| {
         if !paragraph.trim().is_empty() {
-            split_sentences(paragraph.trim(), found);
+            let mut split = Vec::new();
+            split_sentences(paragraph.trim(), &mut split);
+            found.extend(split.into_iter().map(|sentence| (sentence, heading.to_owned())));
         }
         paragraph.clear();
     };
@@ -87,10 +100,13 @@ fn sentences(text: &str, title: Option<&str>) -> Vec<String> {
         if !trimmed.starts_with('|') {
             header = None;
         }
-        if trimmed.is_empty() || trimmed.starts_with('#') || Some(trimmed) == title || is_heading_path(trimmed) {
-            flush(&mut paragraph, &mut found);
+        if trimmed.starts_with('#') || is_heading_path(trimmed) {
+            flush(&mut paragraph, &mut found, &heading);
+            heading = trimmed.trim_start_matches('#').trim().to_owned();
+        } else if trimmed.is_empty() || Some(trimmed) == title {
+            flush(&mut paragraph, &mut found, &heading);
         } else if trimmed.starts_with('|') {
-            flush(&mut paragraph, &mut found);
+            flush(&mut paragraph, &mut found, &heading);
             let cells: Vec<String> = trimmed
                 .trim_matches('|')
                 .split('|')
@@ -114,11 +130,11 @@ fn sentences(text: &str, title: Option<&str>) -> Vec<String> {
                             }
                         })
                         .collect();
-                    found.push(row.join("; "));
+                    found.push((row.join("; "), heading.clone()));
                 }
             }
         } else if BLOCK_START.is_match(trimmed) {
-            flush(&mut paragraph, &mut found);
+            flush(&mut paragraph, &mut found, &heading);
             paragraph.push_str(&BLOCK_START.replace(trimmed, ""));
         } else {
             if !paragraph.is_empty() {
@@ -127,22 +143,49 @@ fn sentences(text: &str, title: Option<&str>) -> Vec<String> {
             paragraph.push_str(trimmed);
         }
     }
-    flush(&mut paragraph, &mut found);
+    flush(&mut paragraph, &mut found, &heading);
     found
         .into_iter()
-        .map(|sentence| {
-            sentence
+        .map(|(sentence, heading)| {
+            let sentence = sentence
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ")
-                .replace(" .", ".")
+                .replace(" .", ".");
+            (sentence, heading)
         })
-        .filter(|sentence| sentence.split_whitespace().count() >= 3)
+        .filter(|(sentence, _)| sentence.split_whitespace().count() >= 3)
         .collect()
 }
 
 fn stems(text: &str) -> HashSet<String> {
-    content_words(text).iter().map(|w| stem(w).to_owned()).collect()
+    content_words(text)
+        .iter()
+        .map(|w| {
+            let stemmed = stem(w);
+            same_sense(stemmed).unwrap_or(stemmed).to_owned()
+        })
+        .collect()
+}
+
+/// The same word, or two words that share their first five letters (`probation`, `probationary`).
+fn same_start(a: &str, b: &str) -> bool {
+    a == b || a.chars().count() >= 5 && b.chars().count() >= 5 && a.chars().take(5).eq(b.chars().take(5))
+}
+
+/// Words that ask for the same thing in policy and product documents, read as one (`What does
+/// the Pro plan cost?` is answered by `Price: $99 per month`; `the maximum` by `the cap`).
+fn same_sense(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "price" | "cost" | "fee" | "charge" | "charg" => "cost",
+        "maximum" | "max" | "cap" | "capp" | "limit" | "limited" | "most" | "longest" | "highest" | "heaviest" => {
+            "maximum"
+        }
+        "minimum" | "min" | "least" | "shortest" | "lowest" => "minimum",
+        "kept" | "keep" | "retain" | "retention" | "stor" | "store" => "keep",
+        "valid" | "validity" | "expire" | "expir" | "expiry" => "valid",
+        _ => return None,
+    })
 }
 
 /// What the passages say to a question.
@@ -157,17 +200,22 @@ pub enum Extracted {
     Passages(String, Vec<Citation>),
 }
 
+/// A question word in the heading a sentence stands under counts this much of one in the sentence.
+const HEADING_WEIGHT: f64 = 0.5;
 /// A runner-up sentence joins the answer when it scores at least this share of the best.
 const RUNNER_UP_SHARE: f64 = 0.75;
-/// Below this share of the question's weight, with half of its words (two at least) in no
-/// passage, the passages do not answer it.
+/// Below this share of the question's weight, with more than half of its words (two at least) in
+/// no passage, the passages do not answer it.
 const MIN_COVERAGE: f64 = 0.5;
 
 /// The sentences that answer `question` best, in passage order: the best one, a runner-up
 /// close to it, and what follows a sentence that ends in `:` (the list it introduces).
 fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Result<Vec<Sentence>, ()>> {
     // The asker's own masked data (`[PERSON_1]`) says nothing about what is asked.
-    let asked: HashSet<String> = stems(question).into_iter().filter(|w| !w.starts_with('[')).collect();
+    let asked: HashSet<String> = stems(&INTERROGATIVE.replace_all(question, " "))
+        .into_iter()
+        .filter(|w| !w.starts_with('['))
+        .collect();
     let wants_figure = asks_for_a_figure(question);
     let all: Vec<Sentence> = passages
         .iter()
@@ -175,10 +223,14 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
         .flat_map(|(index, passage)| {
             sentences(&passage.text, passage.title.as_deref())
                 .into_iter()
-                .map(move |text| Sentence {
-                    words: stems(&text),
-                    text,
-                    passage: index + 1,
+                .map(move |(text, heading)| {
+                    let words = stems(&text);
+                    Sentence {
+                        heading_words: stems(&heading).difference(&words).cloned().collect(),
+                        words,
+                        text,
+                        passage: index + 1,
+                    }
                 })
         })
         .collect();
@@ -197,11 +249,19 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
             .map(|w| rarity(w))
             .sum()
     };
+    let under_heading = |sentence: &Sentence| -> f64 {
+        asked
+            .iter()
+            .filter(|w| sentence.heading_words.contains(*w))
+            .map(|w| HEADING_WEIGHT * rarity(w))
+            .sum()
+    };
     let score = |sentence: &Sentence| {
         let shared = shared(sentence);
         if shared == 0.0 {
             return 0.0;
         }
+        let shared = shared + under_heading(sentence);
         let figure = if wants_figure && FIGURE.is_match(&sentence.text) {
             1.5
         } else {
@@ -220,10 +280,15 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
     let absent = asked
         .iter()
         .filter(|w| w.chars().count() >= 3 && !w.chars().all(|c| c.is_ascii_digit()))
-        .filter(|w| !document_frequency.contains_key(w.as_str()))
+        .filter(|w| {
+            // `expiry` is in a passage that says `expires`: a shared start of five letters counts.
+            let in_passages = |word: &String| same_start(word, w);
+            !document_frequency.keys().any(|word| same_start(word, w))
+                && !all.iter().any(|s| s.heading_words.iter().any(in_passages))
+        })
         .count();
     let weight: f64 = asked.iter().map(|w| rarity(w)).sum();
-    if may_refuse && absent >= 2 && 2 * absent >= asked.len() && shared(&all[best]) < MIN_COVERAGE * weight {
+    if may_refuse && absent >= 2 && 2 * absent > asked.len() && shared(&all[best]) < MIN_COVERAGE * weight {
         return Some(Err(()));
     }
     let mut chosen = vec![best];
@@ -351,14 +416,35 @@ mod tests {
     #[test]
     fn wrapped_lines_are_one_sentence_and_table_rows_keep_their_header() {
         let text = "Service Levels > Uptime\nSLA > Uptime\nThe uptime is measured per region\nand per calendar month. Credits follow.\n\n| Plan | Monthly uptime |\n| --- | --- |\n| Pro | **99.9%** |\n| Enterprise | 99.95% |\n- Support answers **within 4 hours** on\n  business days.";
+        let texts: Vec<String> = sentences(text, Some("SLA > Uptime"))
+            .into_iter()
+            .map(|(sentence, _)| sentence)
+            .collect();
         assert_eq!(
-            sentences(text, Some("SLA > Uptime")),
+            texts,
             vec![
                 "The uptime is measured per region and per calendar month.",
                 "Plan: Pro; Monthly uptime: 99.9%",
                 "Plan: Enterprise; Monthly uptime: 99.95%",
                 "Support answers within 4 hours on business days.",
             ]
+        );
+    }
+
+    #[test]
+    fn a_table_row_is_read_under_its_heading_and_heading_words_are_in_the_passages() {
+        let passages = [passage(
+            1,
+            "Plans > Support\nThe Pro plan includes priority support and 30 dashboards.\n\n## Backup retention\n\n| Plan | Retention |\n| --- | --- |\n| Pro | 30 days |\n| Free | 7 days |",
+        )];
+        let Extracted::Answer(text, _) =
+            extractive_answer("How long are backups kept on the Pro plan?", &passages, 3, true)
+        else {
+            panic!("no answer")
+        };
+        assert!(
+            text.starts_with("Plan: Pro; Retention: 30 days") && !text.contains("dashboards"),
+            "{text}"
         );
     }
 

@@ -62,7 +62,7 @@ const STOPWORDS: &[&str] = &[
     "does", "did", "can", "could", "will", "would", "should", "may", "might", "must", "you", "your", "we", "our",
     "they", "their", "he", "she", "his", "her", "i", "my", "me", "what", "which", "who", "whom", "when", "where",
     "why", "how", "there", "here", "not", "no", "yes", "also", "all", "any", "each", "some", "about", "into", "over",
-    "after", "before", "per", "up", "out", "has", "have", "had", "one",
+    "after", "before", "per", "up", "out", "has", "have", "had", "one", "them", "us", "him", "few", "get", "gets",
 ];
 
 /// Content words (lower case; placeholders as written; numbers kept).

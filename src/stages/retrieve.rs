@@ -67,6 +67,9 @@ fn default_true() -> bool {
     true
 }
 
+/// Passages whose vector similarity hybrid search knows: those it may rank into the top `top_k`.
+const HYBRID_POOL: usize = 32;
+
 /// How long a missing chunks table is remembered before the database is opened again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
@@ -134,27 +137,40 @@ impl Retrieve {
         limit: usize,
     ) -> Result<Vec<SearchHit>, StageError> {
         let store = self.store().await?;
-        let mut hits = store
-            .search(tenant, question, vector, limit, SearchMode::Vector)
-            .await?;
-        hits.retain(|hit| hit.score >= self.config.min_score);
-        if self.config.hybrid && !hits.is_empty() {
-            // Rank by the fused score, but keep the vector similarity as the passage's score
-            // (it is what min_score means) and drop what vector search found irrelevant.
-            let similarity: HashMap<String, f32> = hits.iter().map(|h| (h.chunk_id.clone(), h.score)).collect();
-            let fused = store
-                .search(tenant, question, vector, limit, SearchMode::Hybrid)
+        if !self.config.hybrid {
+            let mut hits = store
+                .search(tenant, question, vector, limit, SearchMode::Vector)
                 .await?;
-            hits = fused
-                .into_iter()
-                .filter_map(|hit| {
-                    similarity
-                        .get(&hit.chunk_id)
-                        .map(|score| SearchHit { score: *score, ..hit })
-                })
-                .collect();
+            hits.retain(|hit| hit.score >= self.config.min_score);
+            return Ok(hits);
         }
-        Ok(hits)
+        // Vector similarities of a wider pool than `limit`: a passage full-text search ranks high
+        // but vector search ranked just below `limit` (the exact term of the question, `SEV1`,
+        // `Riverton`) must still be known to be relevant, or fusing could not bring it in.
+        let pool = store
+            .search(tenant, question, vector, limit.max(HYBRID_POOL), SearchMode::Vector)
+            .await?;
+        let similarity: HashMap<String, f32> = pool
+            .iter()
+            .filter(|hit| hit.score >= self.config.min_score)
+            .map(|hit| (hit.chunk_id.clone(), hit.score))
+            .collect();
+        if similarity.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Rank by the fused score, but keep the vector similarity as the passage's score (it is
+        // what min_score means) and drop what vector search found irrelevant.
+        let fused = store
+            .search(tenant, question, vector, limit, SearchMode::Hybrid)
+            .await?;
+        Ok(fused
+            .into_iter()
+            .filter_map(|hit| {
+                similarity
+                    .get(&hit.chunk_id)
+                    .map(|score| SearchHit { score: *score, ..hit })
+            })
+            .collect())
     }
 }
 

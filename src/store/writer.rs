@@ -63,12 +63,20 @@ async fn run(mut store: ChunkStore, mut receiver: mpsc::Receiver<Job>, settings:
     let mut upkeep = tokio::time::interval(settings.maintenance_interval);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     upkeep.tick().await; // the first tick is immediate; nothing to tidy yet
+                         // Upkeep also runs once right after this process's first write: a new table gets its
+                         // full-text index at once instead of a whole interval later (hybrid search needs it).
+    let mut written = false;
     loop {
         tokio::select! {
             job = receiver.recv() => {
                 let Some(first) = job else { return };
                 let jobs = gather(first, &mut receiver, &settings).await;
                 apply(&mut store, jobs).await;
+                if !written {
+                    written = true;
+                    maintain(&store, &settings.maintenance).await;
+                    upkeep.reset();
+                }
             }
             _ = upkeep.tick() => maintain(&store, &settings.maintenance).await,
         }
