@@ -36,6 +36,13 @@ static INTERROGATIVE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\bhow (?:long|much|many|often|far|old|large|big|fast|quickly|soon|late|early)\b").expect("pattern")
 });
 
+/// `outside the high-cost cities`, `except contractors`: what the question sets aside does not
+/// make a sentence an answer (the sentence about the high-cost cities is the one not asked for).
+static EXCLUDED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:outside(?: of)?|except(?: for)?|other than|apart from|excluding|besides)\s+[^,.;:?!]+")
+        .expect("pattern")
+});
+
 static FIGURE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d").expect("pattern"));
 /// Emphasis and code marks, dropped from a sentence.
 static MARKS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*|__|`").expect("pattern"));
@@ -51,6 +58,17 @@ struct Sentence {
     /// Words of the heading it stands under that it does not say itself (a table row under
     /// `Rate limits per plan`).
     heading_words: HashSet<String>,
+    /// It continues the paragraph or list item of the sentence before it.
+    follows: bool,
+}
+
+/// A sentence as read from a passage, before scoring.
+struct Piece {
+    text: String,
+    /// The heading it stands under.
+    heading: String,
+    /// It continues the paragraph or list item of the sentence before it.
+    follows: bool,
 }
 
 /// Sentences of a paragraph: split where `.`, `!` or `?` is followed by a space and a capital
@@ -81,16 +99,20 @@ fn is_heading_path(line: &str) -> bool {
 /// (soft-wrapped lines joined), list items, and table rows read with their header (`Plan:
 /// Enterprise; Monthly uptime: 99.95%`). Headings and the passage's title line are not
 /// sentences.
-fn sentences(text: &str, title: Option<&str>) -> Vec<(String, String)> {
-    let mut found: Vec<(String, String)> = Vec::new();
+fn sentences(text: &str, title: Option<&str>) -> Vec<Piece> {
+    let mut found: Vec<Piece> = Vec::new();
     let mut paragraph = String::new();
     let mut header: Option<Vec<String>> = None;
     let mut heading = String::new();
-    let flush = |paragraph: &mut String, found: &mut Vec<(String, String)>, heading: &str| {
+    let flush = |paragraph: &mut String, found: &mut Vec<Piece>, heading: &str| {
         if !paragraph.trim().is_empty() {
             let mut split = Vec::new();
             split_sentences(paragraph.trim(), &mut split);
-            found.extend(split.into_iter().map(|sentence| (sentence, heading.to_owned())));
+            found.extend(split.into_iter().enumerate().map(|(i, text)| Piece {
+                text,
+                heading: heading.to_owned(),
+                follows: i > 0,
+            }));
         }
         paragraph.clear();
     };
@@ -130,7 +152,11 @@ fn sentences(text: &str, title: Option<&str>) -> Vec<(String, String)> {
                             }
                         })
                         .collect();
-                    found.push((row.join("; "), heading.clone()));
+                    found.push(Piece {
+                        text: row.join("; "),
+                        heading: heading.clone(),
+                        follows: false,
+                    });
                 }
             }
         } else if BLOCK_START.is_match(trimmed) {
@@ -146,15 +172,16 @@ fn sentences(text: &str, title: Option<&str>) -> Vec<(String, String)> {
     flush(&mut paragraph, &mut found, &heading);
     found
         .into_iter()
-        .map(|(sentence, heading)| {
-            let sentence = sentence
+        .map(|piece| Piece {
+            text: piece
+                .text
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ")
-                .replace(" .", ".");
-            (sentence, heading)
+                .replace(" .", "."),
+            ..piece
         })
-        .filter(|(sentence, _)| sentence.split_whitespace().count() >= 3)
+        .filter(|piece| piece.text.split_whitespace().count() >= 3)
         .collect()
 }
 
@@ -212,7 +239,7 @@ const MIN_COVERAGE: f64 = 0.5;
 /// close to it, and what follows a sentence that ends in `:` (the list it introduces).
 fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Result<Vec<Sentence>, ()>> {
     // The asker's own masked data (`[PERSON_1]`) says nothing about what is asked.
-    let asked: HashSet<String> = stems(&INTERROGATIVE.replace_all(question, " "))
+    let asked: HashSet<String> = stems(&EXCLUDED.replace_all(&INTERROGATIVE.replace_all(question, " "), " "))
         .into_iter()
         .filter(|w| !w.starts_with('['))
         .collect();
@@ -223,13 +250,14 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
         .flat_map(|(index, passage)| {
             sentences(&passage.text, passage.title.as_deref())
                 .into_iter()
-                .map(move |(text, heading)| {
-                    let words = stems(&text);
+                .map(move |piece| {
+                    let words = stems(&piece.text);
                     Sentence {
-                        heading_words: stems(&heading).difference(&words).cloned().collect(),
+                        heading_words: stems(&piece.heading).difference(&words).cloned().collect(),
                         words,
-                        text,
+                        text: piece.text,
                         passage: index + 1,
+                        follows: piece.follows,
                     }
                 })
         })
@@ -300,6 +328,11 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
         .map(|(index, _)| index)
     {
         chosen.push(runner_up);
+    }
+    // `Same-Day: available only within the Riverton metro area.` answers `how much` only with
+    // the rest of its item (`… The flat price is $29.00 per parcel.`).
+    if wants_figure && !FIGURE.is_match(&all[best].text) {
+        chosen.extend((best + 1..(best + 4).min(all.len())).take_while(|&next| all[next].follows));
     }
     for index in chosen.clone() {
         if all[index].text.ends_with(':') {
@@ -418,7 +451,7 @@ mod tests {
         let text = "Service Levels > Uptime\nSLA > Uptime\nThe uptime is measured per region\nand per calendar month. Credits follow.\n\n| Plan | Monthly uptime |\n| --- | --- |\n| Pro | **99.9%** |\n| Enterprise | 99.95% |\n- Support answers **within 4 hours** on\n  business days.";
         let texts: Vec<String> = sentences(text, Some("SLA > Uptime"))
             .into_iter()
-            .map(|(sentence, _)| sentence)
+            .map(|piece| piece.text)
             .collect();
         assert_eq!(
             texts,
@@ -446,6 +479,22 @@ mod tests {
             text.starts_with("Plan: Pro; Retention: 30 days") && !text.contains("dashboards"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn what_the_question_sets_aside_and_the_rest_of_an_item_without_a_figure() {
+        let passages = [passage(
+            1,
+            "- The nightly cap for hotel rooms is $180 per night, including taxes.\n- In designated high-cost cities (New York, Boston) the cap is $250 per night.\n- Same-Day: available only within the Riverton metro area. Orders placed by 11:00 arrive by 20:00. The flat price is $29.00 per parcel.",
+        )];
+        let answer = |question| match extractive_answer(question, &passages, 3, true) {
+            Extracted::Answer(text, _) => text,
+            other => panic!("{other:?}"),
+        };
+        let hotel = answer("What is the maximum hotel cost per night outside the high-cost cities?");
+        assert!(hotel.starts_with("The nightly cap for hotel rooms is $180"), "{hotel}");
+        let same_day = answer("How much does Same-Day delivery cost in the Riverton metro area?");
+        assert!(same_day.contains("$29.00"), "{same_day}");
     }
 
     #[test]

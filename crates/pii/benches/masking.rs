@@ -3,7 +3,7 @@
 //!     cargo bench -p ragstream-pii
 //!
 //! Detects and masks every text of the two independent evaluation sets
-//! (`tests/fixtures/pii-independent/test.jsonl`, `tests/fixtures/pii-independent-v2/test.jsonl`)
+//! (`tests/fixtures/pii-independent/test.jsonl`, `tests/fixtures/pii-independent-v2/{test,holdout}.jsonl`)
 //! and of the generator's own labeled set
 //! (`tests/fixtures/pii/labeled.jsonl`) again and again for five seconds each, one scope per text
 //! as per question, and prints characters per second of input. Quality on the same sets:
@@ -87,6 +87,10 @@ fn main() {
         (
             "second independent test set",
             "tests/fixtures/pii-independent-v2/test.jsonl",
+        ),
+        (
+            "second set's fresh draw",
+            "tests/fixtures/pii-independent-v2/holdout.jsonl",
         ),
         ("generator's labeled set", "tests/fixtures/pii/labeled.jsonl"),
     ] {
