@@ -235,9 +235,19 @@ const RUNNER_UP_SHARE: f64 = 0.75;
 /// no passage, the passages do not answer it.
 const MIN_COVERAGE: f64 = 0.5;
 
+/// What the sentences of the passages say to a question, before it is written out.
+enum Choice {
+    /// The sentences that answer it, in passage order.
+    Sentences(Vec<Sentence>),
+    /// The question turns on words the passages lack (only when refusing is allowed).
+    NotInPassages,
+    /// No sentence shares a word with the question.
+    NothingShared,
+}
+
 /// The sentences that answer `question` best, in passage order: the best one, a runner-up
 /// close to it, and what follows a sentence that ends in `:` (the list it introduces).
-fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Result<Vec<Sentence>, ()>> {
+fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Choice {
     // The asker's own masked data (`[PERSON_1]`) says nothing about what is asked.
     let asked: HashSet<String> = stems(&EXCLUDED.replace_all(&INTERROGATIVE.replace_all(question, " "), " "))
         .into_iter()
@@ -304,7 +314,10 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
         .filter(|(_, score)| **score > 0.0)
         // On a tie the earlier sentence (the better-ranked passage) wins.
         .max_by(|(i, a), (j, b)| a.total_cmp(b).then(j.cmp(i)))
-        .map(|(index, _)| index)?;
+        .map(|(index, _)| index);
+    let Some(best) = best else {
+        return Choice::NothingShared;
+    };
     let absent = asked
         .iter()
         .filter(|w| w.chars().count() >= 3 && !w.chars().all(|c| c.is_ascii_digit()))
@@ -317,7 +330,7 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
         .count();
     let weight: f64 = asked.iter().map(|w| rarity(w)).sum();
     if may_refuse && absent >= 2 && 2 * absent > asked.len() && shared(&all[best]) < MIN_COVERAGE * weight {
-        return Some(Err(()));
+        return Choice::NotInPassages;
     }
     let mut chosen = vec![best];
     if let Some(runner_up) = scores
@@ -347,7 +360,7 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
     chosen.sort_unstable();
     chosen.dedup();
     let mut all: Vec<Option<Sentence>> = all.into_iter().map(Some).collect();
-    Some(Ok(chosen.into_iter().filter_map(|index| all[index].take()).collect()))
+    Choice::Sentences(chosen.into_iter().filter_map(|index| all[index].take()).collect())
 }
 
 /// The answer from the passages to `question`: the sentences that answer it with their
@@ -356,7 +369,7 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Option<Resu
 /// word with the question.
 pub fn extractive_answer(question: &str, passages: &[Passage], max_passages: usize, may_refuse: bool) -> Extracted {
     match choose(question, passages, may_refuse) {
-        Some(Ok(sentences)) => {
+        Choice::Sentences(sentences) => {
             let mut text = String::new();
             let mut cited: Vec<usize> = Vec::new();
             for (i, sentence) in sentences.iter().enumerate() {
@@ -375,8 +388,8 @@ pub fn extractive_answer(question: &str, passages: &[Passage], max_passages: usi
             let citations = cited.iter().map(|&p| citation(p, &passages[p - 1])).collect();
             Extracted::Answer(text, citations)
         }
-        Some(Err(())) => Extracted::NotInPassages,
-        None => {
+        Choice::NotInPassages => Extracted::NotInPassages,
+        Choice::NothingShared => {
             let mut text = String::from(
                 "No language model answered this question; these are the most relevant passages from your documents:\n",
             );
