@@ -318,15 +318,17 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Choice {
     let Some(best) = best else {
         return Choice::NothingShared;
     };
+    // Words of the passages, headings included; `expiry` is in a passage that says `expires`:
+    // a shared start of five letters counts.
+    let in_passages: HashSet<&str> = document_frequency
+        .keys()
+        .copied()
+        .chain(all.iter().flat_map(|s| s.heading_words.iter().map(String::as_str)))
+        .collect();
     let absent = asked
         .iter()
         .filter(|w| w.chars().count() >= 3 && !w.chars().all(|c| c.is_ascii_digit()))
-        .filter(|w| {
-            // `expiry` is in a passage that says `expires`: a shared start of five letters counts.
-            let in_passages = |word: &String| same_start(word, w);
-            !document_frequency.keys().any(|word| same_start(word, w))
-                && !all.iter().any(|s| s.heading_words.iter().any(in_passages))
-        })
+        .filter(|w| !in_passages.iter().any(|word| same_start(word, w)))
         .count();
     let weight: f64 = asked.iter().map(|w| rarity(w)).sum();
     if may_refuse && absent >= 2 && 2 * absent > asked.len() && shared(&all[best]) < MIN_COVERAGE * weight {
@@ -417,6 +419,14 @@ mod tests {
         }
     }
 
+    /// The text of the passages' answer to `question` (refusing allowed); fails on anything else.
+    fn answer_text(question: &str, passages: &[Passage]) -> String {
+        match extractive_answer(question, passages, 3, true) {
+            Extracted::Answer(text, _) => text,
+            other => panic!("no answer to {question:?}: {other:?}"),
+        }
+    }
+
     #[test]
     fn the_sentence_that_answers_with_its_citation() {
         let passages = [
@@ -445,14 +455,7 @@ mod tests {
             1,
             "The on-call engineer acknowledges SEV1 pages. A SEV1 page must be acknowledged within 5 minutes.",
         )];
-        let Extracted::Answer(text, _) = extractive_answer(
-            "Within how many minutes must a SEV1 page be acknowledged?",
-            &passages,
-            3,
-            true,
-        ) else {
-            panic!("no answer")
-        };
+        let text = answer_text("Within how many minutes must a SEV1 page be acknowledged?", &passages);
         assert!(
             text.contains("A SEV1 page must be acknowledged within 5 minutes."),
             "{text}"
@@ -483,11 +486,7 @@ mod tests {
             1,
             "Plans > Support\nThe Pro plan includes priority support and 30 dashboards.\n\n## Backup retention\n\n| Plan | Retention |\n| --- | --- |\n| Pro | 30 days |\n| Free | 7 days |",
         )];
-        let Extracted::Answer(text, _) =
-            extractive_answer("How long are backups kept on the Pro plan?", &passages, 3, true)
-        else {
-            panic!("no answer")
-        };
+        let text = answer_text("How long are backups kept on the Pro plan?", &passages);
         assert!(
             text.starts_with("Plan: Pro; Retention: 30 days") && !text.contains("dashboards"),
             "{text}"
@@ -500,13 +499,15 @@ mod tests {
             1,
             "- The nightly cap for hotel rooms is $180 per night, including taxes.\n- In designated high-cost cities (New York, Boston) the cap is $250 per night.\n- Same-Day: available only within the Riverton metro area. Orders placed by 11:00 arrive by 20:00. The flat price is $29.00 per parcel.",
         )];
-        let answer = |question| match extractive_answer(question, &passages, 3, true) {
-            Extracted::Answer(text, _) => text,
-            other => panic!("{other:?}"),
-        };
-        let hotel = answer("What is the maximum hotel cost per night outside the high-cost cities?");
+        let hotel = answer_text(
+            "What is the maximum hotel cost per night outside the high-cost cities?",
+            &passages,
+        );
         assert!(hotel.starts_with("The nightly cap for hotel rooms is $180"), "{hotel}");
-        let same_day = answer("How much does Same-Day delivery cost in the Riverton metro area?");
+        let same_day = answer_text(
+            "How much does Same-Day delivery cost in the Riverton metro area?",
+            &passages,
+        );
         assert!(same_day.contains("$29.00"), "{same_day}");
     }
 
@@ -527,11 +528,7 @@ mod tests {
             1,
             "Travellers receive a daily meal allowance (per diem):\n- Domestic trips: $60 per day.\n- International trips: $90 per day.\n\nHotels are booked through the travel desk.",
         )];
-        let Extracted::Answer(text, _) =
-            extractive_answer("What is the daily meal allowance abroad?", &passages, 3, true)
-        else {
-            panic!("no answer")
-        };
+        let text = answer_text("What is the daily meal allowance abroad?", &passages);
         assert!(text.contains("International trips: $90 per day."), "{text}");
         assert_eq!(
             extractive_answer(

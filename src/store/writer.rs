@@ -62,9 +62,10 @@ impl IndexWriter {
 async fn run(mut store: ChunkStore, mut receiver: mpsc::Receiver<Job>, settings: WriterSettings) {
     let mut upkeep = tokio::time::interval(settings.maintenance_interval);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    upkeep.tick().await; // the first tick is immediate; nothing to tidy yet
-                         // Upkeep also runs once right after this process's first write: a new table gets its
-                         // full-text index at once instead of a whole interval later (hybrid search needs it).
+    // The first tick is immediate; nothing to tidy yet.
+    upkeep.tick().await;
+    // Upkeep also runs once right after this process's first write: a new table gets its
+    // full-text index at once instead of a whole interval later (hybrid search needs it).
     let mut written = false;
     loop {
         tokio::select! {

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::dates::MONTH;
 use super::dictionary::{is_always_common, is_common_word};
 use super::text::regex;
 
@@ -178,11 +179,7 @@ fn is_http_status(street: &str) -> bool {
 
 /// `Jun 17, 2022`: a date has the shape of a continental street, number and postcode.
 fn is_month_and_day(street: &str) -> bool {
-    static DATE: LazyLock<Regex> = LazyLock::new(|| {
-        regex(
-            r"^(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|july|august|september|october|november|december)\.? \d{1,2}(?:st|nd|rd|th)?$",
-        )
-    });
+    static DATE: LazyLock<Regex> = LazyLock::new(|| regex(&format!(r"^(?i:{MONTH}) \d{{1,2}}(?:st|nd|rd|th)?$")));
     DATE.is_match(street.trim())
 }
 
