@@ -16,6 +16,9 @@ use super::text::regex;
 ///
 /// At least two letters (a postcode's `ZP` or `KY` is not a word); `BigotVille` is one.
 const WORD: &str = r"\p{Lu}(?:[\p{Ll}\p{M}]|['’]\p{Lu})[\p{Ll}\p{M}]*(?:['’.\-]?\p{Lu}?[\p{Ll}\p{M}]+)*";
+/// A regnal number in a street named after a person (`al. Jana III Sobieskiego`, `aleja Jana
+/// Pawła II 97`).
+const ROMAN: &str = r"[IVX]{1,4}(?-u:\b)";
 /// House numbers: `12`, `12a`, `12-14`, `12/3`, `221B`.
 const NUMBER: &str = r"\d{1,5}(?:[A-Za-z](?-u:\b))?(?:\s?[-/]\s?\d{1,4}[A-Za-z]?)?";
 
@@ -37,7 +40,7 @@ static STREET: LazyLock<Regex> = LazyLock::new(|| {
     let unit = r"(?:(?i:flat|apt\.?|apartment|suite|unit|studio|room|level)\s+\w+,?\s+)?";
     let english = format!(r"{unit}(?-u:\b){NUMBER},?\s+(?:{WORD}\s+){{1,3}}{SUFFIX}");
     let prefixed = format!(
-        r"(?:(?-u:\b){PREFIX}|(?-u:\b)C\.)\s+(?:(?i:de la|de las|de los|del|de|da|do|dos|das|di|della|dei|degli|delle)\s+)?(?:{WORD}\s+){{0,3}}{WORD},?\s+(?:n\.?º?\s*|nr\.?\s*|no\.?\s*)?{NUMBER}"
+        r"(?:(?-u:\b){PREFIX}|(?-u:\b)C\.)\s+(?:(?i:de la|de las|de los|del|de|da|do|dos|das|di|della|dei|degli|delle)\s+)?(?:(?:{WORD}|{ROMAN})\s+){{0,3}}(?:{WORD}|{ROMAN}),?\s+(?:n\.?º?\s*|nr\.?\s*|no\.?\s*)?{NUMBER}"
     );
     let french = format!(
         r"(?-u:\b)\d{{1,4}}(?:\s?(?:bis|ter|[A-D]))?,?\s+{FRENCH}\s+(?:(?i:de la|de l'|des|du|de|d')\s*)?(?:{WORD}\s+){{0,3}}{WORD}"
@@ -203,6 +206,10 @@ fn extend_with_components(text: &str, mut end: usize) -> usize {
             break;
         };
         let value = component.as_str();
+        // `0492-933 23` on the line under an address is a phone number, not a postcode.
+        if value.ends_with(|c: char| c.is_ascii_digit()) && continues_a_number(&after[value.len()..]) {
+            break;
+        }
         let separator_text = separator.as_str();
         let is_city_alone = !value.chars().any(|c| c.is_ascii_digit()) && !is_country(value);
         if is_city_alone {
@@ -237,6 +244,12 @@ fn extend_with_components(text: &str, mut end: usize) -> usize {
         taken += 1;
     }
     end
+}
+
+/// `-933 23`, ` 525 5573`: what follows digits goes on with the same number.
+fn continues_a_number(rest: &str) -> bool {
+    let rest = rest.strip_prefix(['-', '.', '/', ' ']).unwrap_or(rest);
+    rest.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Words that continue a sentence after an address rather than naming its town.
@@ -377,6 +390,16 @@ mod tests {
         assert_eq!(
             found("ul. Kwiatowa 12/3\n00-123 Warszawa"),
             vec!["ul. Kwiatowa 12/3\n00-123 Warszawa"]
+        );
+        // A regnal number in the street's name.
+        assert_eq!(
+            found("send it to ul. Króla Jana III 5, 31-016 Kraków please"),
+            vec!["ul. Króla Jana III 5, 31-016 Kraków"]
+        );
+        // A phone number on the next line is not a postcode of the address.
+        assert_eq!(
+            found("Bill to:\n12, rue des Lilas\n69003 Lyon\n0478-112 34\n"),
+            vec!["12, rue des Lilas\n69003 Lyon"]
         );
         assert_eq!(
             found("Keizersgracht 249, 7884 HJ Eindhoven"),

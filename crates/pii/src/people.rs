@@ -263,9 +263,29 @@ const ADDRESSED_GROUPS: &[&str] = &[
     "owner",
 ];
 
+/// `I`, `I'm`, `I’ve`, `I'd`, `I'll`: capitalised, never a name.
+fn is_first_person(word: &str) -> bool {
+    match word.strip_prefix('I') {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(['\'', '’'])
+            .is_some_and(|suffix| matches!(suffix, "m" | "ve" | "d" | "ll")),
+        None => false,
+    }
+}
+
 /// The name at the start of `words` that `evidence` vouches for: capitalised words up to the
 /// first frequent English word, with particles and initials only between name words.
-fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool) -> Option<(usize, usize)> {
+///
+/// `fills_slot`: nothing but the end of the line or a `:` `,` `(` `<` follows the words, as
+/// in `[09:32] Beyda Seven:`, `Warm regards,\nIshanvi Bath`, `I'm Jun Fan,`: there the words
+/// after a name word are the rest of that one name even when English knows them (`Seven`,
+/// `Bath`, `Fan`).
+fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool, fills_slot: bool) -> Option<(usize, usize)> {
+    // `Hi, I'm Radhika Das`: the writer's `I'm` opens no name (the phrase `I'm` finds it).
+    if words.first().is_some_and(|w| is_first_person(w.text)) {
+        return None;
+    }
     let mut taken: Vec<&Word<'_>> = Vec::new();
     for (at, word) in words.iter().enumerate() {
         let text = word.text;
@@ -283,7 +303,12 @@ fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool) -> Option<
         };
         // `Reporter: Joy Texier`, `Requester: Jan Mesjasz`: where a name is expected, an
         // English word opens a full name when a word that is no English word follows.
-        let stops = common || is_organisation_word(text);
+        let rest_of_the_name = fills_slot
+            && !taken.is_empty()
+            && evidence != Evidence::Cue
+            && !is_always_common(text)
+            && !ADDRESSED_GROUPS.contains(&text.to_lowercase().as_str());
+        let stops = common && !rest_of_the_name || is_organisation_word(text);
         let opens_full_name = stops
             && taken.is_empty()
             && matches!(evidence, Evidence::Strong | Evidence::Field)
@@ -692,7 +717,12 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
             let before = &text[captures.get(0).map_or(name.start(), |m| m.start())..name.start()];
             let after_title = before.trim_end().ends_with('.') || TITLE_AT_END.is_match(before);
             let words = words_of(text, name.start(), name.end());
-            found.extend(name_in(&words, *evidence, after_title));
+            let fills_slot = text[name.end()..]
+                .trim_start_matches([' ', '\t'])
+                .chars()
+                .next()
+                .is_none_or(|next| matches!(next, '\n' | '\r' | ':' | ',' | '(' | '<'));
+            found.extend(name_in(&words, *evidence, after_title, fills_slot));
         }
     }
     // The runs of capitalised words, read once: judged by the name lists here, searched for
@@ -705,6 +735,7 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
     for words in &runs {
         found.extend(listed_name(text, words));
     }
+    found.extend(paired_with_a_name(text, &found));
     let organisations = organisations(text);
     let mut found: Vec<(usize, usize)> = found
         .into_iter()
@@ -715,6 +746,30 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
     found.extend(mentioned_again(text, &runs, &found, &organisations));
     found.sort();
     merge_overlapping(found)
+}
+
+/// `1:1 notes — Nazi Zengin / Jaan Ploom`: beside a name found, across a slash, a full name
+/// of capitalised words is a person too, even when English knows its words (`Tea Wenzl`).
+fn paired_with_a_name(text: &str, found: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    static PAIR: LazyLock<Regex> = LazyLock::new(|| regex(&format!(r"({run})[ \t]*/[ \t]*({run})", run = run())));
+    let overlaps = |m: &regex::Match<'_>| found.iter().any(|&(s, e)| s < m.end() && m.start() < e);
+    let mut paired = Vec::new();
+    for captures in PAIR.captures_iter(text) {
+        let (Some(left), Some(right)) = (captures.get(1), captures.get(2)) else {
+            continue;
+        };
+        for (named, other) in [(left, right), (right, left)] {
+            let words = words_of(text, other.start(), other.end());
+            let full_name = words.len() >= 2
+                && words
+                    .iter()
+                    .all(|w| !is_always_common(w.text) && !is_organisation_word(w.text));
+            if overlaps(&named) && !overlaps(&other) && full_name {
+                paired.push((other.start(), other.end()));
+            }
+        }
+    }
+    paired
 }
 
 /// Every other mention of a name already found, whole or in part (`Dolores Lucero` …
@@ -812,6 +867,14 @@ mod tests {
             vec!["Lindqvist", "Mary Johnson"]
         );
         assert_eq!(found("Write to Ana Souza <ana@example.com>."), vec!["Ana Souza"]);
+        // The writer's `I'm` is no part of the name it introduces.
+        assert_eq!(
+            found("hello, I'm Meera Shah, my card was charged twice"),
+            vec!["Meera Shah"]
+        );
+        // A name that fills its slot keeps its English-word surname.
+        assert_eq!(found("[08:15] Lerato Bell: good morning"), vec!["Lerato Bell"]);
+        assert_eq!(found("Kind regards,\nAmara Stone\nAccounts"), vec!["Amara Stone"]);
     }
 
     #[test]
@@ -821,6 +884,11 @@ mod tests {
             vec!["Catherine Brown", "Jeevika Purohit"]
         );
         assert_eq!(found("Reporter: Joy Texier"), vec!["Joy Texier"]);
+        // Across a slash from a name, a full name even of English words.
+        assert_eq!(
+            found("Weekly sync — Graham Fletcher / Hope Marsh — notes"),
+            vec!["Graham Fletcher", "Hope Marsh"]
+        );
         assert_eq!(found("Good morning Ya-Ting,\nthe order shipped."), vec!["Ya-Ting"]);
         assert_eq!(found("Hi Tanaka-san,\nthanks."), vec!["Tanaka"]);
         assert_eq!(found("Dear meneer Bezemer,"), vec!["Bezemer"]);

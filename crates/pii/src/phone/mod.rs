@@ -40,6 +40,10 @@ static PHONE_CUE_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// A name and an opening parenthesis right before a number: `my neighbour Ivar Sæther
+/// (40435044)` gives the number a person can be reached on.
+static NAME_BEFORE: LazyLock<Regex> = LazyLock::new(|| regex(r"\p{Lu}[\p{Ll}\p{M}]+[ \t]*\($"));
+
 /// Words shortly before a number that say it is an identifier, not a phone number.
 static ID_CUE: LazyLock<Regex> = LazyLock::new(|| {
     regex(
@@ -132,6 +136,7 @@ pub(super) fn phones(text: &str, preferred: Option<Id>) -> Vec<(usize, usize)> {
         let before = words_before(text, start, CUE_WINDOW);
         let cued = PHONE_CUE.is_match(before)
             || PHONE_CUE_AFTER.is_match(&text[end..])
+            || wrapped && NAME_BEFORE.is_match(&text[..start])
             || alone_in_a_contact_block(text, start, end);
         if ID_CUE.is_match(before) && !cued {
             continue;
@@ -254,6 +259,8 @@ mod tests {
         );
         assert_eq!(found("Requester: Ngozi Okoro, 017106944\nSummary"), vec!["017106944"]);
         assert!(found("Tracking number:\n4155552671\n").is_empty());
+        // The number in parentheses after a person's name.
+        assert_eq!(found("my sister Ingrid Dahl (91234567) has a key"), vec!["91234567"]);
     }
 
     #[test]
