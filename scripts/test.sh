@@ -26,6 +26,8 @@ scripts/check-deploy.sh --install > .run/deploy-tools-install.log 2>&1 &
 
 echo "== cargo fmt --check"
 cargo fmt --check
+echo "== module layers (no import cycle, README layout current)"
+python3 scripts/check-layers.py
 # Lints run inside the one real build, the way `cargo clippy` does it (clippy-driver as the
 # workspace's compiler, `-D warnings`), instead of a separate `cargo clippy` pass: that pass
 # type-checks the whole dependency graph a second time (lancedb, datafusion, arrow), about 11

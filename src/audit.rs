@@ -6,13 +6,13 @@
 //! readers can drop repeats.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contracts::{AnswerDraft, AnswerStatus, ModelAttempt, Task, TokenUsage, SCHEMA_VERSION};
-use crate::engine::{MessageContext, Payload, Record};
+use crate::contracts::{millis, AnswerDraft, AnswerStatus, ModelAttempt, Task, TokenUsage, SCHEMA_VERSION};
+use crate::core_api::{FailureReport, MessageContext, Payload, Record};
 use crate::error::StageError;
+use crate::pseudonym::user_ref;
 
 /// What a message is about, as far as audit events are concerned. Set on the message context
 /// by the stage that decodes it.
@@ -174,7 +174,7 @@ pub struct QuestionEvent {
     pub pipeline: String,
     pub tenant: String,
     pub request_id: String,
-    /// A pseudonym of the user ([`user_ref`]).
+    /// A pseudonym of the user ([`user_ref`](crate::pseudonym::user_ref)).
     pub user_ref: String,
     pub task: Task,
     pub status: AnswerStatus,
@@ -198,18 +198,6 @@ pub struct QuestionEvent {
     pub context_pii_counts: BTreeMap<String, u32>,
     pub invented_placeholders: u32,
     pub source: EventSource,
-}
-
-/// A stable pseudonym for a user of a tenant: user ids are often e-mail addresses, which must
-/// not reach the audit topic, but analysts still need to tell users apart.
-pub fn user_ref(tenant: &str, user: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::new()
-        .chain_update(tenant.as_bytes())
-        .chain_update([0u8])
-        .chain_update(user.as_bytes())
-        .finalize();
-    digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 impl QuestionEvent {
@@ -261,11 +249,6 @@ impl QuestionEvent {
     }
 }
 
-/// A duration in milliseconds, rounded to microseconds: enough for latency analysis, short in JSON.
-pub fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e6).round() / 1e3
-}
-
 fn durations_ms(context: &MessageContext) -> BTreeMap<String, f64> {
     let mut durations: BTreeMap<String, f64> = context
         .stage_times()
@@ -276,95 +259,102 @@ fn durations_ms(context: &MessageContext) -> BTreeMap<String, f64> {
     durations
 }
 
-/// The audit event for a document rejected by `stage` with `error`, if a stage identified the
-/// document before it failed.
-pub fn failure_event(context: &MessageContext, stage: &str, error: &StageError) -> Option<DocumentEvent> {
-    let Some(Subject::Document {
-        tenant,
-        doc_id,
-        version,
-    }) = context.subject.get()
-    else {
-        return None;
-    };
-    let mut event = DocumentEvent::new(DocumentEventKind::DocumentFailed, tenant, doc_id, *version, context);
-    event.reason = Some(error.reason.clone());
-    event.stage = Some(stage.to_owned());
-    event.fault = Some(error.fault.as_str().to_owned());
-    Some(event)
-}
-
-/// What a dead-lettered message still owes its readers, beside the dead letter: a document's
-/// `document_failed` event (to `audit_sink`), or for a question a `failed` answer (to the
-/// default sink, so the asking service is not left waiting) and its `question_answered` event.
-pub fn failure_records(
+/// The audit event for a document rejected by `stage` with `error`.
+fn failure_event(
+    (tenant, doc_id, version): (&str, &str, u64),
     context: &MessageContext,
     stage: &str,
     error: &StageError,
-    audit_sink: Option<&str>,
-) -> Result<Vec<Record>, StageError> {
-    let mut records = Vec::new();
-    match context.subject.get() {
-        None => {}
-        Some(Subject::Document { .. }) => {
-            if let (Some(sink), Some(event)) = (audit_sink, failure_event(context, stage, error)) {
-                records.push(event.into_record(Some(sink.to_owned()))?);
+) -> DocumentEvent {
+    let mut event = DocumentEvent::new(DocumentEventKind::DocumentFailed, tenant, doc_id, version, context);
+    event.reason = Some(error.reason.clone());
+    event.stage = Some(stage.to_owned());
+    event.fault = Some(error.fault.as_str().to_owned());
+    event
+}
+
+/// What a dead-lettered message still owes its readers once a stage identified it, beside the
+/// dead letter: a document's `document_failed` event (to `audit_sink`), or for a question a
+/// `failed` answer (to the default sink, so the asking service is not left waiting) and its
+/// `question_answered` event.
+impl FailureReport for Subject {
+    fn records(
+        &self,
+        context: &MessageContext,
+        stage: &str,
+        error: &StageError,
+        audit_sink: Option<&str>,
+    ) -> Result<Vec<Record>, StageError> {
+        let mut records = Vec::new();
+        match self {
+            Subject::Document {
+                tenant,
+                doc_id,
+                version,
+            } => {
+                if let Some(sink) = audit_sink {
+                    let event = failure_event((tenant, doc_id, *version), context, stage, error);
+                    records.push(event.into_record(Some(sink.to_owned()))?);
+                }
             }
-        }
-        Some(Subject::Question {
-            tenant,
-            request_id,
-            user,
-            task,
-            masked_question,
-        }) => {
-            let reason = format!(
-                "the question could not be processed ({} fault in stage {stage}); it was sent to the dead-letter topic",
-                error.fault
-            );
-            let draft = AnswerDraft::failed(tenant, request_id, user, *task, masked_question, &reason);
-            if let Some(sink) = audit_sink {
-                records.push(
-                    QuestionEvent::new(&draft, AnswerStatus::Failed, context).into_record(Some(sink.to_owned()))?,
+            Subject::Question {
+                tenant,
+                request_id,
+                user,
+                task,
+                masked_question,
+            } => {
+                let reason = format!(
+                    "the question could not be processed ({} fault in stage {stage}); it was sent to the dead-letter topic",
+                    error.fault
                 );
+                let draft = AnswerDraft::failed(tenant, request_id, user, *task, masked_question, &reason);
+                if let Some(sink) = audit_sink {
+                    records.push(
+                        QuestionEvent::new(&draft, AnswerStatus::Failed, context).into_record(Some(sink.to_owned()))?,
+                    );
+                }
+                let answer = draft.into_answer(millis(context.received_at.elapsed()));
+                let payload = Payload::from_typed(&answer)
+                    .map_err(|e| StageError::internal(format!("cannot serialize the answer: {e}")))?;
+                records.push(Record {
+                    key: Some(answer.request_id.into_bytes()),
+                    payload,
+                    headers: Vec::new(),
+                    sink: None,
+                });
             }
-            let answer = draft.into_answer(millis(context.received_at.elapsed()));
-            let payload = Payload::from_typed(&answer)
-                .map_err(|e| StageError::internal(format!("cannot serialize the answer: {e}")))?;
-            records.push(Record {
-                key: Some(answer.request_id.into_bytes()),
-                payload,
-                headers: Vec::new(),
-                sink: None,
-            });
         }
+        Ok(records)
     }
-    Ok(records)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
 
     #[test]
-    fn a_failure_is_reported_only_once_the_subject_is_known() {
+    fn a_document_failure_is_reported_once_a_stage_identified_the_document() {
         let context = MessageContext::new(Arc::from("documents"), Arc::from("docs"), 2, 7, None);
         let error = StageError::input("document text is empty");
-        assert!(failure_event(&context, "chunk", &error).is_none());
-        context
-            .subject
-            .set(Subject::Document {
-                tenant: "acme".into(),
-                doc_id: "a.md".into(),
-                version: 3,
-            })
-            .unwrap();
+        assert!(context.failure_report().is_none());
+        context.set_failure_report(Arc::new(Subject::Document {
+            tenant: "acme".into(),
+            doc_id: "a.md".into(),
+            version: 3,
+        }));
         context.record_stage_time("decode_document", Duration::from_micros(1500));
         context.record_stage_time("chunk", Duration::from_millis(2));
         context.record_stage_time("chunk", Duration::from_millis(1));
-        let event = failure_event(&context, "chunk", &error).unwrap();
+        let report = context.failure_report().unwrap();
+        assert!(report.records(&context, "chunk", &error, None).unwrap().is_empty());
+        let records = report.records(&context, "chunk", &error, Some("audit")).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].sink.as_deref(), Some("audit"));
+        let event: DocumentEvent = records[0].payload.clone().into_typed().unwrap();
         assert_eq!(event.event_id, "acme/a.md:3:document_failed");
         assert_eq!(event.reason.as_deref(), Some("document text is empty"));
         assert_eq!(event.fault.as_deref(), Some("input"));

@@ -5,6 +5,9 @@
 //! with backoff (and dead-lettered once retries are exhausted, so one poisoned dependency cannot
 //! stall a partition forever), and our own fault stops the pipeline without committing the
 //! offset, so the message is redelivered after the bug is fixed.
+//!
+//! Configuration problems ([`ConfigError`]) live here too, beside the stage errors: every layer
+//! validates its own settings, so the type must sit below all of them.
 
 use std::fmt;
 use std::time::Duration;
@@ -88,5 +91,30 @@ impl StageError {
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
         self.fault == Fault::External
+    }
+}
+
+/// One problem in a topology file, located by the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the problem is, e.g. `pipelines[1].stages[2].max_in_flight` or `line 4`.
+    pub path: String,
+    /// What is wrong and, where possible, what is expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error at `path`.
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
     }
 }

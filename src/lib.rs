@@ -8,14 +8,17 @@
 pub mod ask;
 pub mod audit;
 pub mod chunk;
+pub mod clock;
 pub mod config;
 pub mod contracts;
+pub mod core_api;
 pub mod cost;
 pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod llm;
+pub mod pseudonym;
 pub use ragstream_pii as pii;
 pub mod secrets;
 pub mod stages;

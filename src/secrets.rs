@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-use crate::error::StageError;
+use crate::error::{ConfigError, StageError};
 
 /// A value that must not be shown anywhere.
 #[derive(Clone, PartialEq, Eq)]

@@ -17,30 +17,7 @@ pub use interpolate::interpolate;
 pub use load::{load_file, parse};
 pub use model::*;
 
-/// One problem in a topology file, located by the path of the offending field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where the problem is, e.g. `pipelines[1].stages[2].max_in_flight` or `line 4`.
-    pub path: String,
-    /// What is wrong and, where possible, what is expected.
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error at `path`.
-    pub fn new(path: &str, message: impl Into<String>) -> Self {
-        Self {
-            path: path.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+pub use crate::error::ConfigError;
 
 /// Every problem found in a topology file.
 #[derive(Debug, Clone, PartialEq, Eq)]

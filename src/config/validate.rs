@@ -128,13 +128,13 @@ fn validate_sink_formats(path: &str, pipeline: &PipelineConfig, registry: Option
                         "`avro` needs the top-level `schema_registry` (with its `url`)",
                     ));
                 }
-                let known = crate::transport::avro::schema_names().join(", ");
+                let known = crate::contracts::avro::schema_names().join(", ");
                 match schema {
                     None => errors.push(ConfigError::new(
                         &format!("{sink_path}.schema"),
                         format!("`format: avro` needs the records' schema, one of: {known}"),
                     )),
-                    Some(name) if crate::transport::avro::message_schema(name).is_none() => {
+                    Some(name) if crate::contracts::avro::message_schema(name).is_none() => {
                         errors.push(ConfigError::new(
                             &format!("{sink_path}.schema"),
                             format!("unknown schema `{name}`, expected one of: {known}"),

@@ -2,7 +2,10 @@
 //!
 //! The JSON Schemas in `schemas/` are the single source of truth; they are compiled into the
 //! binary and every decoded message is checked against them before the typed structs below are
-//! filled, so the schema and the code cannot silently disagree about what is accepted.
+//! filled, so the schema and the code cannot silently disagree about what is accepted. Their Avro
+//! forms, for sinks in the Confluent wire format, are in [`avro`].
+
+pub mod avro;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -405,6 +408,11 @@ impl AnswerDraft {
     }
 }
 
+/// A duration in milliseconds, rounded to microseconds: enough for latency analysis, short in JSON.
+pub fn millis(duration: std::time::Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// A compiled JSON Schema plus the name used in error messages.
 pub struct Contract {
     name: &'static str,
@@ -426,28 +434,31 @@ impl Contract {
     /// The documents contract (`schemas/documents.schema.json`).
     pub fn documents() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("document", include_str!("../schemas/documents.schema.json")));
+            LazyLock::new(|| Contract::compile("document", include_str!("../../schemas/documents.schema.json")));
         &CONTRACT
     }
 
     /// The questions contract (`schemas/questions.schema.json`).
     pub fn questions() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("question", include_str!("../schemas/questions.schema.json")));
+            LazyLock::new(|| Contract::compile("question", include_str!("../../schemas/questions.schema.json")));
         &CONTRACT
     }
 
     /// The answers contract (`schemas/answers.schema.json`).
     pub fn answers() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("answer", include_str!("../schemas/answers.schema.json")));
+            LazyLock::new(|| Contract::compile("answer", include_str!("../../schemas/answers.schema.json")));
         &CONTRACT
     }
 
     /// The partial answers contract (`schemas/partial_answers.schema.json`).
     pub fn partial_answers() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> = LazyLock::new(|| {
-            Contract::compile("partial answer", include_str!("../schemas/partial_answers.schema.json"))
+            Contract::compile(
+                "partial answer",
+                include_str!("../../schemas/partial_answers.schema.json"),
+            )
         });
         &CONTRACT
     }
@@ -455,7 +466,7 @@ impl Contract {
     /// The audit contract (`schemas/audit.schema.json`): what ragstream writes to the audit topic.
     pub fn audit() -> &'static Contract {
         static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("audit event", include_str!("../schemas/audit.schema.json")));
+            LazyLock::new(|| Contract::compile("audit event", include_str!("../../schemas/audit.schema.json")));
         &CONTRACT
     }
 

@@ -1,6 +1,8 @@
-//! What flows between stages.
+//! What flows between stages: records, and the context of the message they came from.
 
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -8,8 +10,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::audit::Subject;
-use crate::pii::PiiScope;
+use super::stage::FailureReport;
 
 /// The body of a record: raw bytes as consumed, or JSON once a stage has decoded it (so later
 /// stages do not parse the same text again).
@@ -88,16 +89,28 @@ pub struct MessageContext {
     pub timestamp_ms: Option<i64>,
     /// When processing of the message began.
     pub received_at: Instant,
-    /// What the message is about, set by the stage that decodes it; a failure after that is
-    /// reported on the audit topic with these identifiers, not only dead-lettered.
-    pub subject: OnceLock<Subject>,
-    /// The question's personal-data placeholders, set by `mask_pii` and read by the stages
-    /// after it. It lives exactly as long as the message: never serialized or produced.
-    pub pii: OnceLock<PiiScope>,
+    /// What a failure of the message still owes its readers beside the dead letter, set by the
+    /// stage that learns what the message is about (see [`FailureReport`]).
+    failure_report: OnceLock<Arc<dyn FailureReport>>,
+    /// What stages learnt about the message for the stages after them, one value per type (the
+    /// question's personal-data placeholders, set by `mask_pii`). It lives exactly as long as
+    /// the message: never serialized or produced.
+    extensions: Extensions,
     /// Time each stage took so far, in chain order (retries included).
     stage_clock: Mutex<StageClock>,
     /// The pipeline's producer for records that cannot wait for the end of the chain.
     early_outputs: Option<EarlyOutputs>,
+}
+
+/// Per-message values by type: the engine carries them without knowing what they are.
+#[derive(Default)]
+struct Extensions(Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.0.lock().map(|map| map.len()).unwrap_or_default();
+        write!(f, "Extensions({count})")
+    }
 }
 
 /// A [`ProduceNow`] behind a name `Debug` can print.
@@ -127,8 +140,8 @@ impl MessageContext {
             offset,
             timestamp_ms,
             received_at: Instant::now(),
-            subject: OnceLock::new(),
-            pii: OnceLock::new(),
+            failure_report: OnceLock::new(),
+            extensions: Extensions::default(),
             stage_clock: Mutex::new(StageClock::default()),
             early_outputs: None,
         }
@@ -153,6 +166,36 @@ impl MessageContext {
             Some(EarlyOutputs(outputs)) => outputs.produce_now(records).await,
             None => Ok(()),
         }
+    }
+
+    /// The value of type `T` a stage stored for this message, if one did.
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let map = self.extensions.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&TypeId::of::<T>())
+            .cloned()
+            .and_then(|value| value.downcast::<T>().ok())
+    }
+
+    /// The value of type `T` stored for this message, stored first from `init` when there is
+    /// none (a retried stage finds the value of its first attempt).
+    pub fn extension_or_insert_with<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut map = self.extensions.0.lock().unwrap_or_else(|p| p.into_inner());
+        let value = map.entry(TypeId::of::<T>()).or_insert_with(|| Arc::new(init())).clone();
+        drop(map);
+        value
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("extensions are stored under their own type id"))
+    }
+
+    /// Sets what a failure of this message owes its readers; the first report set stays (a
+    /// retried stage sets the same one again).
+    pub fn set_failure_report(&self, report: Arc<dyn FailureReport>) {
+        let _ = self.failure_report.set(report);
+    }
+
+    /// What a failure of this message owes its readers, once a stage has said.
+    pub fn failure_report(&self) -> Option<&Arc<dyn FailureReport>> {
+        self.failure_report.get()
     }
 
     fn clock(&self) -> std::sync::MutexGuard<'_, StageClock> {

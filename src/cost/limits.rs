@@ -8,8 +8,8 @@ use chrono::{DateTime, Datelike, Duration as Span, TimeZone, Timelike, Utc};
 use serde::Deserialize;
 
 use super::store::{Bucket, Counter};
-use crate::audit::user_ref;
 use crate::contracts::AnswerStatus;
+use crate::pseudonym::user_ref;
 
 /// Costs are counted in micro-dollars: the counters stay well above float noise.
 const MICRO: f64 = 1e6;

@@ -5,7 +5,6 @@
 //! through Redis, or kept in memory when the pipeline declares a single replica.
 
 pub mod limits;
-pub mod pricing;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -19,9 +18,8 @@ use tokio::sync::Semaphore;
 
 use self::limits::{budget_lines, rate_lines, BudgetLine, LimitSet, RateLine, Refusal, Scope};
 use self::store::StateStore;
-use crate::config::ConfigError;
 use crate::contracts::{AnswerDraft, AnswerStatus, Citation, TokenUsage};
-use crate::error::StageError;
+use crate::error::{ConfigError, StageError};
 use crate::llm::ChatMessage;
 use crate::pii::holds_placeholders;
 use crate::telemetry::metrics::metrics;

@@ -7,10 +7,10 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::record::{MessageContext, Record};
 use crate::config::{PipelineConfig, RetryConfig};
+use crate::core_api::Stage;
+use crate::core_api::{MessageContext, Record};
 use crate::error::{Fault, StageError};
-use crate::stages::Stage;
 use crate::telemetry::metrics::metrics;
 
 /// Name of the step before the stages, in metrics and dead-letter headers (the same name as
@@ -188,7 +188,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::engine::Payload;
+    use crate::core_api::Payload;
 
     /// Fails with `fault` for the first `failures` calls, then passes records through.
     struct Flaky {

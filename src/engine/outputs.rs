@@ -16,10 +16,10 @@ use rdkafka::util::Timeout;
 use rdkafka::Message;
 
 use super::chain::Rejection;
-use super::record::{MessageContext, Payload, Record};
 use crate::config::{PipelineConfig, SinkFormat};
+use crate::contracts::avro;
+use crate::core_api::{MessageContext, Payload, Record};
 use crate::telemetry::metrics::metrics;
-use crate::transport::avro;
 use crate::transport::registry::{RegisteredSink, SchemaRegistry};
 
 /// Header names on dead letters. Documented in the README; consumers of the dead-letter topic
@@ -74,7 +74,7 @@ pub enum OutputError {
 }
 
 #[async_trait::async_trait]
-impl super::record::ProduceNow for Outputs {
+impl crate::core_api::ProduceNow for Outputs {
     async fn produce_now(&self, records: Vec<Record>) -> Result<(), String> {
         self.produce(records).await.map_err(|e| e.to_string())
     }

@@ -13,17 +13,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::chain::{Rejection, StageChain, SOURCE_STEP};
-use super::offsets::{InFlight, OffsetTracker};
 use super::outputs::Outputs;
-use super::record::{MessageContext, Payload, Record};
 use super::wire_format::WireFormatDecoder;
-use crate::audit;
 use crate::config::{KafkaProperties, PipelineConfig};
+use crate::core_api::Stage;
+use crate::core_api::{MessageContext, Payload, Record};
 use crate::error::{Fault, StageError};
-use crate::stages::Stage;
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::Readiness;
 use crate::transport::kafka::{self, PipelineConsumer, PipelineContext};
+use crate::transport::offsets::{InFlight, OffsetTracker};
 use crate::transport::registry::SchemaRegistry;
 
 /// A pipeline ready to run.
@@ -189,21 +188,25 @@ impl Pipeline {
     }
 
     /// Dead-letters the message and, when a stage had identified it, emits what its readers
-    /// still expect (a document's failure event, a question's `failed` answer and audit event);
-    /// the offset waits for all of them.
+    /// still expect (the stage's [`FailureReport`](crate::core_api::FailureReport): a document's
+    /// failure event, a question's `failed` answer); the offset waits for all of them.
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
         context: &MessageContext,
         rejection: &Rejection,
     ) -> Result<(), String> {
-        let events = audit::failure_records(
-            context,
-            &rejection.stage,
-            &rejection.error,
-            self.config.audit_sink.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
+        let events = match context.failure_report() {
+            Some(report) => report
+                .records(
+                    context,
+                    &rejection.stage,
+                    &rejection.error,
+                    self.config.audit_sink.as_deref(),
+                )
+                .map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
         let (dead_letter, events) = tokio::join!(
             self.outputs.dead_letter(message, context, rejection),
             self.outputs.produce(events)

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 
-use super::record::{MessageContext, Payload, Record};
+use crate::core_api::Stage;
+use crate::core_api::{MessageContext, Payload, Record};
 use crate::error::StageError;
-use crate::stages::Stage;
 use crate::transport::registry::{is_wire_format, schema_id, SchemaRegistry};
 
 /// Decodes wire-format payloads with the registry; JSON payloads pass untouched.

@@ -1,8 +1,10 @@
 //! A circuit breaker per model: after a run of failures the model is not called for a while,
 //! so questions go straight to the fallback instead of each waiting out its own retries.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::clock::{self, Clock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -21,14 +23,22 @@ pub struct CircuitBreaker {
     failure_threshold: u32,
     open_for: Duration,
     state: Mutex<State>,
+    clock: Arc<dyn Clock>,
 }
 
 impl CircuitBreaker {
+    /// A closed breaker on the system clock.
     pub fn new(failure_threshold: u32, open_for: Duration) -> Self {
+        Self::with_clock(failure_threshold, open_for, clock::system())
+    }
+
+    /// A closed breaker that reads the time from `clock`.
+    pub fn with_clock(failure_threshold: u32, open_for: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             failure_threshold: failure_threshold.max(1),
             open_for,
             state: Mutex::new(State::Closed { failures: 0 }),
+            clock,
         }
     }
 
@@ -42,7 +52,7 @@ impl CircuitBreaker {
         let mut state = self.state();
         match *state {
             State::Closed { .. } => true,
-            State::Open { until } if Instant::now() >= until => {
+            State::Open { until } if self.clock.now() >= until => {
                 *state = State::HalfOpen;
                 true
             }
@@ -65,7 +75,7 @@ impl CircuitBreaker {
                 State::Closed { failures: failures + 1 }
             }
             _ => State::Open {
-                until: Instant::now() + self.open_for,
+                until: self.clock.now() + self.open_for,
             },
         };
         matches!(*state, State::Open { .. })
@@ -73,17 +83,19 @@ impl CircuitBreaker {
 
     /// Whether the circuit is open (calls refused) right now.
     pub fn is_open(&self) -> bool {
-        matches!(*self.state(), State::Open { until } if Instant::now() < until)
+        matches!(*self.state(), State::Open { until } if self.clock.now() < until)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     #[test]
     fn opens_after_the_threshold_and_recovers_through_one_trial() {
-        let breaker = CircuitBreaker::new(3, Duration::from_millis(50));
+        let clock = ManualClock::default();
+        let breaker = CircuitBreaker::with_clock(3, Duration::from_secs(30), Arc::new(clock.clone()));
         for _ in 0..2 {
             assert!(breaker.allow());
             breaker.record_failure();
@@ -96,12 +108,14 @@ mod tests {
         }
         assert!(breaker.is_open());
         assert!(!breaker.allow());
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_secs(29));
+        assert!(!breaker.allow(), "still open");
+        clock.advance(Duration::from_secs(1));
         assert!(breaker.allow(), "the trial call");
         assert!(!breaker.allow(), "only one trial at a time");
         breaker.record_failure();
         assert!(breaker.is_open());
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_secs(30));
         assert!(breaker.allow());
         breaker.record_success();
         assert!(breaker.allow() && breaker.allow());

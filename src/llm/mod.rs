@@ -10,6 +10,7 @@ mod extractive;
 pub mod grounding;
 mod local;
 mod openai;
+pub mod pricing;
 mod prompt;
 mod resilience;
 mod sse;

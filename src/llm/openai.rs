@@ -140,7 +140,7 @@ impl ChatProvider for OpenAiProvider {
     /// OpenAI's own encoding for OpenAI models (tiktoken); other models served through the
     /// same API are estimated by the caller.
     fn count_tokens(&self, text: &str) -> Option<usize> {
-        crate::cost::pricing::openai_tokens(&self.model, text)
+        super::pricing::openai_tokens(&self.model, text)
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::{CallError, CallErrorKind, ChatProvider, ChatRequest, CircuitBreaker, Completion, DeltaSink};
-use crate::audit::millis;
-use crate::contracts::ModelAttempt;
+use crate::contracts::{millis, ModelAttempt};
 
 /// How hard one model is tried.
 #[derive(Debug, Clone, PartialEq)]

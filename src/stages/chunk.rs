@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
+use super::StageBuilder;
 use crate::chunk::{chunk_text, ChunkLimits, ModelTokenizer, TokenCounter};
-use crate::config::ConfigError;
 use crate::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentOp, SCHEMA_VERSION};
-use crate::engine::{MessageContext, Payload, Record};
-use crate::error::StageError;
+use crate::core_api::{MessageContext, Payload, Record, Stage};
+use crate::error::{ConfigError, StageError};
 
 /// Cuts each document (the output of `decode_document`) into chunks, counting tokens with the
 /// embedding model's own tokenizer. A delete passes through with no chunks.

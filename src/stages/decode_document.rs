@@ -1,12 +1,14 @@
 //! `decode_document`: checks a documents-topic message against its contract.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
+use super::StageBuilder;
 use crate::audit::Subject;
 use crate::contracts::{Contract, Document};
-use crate::engine::{MessageContext, Payload, Record};
+use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
 
 /// Decodes and validates documents (`schemas/documents.schema.json`). Invalid UTF-8, invalid
@@ -39,11 +41,11 @@ impl Stage for DecodeDocument {
         let bytes = record.payload.to_bytes();
         let (document, value): (Document, _) = Contract::documents().decode(&bytes)?;
         // A retry of this stage finds the subject already set, to the same value.
-        let _ = context.subject.set(Subject::Document {
+        context.set_failure_report(Arc::new(Subject::Document {
             tenant: document.tenant.clone(),
             doc_id: document.doc_id.clone(),
             version: document.version,
-        });
+        }));
         let key = super::decode_question::checked_key(record.key, &document.doc_id, "doc_id", self.allow_foreign_key)?;
         Ok(vec![Record {
             key: Some(key),

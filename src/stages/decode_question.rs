@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
+use super::StageBuilder;
 use crate::contracts::{Contract, Question};
-use crate::engine::{MessageContext, Payload, Record};
+use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
 
 /// Decodes and validates questions (`schemas/questions.schema.json`). Invalid UTF-8, invalid

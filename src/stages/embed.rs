@@ -7,12 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
-use crate::config::ConfigError;
+use super::StageBuilder;
 use crate::contracts::ChunkedDocument;
+use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::embed::{shared_local_model, EmbedBatcher, OpenAiEmbedder, Pooling};
-use crate::engine::{MessageContext, Payload, Record};
-use crate::error::StageError;
+use crate::error::{ConfigError, StageError};
 use crate::secrets::{KeySource, ProviderKey, VaultKey};
 
 /// Which model embeds the chunks.

@@ -3,10 +3,11 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
-use crate::audit::{millis, QuestionEvent};
+use super::StageBuilder;
+use crate::audit::QuestionEvent;
+use crate::contracts::millis;
 use crate::contracts::{AnswerDraft, AnswerStatus};
-use crate::engine::{MessageContext, Payload, Record};
+use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
 use crate::telemetry::metrics::metrics;
 

@@ -9,10 +9,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
-use crate::config::ConfigError;
-use crate::engine::{MessageContext, Record};
-use crate::error::{Fault, StageError};
+use super::StageBuilder;
+use crate::core_api::{MessageContext, Record, Stage};
+use crate::error::{ConfigError, Fault, StageError};
 
 /// Fails every record whose payload contains `contains`; other records pass unchanged.
 #[derive(Debug, Clone, Deserialize)]

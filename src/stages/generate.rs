@@ -9,19 +9,18 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Stage, StageBuilder};
-use crate::config::ConfigError;
+use super::StageBuilder;
 use crate::contracts::{AnswerDraft, AnswerStatus, PartialAnswer, Task, SCHEMA_VERSION};
+use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::cost::{Admission, CostControlConfig, CostControls, Estimate};
-use crate::engine::{MessageContext, Payload, Record};
-use crate::error::StageError;
+use crate::error::{ConfigError, StageError};
 use crate::llm::grounding;
 use crate::llm::{
     assemble, citation, estimate_tokens, extractive_answer, parse_citations, AnthropicProvider, ChainModel,
     ChatMessage, ChatProvider, ChatRequest, CircuitBreaker, DeltaSink, Extracted, LocalProvider, ModelChain,
     OpenAiProvider, Prompt, RetryPolicy, Role, StreamEvent, Usage,
 };
-use crate::pii::StreamRestorer;
+use crate::pii::{PiiScope, StreamRestorer};
 use crate::secrets::{KeySource, ProviderKey, VaultKey};
 use crate::telemetry::metrics::metrics;
 
@@ -105,7 +104,7 @@ pub struct ModelConfig {
     #[serde(default = "default_context_tokens")]
     pub context_tokens: usize,
     /// Prices, for the cost in answers, budgets and metrics. Unset: the list price of a
-    /// well-known hosted `model` (see `cost::pricing`), else free.
+    /// well-known hosted `model` (see `llm::pricing`), else free.
     #[serde(default)]
     pub price: Option<Price>,
 }
@@ -126,7 +125,7 @@ impl ModelConfig {
                 .model
                 .as_deref()
                 .filter(|_| self.provider != ModelProvider::Local)?;
-            let (input, output) = crate::cost::pricing::list_price(model)?;
+            let (input, output) = crate::llm::pricing::list_price(model)?;
             Some(Price {
                 input_per_million: input,
                 output_per_million: output,
@@ -967,7 +966,7 @@ impl PartialStream<'_> {
     /// The last partial of the attempt that answered: what the restorer still held back.
     async fn finish(&mut self) {
         let context = self.context;
-        let rest = match context.pii.get() {
+        let rest = match context.extension::<PiiScope>() {
             Some(scope) => scope.with_vault(|vault| self.restorer.finish(vault)),
             None => String::new(),
         };
@@ -977,7 +976,7 @@ impl PartialStream<'_> {
 
     fn restore(&mut self, piece: &str) -> String {
         let context = self.context;
-        match context.pii.get() {
+        match context.extension::<PiiScope>() {
             Some(scope) => scope.with_vault(|vault| self.restorer.push(piece, vault)),
             None => piece.to_owned(),
         }

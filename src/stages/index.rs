@@ -7,12 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
+use super::StageBuilder;
 use crate::audit::{DocumentEvent, DocumentEventKind};
-use crate::config::ConfigError;
 use crate::contracts::ChunkedDocument;
-use crate::engine::{MessageContext, Record};
-use crate::error::StageError;
+use crate::core_api::{MessageContext, Record, Stage};
+use crate::error::{ConfigError, StageError};
 use crate::store::{
     ChunkStore, DocumentWrite, IndexWriter, MaintenancePolicy, VectorIndexKind, WriteOutcome, WriterSettings,
 };

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
+use super::StageBuilder;
 use crate::audit::Subject;
-use crate::config::ConfigError;
 use crate::contracts::{AnswerDraft, AnswerStatus, Question, SCHEMA_VERSION};
-use crate::engine::{MessageContext, Payload, Record};
-use crate::error::StageError;
+use crate::core_api::{MessageContext, Payload, Record, Stage};
+use crate::error::{ConfigError, StageError};
 use crate::pii::{Detector, PiiKind, PiiScope};
 
 /// What happens to a kind of personal data found in a question.
@@ -153,7 +152,7 @@ impl Stage for MaskPii {
         let policy = self.tenants.get(&question.tenant).unwrap_or(&self.default_policy);
         // A retry of this stage finds the scope already set: reuse it, so placeholders keep
         // their numbers.
-        let scope = context.pii.get_or_init(|| PiiScope::new(policy.detector.clone()));
+        let scope = context.extension_or_insert_with(|| PiiScope::new(policy.detector.clone()));
         let (masked, counts) = scope.mask(&question.question);
         let blocked: Vec<&str> = counts
             .keys()
@@ -187,13 +186,13 @@ impl Stage for MaskPii {
             question_vector: Vec::new(),
         };
         // From here on a failure is answered (status failed), not only dead-lettered.
-        let _ = context.subject.set(Subject::Question {
+        context.set_failure_report(Arc::new(Subject::Question {
             tenant: draft.tenant.clone(),
             request_id: draft.request_id.clone(),
             user: draft.user.clone(),
             task: draft.task,
             masked_question: draft.question.clone(),
-        });
+        }));
         if !blocked.is_empty() {
             draft.decide(
                 AnswerStatus::Blocked,
@@ -255,7 +254,10 @@ mod tests {
         assert!(draft.status.is_none());
         let serialized = serde_json::to_string(&draft).unwrap();
         assert!(!serialized.contains("mary@example.com") && !serialized.contains("4111"));
-        let restored = context.pii.get().unwrap().restore("Dear [PERSON_1], see [CARD_1].");
+        let restored = context
+            .extension::<PiiScope>()
+            .unwrap()
+            .restore("Dear [PERSON_1], see [CARD_1].");
         assert_eq!(restored.text, "Dear Mary Johnson, see 4111 1111 1111 1111.");
     }
 

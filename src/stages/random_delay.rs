@@ -9,10 +9,9 @@ use async_trait::async_trait;
 use rand::Rng;
 use serde::Deserialize;
 
-use super::{Stage, StageBuilder};
-use crate::config::ConfigError;
-use crate::engine::{MessageContext, Record};
-use crate::error::StageError;
+use super::StageBuilder;
+use crate::core_api::{MessageContext, Record, Stage};
+use crate::error::{ConfigError, StageError};
 
 /// Delays every record by a uniformly random time in `[min_ms, max_ms]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Stage, StageBuilder};
+use super::StageBuilder;
 use crate::contracts::AnswerDraft;
-use crate::engine::{MessageContext, Payload, Record};
+use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
 use crate::pii::PiiScope;
 
@@ -54,12 +54,11 @@ impl Stage for RestorePii {
             .into_typed()
             .map_err(|error| StageError::input(format!("not an answer draft (put generate first): {error}")))?;
         let scope = context
-            .pii
-            .get()
+            .extension::<PiiScope>()
             .ok_or_else(|| StageError::internal("no placeholders in the message context (mask_pii did not run)"))?;
         if let Some(data) = &mut draft.data {
             let mut invented = 0;
-            restore_json(data, scope, &mut invented);
+            restore_json(data, &scope, &mut invented);
             draft.invented_placeholders = invented;
             draft.answer = Some(data.to_string());
         } else if let Some(answer) = &draft.answer {

@@ -9,11 +9,11 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::embed::Embedder;
-use super::{EmbedConfig, Stage, StageBuilder};
-use crate::config::ConfigError;
+use super::{EmbedConfig, StageBuilder};
 use crate::contracts::{AnswerDraft, AnswerStatus, RetrievedPassage};
-use crate::engine::{MessageContext, Payload, Record};
-use crate::error::StageError;
+use crate::core_api::{MessageContext, Payload, Record, Stage};
+use crate::error::{ConfigError, StageError};
+use crate::pii::PiiScope;
 use crate::store::{ChunkStore, SearchHit, SearchMode};
 
 /// Searches the LanceDB chunks table of the question's tenant (the output of `mask_pii`). The
@@ -200,13 +200,13 @@ impl Stage for Retrieve {
             let hits = self.search(&draft.tenant, &draft.question, &vector, limit).await?;
             // Kept for the semantic response cache of `generate`; never emitted.
             draft.question_vector = vector;
-            let scope = context.pii.get().filter(|_| self.config.mask_passages);
+            let scope = context.extension::<PiiScope>().filter(|_| self.config.mask_passages);
             let mut context_counts: BTreeMap<String, u32> = BTreeMap::new();
             draft.passages = hits
                 .into_iter()
                 .map(|hit| {
                     // The chunk text already starts with its section's headings.
-                    let text = match scope {
+                    let text = match &scope {
                         Some(scope) => {
                             let (masked, counts) = scope.mask(&hit.text);
                             for (kind, n) in counts {

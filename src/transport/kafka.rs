@@ -13,8 +13,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::offsets::{OffsetTracker, TopicPartition};
 use crate::config::KafkaProperties;
-use crate::engine::offsets::{OffsetTracker, TopicPartition};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::Readiness;
 

@@ -12,8 +12,8 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SrCall, SuppliedSchema};
 use serde_json::Value as Json;
 
-use super::avro::{schema_by_full_name, to_json, MessageSchema};
 use crate::config::SchemaRegistryConfig;
+use crate::contracts::avro::{schema_by_full_name, to_json, MessageSchema};
 use crate::error::StageError;
 
 /// The first byte of a message in the Confluent wire format. JSON text never starts with it, so
@@ -159,7 +159,7 @@ fn describe(error: &SRCError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::avro::message_schema;
+    use crate::contracts::avro::message_schema;
 
     #[test]
     fn json_is_never_taken_for_the_wire_format() {

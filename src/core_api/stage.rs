@@ -1,0 +1,39 @@
+//! The contract between the engine and the stages it runs.
+
+use async_trait::async_trait;
+
+use super::{MessageContext, Record};
+use crate::error::StageError;
+
+/// One step of a pipeline. Only [`Stage::process`] is required; the lifecycle hooks default to
+/// doing nothing.
+#[async_trait]
+pub trait Stage: Send + Sync {
+    /// Turns one record into zero or more. Errors say whose fault they are, which decides
+    /// between dead-lettering the input, retrying, and stopping the pipeline.
+    async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError>;
+
+    /// Called once before the first message (open connections, load models).
+    async fn start(&self) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// Called once after the last message (flush buffers, close connections).
+    async fn stop(&self) {}
+}
+
+/// What readers of a pipeline's outputs still expect when a message is dead-lettered after a
+/// stage learnt what it is about: a document's failure event, a question's `failed` answer. The
+/// stage that decodes the message sets it on the [`MessageContext`]; the engine produces its
+/// records beside the dead letter and knows nothing of questions or documents.
+pub trait FailureReport: std::fmt::Debug + Send + Sync {
+    /// The records to produce for a failure in `stage` (`audit_sink`: the pipeline's audit sink,
+    /// when it has one).
+    fn records(
+        &self,
+        context: &MessageContext,
+        stage: &str,
+        error: &StageError,
+        audit_sink: Option<&str>,
+    ) -> Result<Vec<Record>, StageError>;
+}
