@@ -18,10 +18,10 @@ use super::prompt::{citation, numbered};
 use super::Passage;
 use crate::contracts::Citation;
 
-/// Questions whose answer is a figure: an amount, a duration, a count, a limit.
+/// Questions whose answer is a figure: an amount, a duration, a count, a limit, a date or a time.
 static ASKS_FOR_A_FIGURE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage)\b",
+        r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast|quickly|soon)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage|the (?:longest|shortest|earliest|latest)|(?:until|by|before|on|from) (?:when|what (?:date|time|day))|what (?:date|time|day)|^\s*when)\b",
     )
     .expect("pattern")
 });
@@ -30,18 +30,86 @@ fn asks_for_a_figure(question: &str) -> bool {
     ASKS_FOR_A_FIGURE.is_match(question)
 }
 
+/// The kind of figure a question asks for, when its words say: a sentence with a figure of
+/// that kind answers it better than one with any number (`within 10 seconds` answers `how
+/// quickly`, `HMAC-SHA256` does not).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FigureKind {
+    Duration,
+    Money,
+    DateOrTime,
+}
+
+static ASKS_FOR_A_DURATION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:how (?:long|quickly|soon|fast|old|often|far back)|within how|the (?:longest|shortest)|how many (?:seconds|minutes|hours|days|weeks|months|years))\b")
+        .expect("pattern")
+});
+static ASKS_FOR_MONEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:how much|cost|price|fee|charge|pay|budget|allowance|salary)\b").expect("pattern")
+});
+static ASKS_FOR_A_DATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:(?:until|by|before|on|from) (?:when|what (?:date|time|day))|what (?:date|time|day)|^\s*when)\b",
+    )
+    .expect("pattern")
+});
+static DURATION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\d\s*(?:-\s*)?(?:business\s+|calendar\s+|working\s+)?(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?)\b")
+        .expect("pattern")
+});
+static MONEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[$€£]\s?\d|\d\s?(?:usd|eur|gbp|dollars?|euros?|pounds?)\b|\d\s?%").expect("pattern")
+});
+static DATE_OR_TIME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:tember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?\b|\b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm)\b|\b\d{4}-\d{2}-\d{2}\b")
+        .expect("pattern")
+});
+
+impl FigureKind {
+    /// The kind `question` asks for, if its words say.
+    fn asked_in(question: &str) -> Option<Self> {
+        if ASKS_FOR_A_DURATION.is_match(question) {
+            Some(Self::Duration)
+        } else if ASKS_FOR_A_DATE.is_match(question) {
+            Some(Self::DateOrTime)
+        } else if ASKS_FOR_MONEY.is_match(question) {
+            Some(Self::Money)
+        } else {
+            None
+        }
+    }
+
+    fn is_in(self, text: &str) -> bool {
+        match self {
+            Self::Duration => DURATION.is_match(text),
+            Self::Money => MONEY.is_match(text),
+            Self::DateOrTime => DATE_OR_TIME.is_match(text),
+        }
+    }
+}
+
 /// `how long`, `how much`: what kind of answer is asked for, not what it is about (`long` is in
 /// no passage about a probation period).
 static INTERROGATIVE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\bhow (?:long|much|many|often|far|old|large|big|fast|quickly|soon|late|early)\b").expect("pattern")
 });
 
-/// `outside the high-cost cities`, `except contractors`: what the question sets aside does not
-/// make a sentence an answer (the sentence about the high-cost cities is the one not asked for).
+/// `outside the high-cost cities`, `except contractors`: what a question sets aside does not
+/// make a sentence an answer (the sentence about the high-cost cities is the one not asked
+/// for), and a sentence is not about what it sets aside (`Outside open enrolment you may …`).
+/// The two words after the word that sets aside (and an article) are what is set aside.
 static EXCLUDED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:outside(?: of)?|except(?: for)?|other than|apart from|excluding|besides)\s+[^,.;:?!]+")
+    Regex::new(r"(?i)\b(?:outside(?: of)?|except(?: for)?|other than|apart from|excluding|besides)\s+(?:(?:the|a|an)\s+)?[^\s,.;:?!]+(?:\s+[^\s,.;:?!]+)?")
         .expect("pattern")
 });
+
+/// A question about what happens under a condition (`what if`, `unless`): then the condition
+/// of a sentence is what it asks about.
+static ASKS_ABOUT_A_CONDITION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\b(?:if|unless|what happens|otherwise|in case)\b").expect("pattern"));
+/// A sentence that opens with its condition: `If the engineer does not acknowledge …, X`.
+static LEADING_CONDITION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^(?:if|unless|when|should)\b[^,;:]+,").expect("pattern"));
 
 static FIGURE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d").expect("pattern"));
 /// Emphasis and code marks, dropped from a sentence.
@@ -60,6 +128,12 @@ struct Sentence {
     heading_words: HashSet<String>,
     /// It continues the paragraph or list item of the sentence before it.
     follows: bool,
+    /// Words it names only to set them aside (`outside open enrolment`).
+    set_aside: HashSet<String>,
+    /// Words only its leading condition says (`If …,`): what it answers is what happens then.
+    condition_words: HashSet<String>,
+    /// Words of the key cell of a table row (`SEV1`, `Enterprise`): the row a question names.
+    key_words: HashSet<String>,
 }
 
 /// A sentence as read from a passage, before scoring.
@@ -69,6 +143,8 @@ struct Piece {
     heading: String,
     /// It continues the paragraph or list item of the sentence before it.
     follows: bool,
+    /// The first cell of a table row.
+    key: Option<String>,
 }
 
 /// Sentences of a paragraph: split where `.`, `!` or `?` is followed by a space and a capital
@@ -112,6 +188,7 @@ fn sentences(text: &str, title: Option<&str>) -> Vec<Piece> {
                 text,
                 heading: heading.to_owned(),
                 follows: i > 0,
+                key: None,
             }));
         }
         paragraph.clear();
@@ -156,6 +233,7 @@ fn sentences(text: &str, title: Option<&str>) -> Vec<Piece> {
                         text: row.join("; "),
                         heading: heading.clone(),
                         follows: false,
+                        key: cells.first().filter(|cell| !cell.is_empty()).cloned(),
                     });
                 }
             }
@@ -229,6 +307,12 @@ pub enum Extracted {
 
 /// A question word in the heading a sentence stands under counts this much of one in the sentence.
 const HEADING_WEIGHT: f64 = 0.5;
+/// What a figure adds to a sentence when the question asks for one.
+const FIGURE_BONUS: f64 = 1.5;
+/// The share of it a figure of another kind than the one asked for adds.
+const WRONG_KIND_SHARE: f64 = 1.0 / 3.0;
+/// A question word only a sentence's leading condition says counts this much of one.
+const CONDITION_WEIGHT: f64 = 0.5;
 /// A runner-up sentence joins the answer when it scores at least this share of the best.
 const RUNNER_UP_SHARE: f64 = 0.75;
 /// Below this share of the question's weight, with more than half of its words (two at least) in
@@ -254,6 +338,7 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Choice {
         .filter(|w| !w.starts_with('['))
         .collect();
     let wants_figure = asks_for_a_figure(question);
+    let figure_kind = FigureKind::asked_in(question);
     let all: Vec<Sentence> = passages
         .iter()
         .enumerate()
@@ -262,9 +347,28 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Choice {
                 .into_iter()
                 .map(move |piece| {
                     let words = stems(&piece.text);
+                    // `Outside open enrolment you may change …` is not about open enrolment.
+                    let set_aside_words: HashSet<String> = EXCLUDED
+                        .find_iter(&piece.text)
+                        .flat_map(|m| stems(m.as_str()))
+                        .collect();
+                    let set_aside = set_aside_words
+                        .difference(&stems(&EXCLUDED.replace_all(&piece.text, " ")))
+                        .cloned()
+                        .collect();
+                    let condition_words = match LEADING_CONDITION.find(&piece.text) {
+                        Some(condition) => stems(condition.as_str())
+                            .difference(&stems(&piece.text[condition.end()..]))
+                            .cloned()
+                            .collect(),
+                        None => HashSet::new(),
+                    };
                     Sentence {
                         heading_words: stems(&piece.heading).difference(&words).cloned().collect(),
+                        key_words: piece.key.as_deref().map(stems).unwrap_or_default(),
                         words,
+                        set_aside,
+                        condition_words,
                         text: piece.text,
                         passage: index + 1,
                         follows: piece.follows,
@@ -280,12 +384,32 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Choice {
     }
     let n = all.len() as f64;
     let rarity = |word: &str| (1.0 + n / (1.0 + document_frequency.get(word).copied().unwrap_or(0) as f64)).ln();
+    let about_a_condition = ASKS_ABOUT_A_CONDITION.is_match(question);
     let shared = |sentence: &Sentence| -> f64 {
         asked
             .iter()
-            .filter(|w| sentence.words.contains(*w))
-            .map(|w| rarity(w))
+            .filter(|w| sentence.words.contains(*w) && !sentence.set_aside.contains(*w))
+            .map(|w| {
+                // A word only the sentence's condition says counts half: `If the engineer does
+                // not acknowledge the page in 10 minutes, …` says what happens then, not how
+                // soon to acknowledge.
+                let in_condition = !about_a_condition && sentence.condition_words.contains(w);
+                if in_condition {
+                    CONDITION_WEIGHT * rarity(w)
+                } else {
+                    rarity(w)
+                }
+            })
             .sum()
+    };
+    // The question names the row (`SEV1`, `On Enterprise`): its key counts again.
+    let names_the_row = |sentence: &Sentence| -> f64 {
+        let named = !sentence.key_words.is_empty() && sentence.key_words.iter().all(|w| asked.contains(w));
+        if named {
+            sentence.key_words.iter().map(|w| rarity(w)).sum()
+        } else {
+            0.0
+        }
     };
     let under_heading = |sentence: &Sentence| -> f64 {
         asked
@@ -299,11 +423,11 @@ fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Choice {
         if shared == 0.0 {
             return 0.0;
         }
-        let shared = shared + under_heading(sentence);
-        let figure = if wants_figure && FIGURE.is_match(&sentence.text) {
-            1.5
-        } else {
-            0.0
+        let shared = shared + under_heading(sentence) + names_the_row(sentence);
+        let figure = match figure_kind {
+            _ if !wants_figure || !FIGURE.is_match(&sentence.text) => 0.0,
+            Some(kind) if !kind.is_in(&sentence.text) => FIGURE_BONUS * WRONG_KIND_SHARE,
+            _ => FIGURE_BONUS,
         };
         (shared + figure) * (1.0 - 0.05 * (sentence.passage - 1) as f64)
     };
@@ -509,6 +633,42 @@ mod tests {
             &passages,
         );
         assert!(same_day.contains("$29.00"), "{same_day}");
+    }
+
+    #[test]
+    fn the_row_a_question_names_beats_a_sentence_about_what_happens_otherwise() {
+        let passages = [passage(
+            1,
+            "## Severity levels\n\n| Severity | Definition | Acknowledge within |\n| --- | --- | --- |\n| SEV1 | Site down | 5 minutes |\n| SEV2 | Degraded | 15 minutes |\n\nIf the on-call engineer does not acknowledge a SEV1 page within 10 minutes, the pager escalates to the secondary.",
+        )];
+        let text = answer_text(
+            "Within how many minutes must the on-call engineer acknowledge a SEV1 page?",
+            &passages,
+        );
+        assert!(
+            text.starts_with("Severity: SEV1;") && text.contains("5 minutes"),
+            "{text}"
+        );
+        let text = answer_text(
+            "What happens if the on-call engineer does not acknowledge a SEV1 page?",
+            &passages,
+        );
+        assert!(text.contains("escalates to the secondary"), "{text}");
+    }
+
+    #[test]
+    fn a_sentence_about_the_exception_does_not_answer_the_rule_and_when_asks_for_a_time() {
+        let passages = [passage(
+            1,
+            "- Open enrolment runs every year from November 1 to November 21.\n- Outside open enrolment you may change your benefit elections only after a life event.\n\nThe platform needs a short maintenance window now and then. Maintenance windows are on Sundays from 02:00 to 04:00.",
+        )];
+        let text = answer_text(
+            "Until what date can I change my benefit elections during open enrolment?",
+            &passages,
+        );
+        assert!(text.contains("November 21"), "{text}");
+        let text = answer_text("When do maintenance windows take place?", &passages);
+        assert!(text.contains("02:00 to 04:00"), "{text}");
     }
 
     #[test]
