@@ -21,13 +21,13 @@ use crate::contracts::Citation;
 /// Questions whose answer is a figure: an amount, a duration, a count, a limit, a date or a time.
 static ASKS_FOR_A_FIGURE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast|quickly|soon)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage|the (?:longest|shortest|earliest|latest)|(?:until|by|before|on|from) (?:when|what (?:date|time|day))|what (?:date|time|day)|^\s*when)\b",
+        r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast|quickly|soon)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage|the (?:longest|shortest|earliest|latest))\b",
     )
     .expect("pattern")
 });
 /// The question asks for an amount, a duration, a count or a limit.
 fn asks_for_a_figure(question: &str) -> bool {
-    ASKS_FOR_A_FIGURE.is_match(question)
+    ASKS_FOR_A_FIGURE.is_match(question) || ASKS_FOR_A_DATE.is_match(question)
 }
 
 /// The kind of figure a question asks for, when its words say: a sentence with a figure of
