@@ -19,6 +19,8 @@ const WORD: &str = r"\p{Lu}(?:[\p{Ll}\p{M}]|['’]\p{Lu})[\p{Ll}\p{M}]*(?:['’.
 /// A regnal number in a street named after a person (`al. Jana III Sobieskiego`, `aleja Jana
 /// Pawła II 97`).
 const ROMAN: &str = r"[IVX]{1,4}(?-u:\b)";
+/// A numbered street's name (`West 57th Street`, `3rd Ave`).
+const ORDINAL: &str = r"\d{1,3}(?:st|nd|rd|th)(?-u:\b)";
 /// House numbers: `12`, `12a`, `12-14`, `12/3`, `221B`.
 const NUMBER: &str = r"\d{1,5}(?:[A-Za-z](?-u:\b))?(?:\s?[-/]\s?\d{1,4}[A-Za-z]?)?";
 
@@ -38,7 +40,7 @@ const COMPOUND: &str = r"(?i:straße|strasse|str\.|weg|gasse|platz|allee|ring|da
 
 static STREET: LazyLock<Regex> = LazyLock::new(|| {
     let unit = r"(?:(?i:flat|apt\.?|apartment|suite|unit|studio|room|level)\s+\w+,?\s+)?";
-    let english = format!(r"{unit}(?-u:\b){NUMBER},?\s+(?:{WORD}\s+){{1,3}}{SUFFIX}");
+    let english = format!(r"{unit}(?-u:\b){NUMBER},?\s+(?:(?:{WORD}|{ORDINAL})\s+){{1,3}}{SUFFIX}");
     let prefixed = format!(
         r"(?:(?-u:\b){PREFIX}|(?-u:\b)C\.)\s+(?:(?i:de la|de las|de los|del|de|da|do|dos|das|di|della|dei|degli|delle)\s+)?(?:(?:{WORD}|{ROMAN})\s+){{0,3}}(?:{WORD}|{ROMAN}),?\s+(?:n\.?º?\s*|nr\.?\s*|no\.?\s*)?{NUMBER}"
     );
@@ -51,7 +53,11 @@ static STREET: LazyLock<Regex> = LazyLock::new(|| {
     let separate = format!(r"(?-u:\b)(?:Am|An der|An den|Auf dem|Auf der|Im|In der|Zum|Zur)\s+{WORD}\s+{NUMBER}");
     // `Flat 91, Raymond Squares`: a flat number instead of a house number.
     let flat = format!(r"(?-u:\b)(?i:flat|apartment|studio|suite|unit)\s+\w+,?\s+(?:{WORD}\s+){{1,3}}{SUFFIX}");
-    regex(&format!(r"{english}|{prefixed}|{french}|{compound}|{separate}|{flat}"))
+    // `P.O. Box 1234`, `Postfach 10 02 45`, `Apartado de Correos 61`: a box instead of a street.
+    let post_box = r"(?-u:\b)(?i:p\.?\s?o\.?\s?box|post office box|postfach|apartado(?: de correos)?|case postale|boîte postale|casella postale|caixa postal|skrytka pocztowa|postbus)\s+\d{1,6}(?:\s\d{2}){0,2}(?-u:\b)";
+    regex(&format!(
+        r"{english}|{prefixed}|{french}|{compound}|{separate}|{flat}|{post_box}"
+    ))
 });
 
 /// A component that may follow the street line, tried at the start of the rest of the text.
@@ -61,8 +67,11 @@ static COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
     );
     let upper_city = r"[A-Z][A-Z'\-]+(?: [A-Z][A-Z'\-]+){0,2}";
     let unit = r"(?i:apt\.?|apartment|suite|ste\.?|unit|flat|floor|fl\.?|piso|puerta|planta|piano|scala|interno|int\.|appartamento|edif\.?|depto\.?|etage|stock|stg\.|whg\.?|room|building|bldg\.?|box|po box|p\.o\. box)(?-u:\b)\.?\s*#?\s*\w{1,6}(?-u:\b)";
+    // `3º izq.`, `2º B`, `4º 2ª` (Spanish floor and door), `m. 12` (Polish flat).
+    let floor = r"(?:\d{1,2}\s?[ºª°](?:\s?(?:(?i:izq(?:da|uierda)?|dcha|dch|derecha|centro|ctro)(?-u:\b)\.?|[A-H](?-u:\b)|\d{1,2}[ºª]?))?|m\.\s?\d{1,4}(?-u:\b))";
     let alternatives = [
         unit.to_owned(),
+        floor.to_owned(),
         // US, CA and AU: `Mountain View, CA 94043`, `Toronto, ON M5V 2T6`, `SYDNEY NSW 2000`.
         format!(r"(?:{city}|{upper_city}),?\s+[A-Z]{{2,3}}\s+(?:\d{{5}}(?:-\d{{4}})?|[A-Z]\d[A-Z]\s?\d[A-Z]\d|\d{{4}})(?-u:\b)"),
         // AU `Seanville, WA, 2960`; a state and postcode on their own line, `PE T4L8C8`.
@@ -70,7 +79,7 @@ static COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
         r"[A-Z]{2,3}\s+(?:\d{5}(?:-\d{4})?|[A-Z]\d[A-Z]\s?\d[A-Z]\d|\d{4})(?-u:\b)".to_owned(),
         // Postcode then city: DE/FR/ES/IT `10115 Berlin`, NL `7884 HJ Eindhoven`, PL `00-123
         // Warszawa`, SE/CZ `114 55 Stockholm`, BR `01310-100 São Paulo`, AT/CH/DK `1010 Wien`.
-        format!(r"(?:[A-Z]{{1,2}}-)?(?:\d{{5}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{4}}\s?[A-Z]{{2}}|\d{{3}}\s\d{{2}}|\d{{4,5}})\s+(?:{city}|{upper_city})(?:\s*\([A-Z]{{2}}\)|[ \t]+[A-Z]{{2}}(?-u:\b))?(?:\s*/\s*[A-Z]{{2}})?"),
+        format!(r"(?:[A-Z]{{1,2}}-)?(?:\d{{5}}-\d{{3}}|\d{{4}}-\d{{3}}|\d{{2}}-\d{{3}}|\d{{4}}\s?[A-Z]{{2}}|\d{{3}}\s\d{{2}}|\d{{4,5}})\s+(?:{city}|{upper_city})(?:\s*\([A-Z]{{2}}\)|[ \t]+[A-Z]{{2}}(?-u:\b))?(?:\s*/\s*[A-Z]{{2}})?"),
         // City then postcode: `Toledo, 45123`, `London NW1 6XE`, UK postcode alone.
         format!(r"(?:{city},?\s+)?(?:[A-Z]{{1,2}}\d[A-Z\d]?\s*\d[A-Z]{{2}}|\d{{5}}(?:-\d{{4}})?|\d{{4}}\s?[A-Z]{{2}}|\d{{3}}\s\d{{2}})(?-u:\b)"),
         // Country names and US states written out.
@@ -107,7 +116,7 @@ const STREET_PREPOSITIONS: &[&str] = &[
 /// A separator and then a postcode: where an untyped street may end.
 static POSTCODE_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     regex(
-        r"(?:,[ \t]*|[ \t]*\n[ \t]*)(?:[A-Z]{1,2}-)?(?:\d{5}-\d{3}|\d{2}-\d{3}|\d{4}\s?[A-Z]{2}(?-u:\b)|\d{3}\s\d{2}(?-u:\b)|\d{4,5}(?-u:\b)|[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}(?-u:\b)|\p{Lu}[\p{L} .'-]{1,40},?\s+[A-Z]{2,3}\s+\d{4,5}(?-u:\b))",
+        r"(?:,[ \t]*|[ \t]*\n[ \t]*)(?:[A-Z]{1,2}-)?(?:\d{5}-\d{3}|\d{4}-\d{3}|\d{2}-\d{3}|\d{4}\s?[A-Z]{2}(?-u:\b)|\d{3}\s\d{2}(?-u:\b)|\d{4,5}(?-u:\b)|[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}(?-u:\b)|\p{Lu}[\p{L} .'-]{1,40},?\s+[A-Z]{2,3}\s+\d{4,5}(?-u:\b))",
     )
 });
 
@@ -363,6 +372,19 @@ mod tests {
             found("Ship to 742 Evergreen Terrace Apt. 4B\nSpringfield, OR 97403\nUSA\nThanks"),
             vec!["742 Evergreen Terrace Apt. 4B\nSpringfield, OR 97403\nUSA"]
         );
+        // A numbered street; a flat on the line before.
+        assert_eq!(
+            found("Ship to: Apartment 4B\n221 West 57th Street\nNew York, NY 10019"),
+            vec!["Apartment 4B\n221 West 57th Street\nNew York, NY 10019"]
+        );
+        assert_eq!(
+            found("I live at 5 West 3rd Ave, Denver, CO 80223."),
+            vec!["5 West 3rd Ave, Denver, CO 80223"]
+        );
+        assert_eq!(
+            found("Address: P.O. Box 1234, Springfield, IL 62704"),
+            vec!["P.O. Box 1234, Springfield, IL 62704"]
+        );
     }
 
     #[test]
@@ -404,6 +426,19 @@ mod tests {
         assert_eq!(
             found("Keizersgracht 249, 7884 HJ Eindhoven"),
             vec!["Keizersgracht 249, 7884 HJ Eindhoven"]
+        );
+        // A Portuguese postcode; a Spanish floor and door; a Polish flat.
+        assert_eq!(
+            found("Address: Rua Augusta 120, 1100-053 Lisboa"),
+            vec!["Rua Augusta 120, 1100-053 Lisboa"]
+        );
+        assert_eq!(
+            found("Deliver to Calle de Alcalá 45, 3º izq., 28014 Madrid"),
+            vec!["Calle de Alcalá 45, 3º izq., 28014 Madrid"]
+        );
+        assert_eq!(
+            found("Send to ul. Marszałkowska 84/92 m. 12, 00-514 Warszawa"),
+            vec!["ul. Marszałkowska 84/92 m. 12, 00-514 Warszawa"]
         );
     }
 

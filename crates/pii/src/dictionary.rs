@@ -58,6 +58,12 @@ pub(super) fn is_english_word_surname(word: &str) -> bool {
     ENGLISH_WORD_SURNAMES.contains(lower(word).as_ref()) && !is_always_common(word)
 }
 
+/// A census surname that is also an English word, even one that heads labels or names streets
+/// (`Lane`, `Street`): only after a title is that word a surname (`Dr Lane`).
+pub(super) fn is_census_surname_word(word: &str) -> bool {
+    ENGLISH_WORD_SURNAMES.contains(lower(word).as_ref())
+}
+
 /// In either name list (a hyphenated name counts when each part does: `Min-jun`, `Nowak-Kowalska`).
 pub(super) fn is_name(word: &str) -> bool {
     let word = lower(word);

@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::dictionary::{
-    is_always_common, is_common_word, is_english_word, is_english_word_first_name, is_english_word_surname,
-    is_first_name, is_mostly_a_place, is_name, is_organisation_word, is_surname,
+    is_always_common, is_census_surname_word, is_common_word, is_english_word, is_english_word_first_name,
+    is_english_word_surname, is_first_name, is_mostly_a_place, is_name, is_organisation_word, is_surname,
 };
 use super::text::regex;
 
@@ -80,6 +80,11 @@ static CONTEXTS: LazyLock<Vec<(Regex, Evidence)>> = LazyLock::new(|| {
     );
     let sign_off = r"(?m)^[ \t]*(?i:best(?: regards| wishes)?|kind regards|kindest regards|warm regards|warmest regards|regards|many thanks|thanks(?: again| so much| a lot)?|thank you(?: so much)?|cheers|sincerely|yours(?: sincerely| truly| faithfully)?|all the best|take care|talk soon|speak soon|respectfully|cordially|with thanks|br|mfg|mit freundlichen grüßen|mit freundlichen grüssen|viele grüße|beste grüße|liebe grüße|freundliche grüße|gruß|grüße|cordialement|bien cordialement|bien à vous|salutations|saludos(?: cordiales)?|un saludo|atentamente|cordiali saluti|distinti saluti|saluti|un saluto|met vriendelijke groet(?:en)?|vriendelijke groet(?:en)?|groeten|pozdrawiam|z poważaniem|med vänliga hälsningar|vänliga hälsningar|hälsningar|mvh|med venlig hilsen|venlig hilsen|hilsen|ystävällisin terveisin|terveisin|atenciosamente|abraços|cumprimentos|saygılarımla|cu stimă|s pozdravem|üdvözlettel|trân trọng)[ \t]*[,.!]?[ \t]*\r?\n(?:[ \t]*\r?\n)?[ \t]*(?:[-–—]+[ \t]*)?";
     let sign_off = format!(r"{sign_off}(?:{TITLES}\.?[ \t]+)?({run})");
+    // `Thanks for chatting with us, Tümkurt!`, `Sorry for the wait, Ana.`: the person addressed
+    // after a comma at the end of a thanks or an apology, or before an exclamation mark.
+    let addressed_at_end = format!(
+        r"(?m)(?:(?i:(?-u:\b)(?:thanks|thank you|sorry|welcome|congratulations|congrats|good luck|have a (?:nice|good|great) \w+))[^\n.!?]{{0,60}},[ \t]+({run})[ \t]*[.!?]?[ \t]*$|,[ \t]+({run})[ \t]*!)"
+    );
     let dash_signature = format!(r"(?m)^[ \t]*(?:--|—|–)[ \t]*({run})[ \t]*$");
     // `[10:42] Agent Tom:`, `Customer Ana:` at the start of a chat line; `Tom Meyer:` alone
     // needs the name lists (`Acme Portal:` is a heading).
@@ -117,6 +122,7 @@ static CONTEXTS: LazyLock<Vec<(Regex, Evidence)>> = LazyLock::new(|| {
         (thanks, Evidence::Strong),
         (sign_off, Evidence::Addressed),
         (dash_signature, Evidence::Addressed),
+        (addressed_at_end, Evidence::Strong),
         (speaker, Evidence::Addressed),
         (bare_speaker, Evidence::Cue),
         (field, Evidence::Field),
@@ -297,7 +303,8 @@ fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool, fills_slot
         // a weekday or a label (`Dr. note`).
         let relaxed = taken.is_empty() && (after_title || evidence == Evidence::Addressed);
         let common = if relaxed {
-            is_always_common(text) || ADDRESSED_GROUPS.contains(&text.to_lowercase().as_str())
+            is_always_common(text) && !(after_title && is_census_surname_word(text))
+                || ADDRESSED_GROUPS.contains(&text.to_lowercase().as_str())
         } else {
             is_common_word(text)
         };
@@ -344,7 +351,12 @@ fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool, fills_slot
         Evidence::Strong => true,
         Evidence::Addressed => !(names.len() == 1 && is_double_surname(first.text) && !after_title),
         Evidence::Field => names.len() >= 2 || is_first_name(first.text) && !is_double_surname(first.text),
-        Evidence::Cue => (known > 0 || names.len() >= 2) && !(names.len() == 1 && is_double_surname(first.text)),
+        // `Kutgün said`: one word no list knows is enough when its letters are not English
+        // ones, unless it heads a field (`Größe:`).
+        Evidence::Cue => {
+            (known > 0 || names.len() >= 2 || names.len() == 1 && !fills_slot && spelled_beyond_english(first.text))
+                && !(names.len() == 1 && is_double_surname(first.text))
+        }
     };
     vouched.then(|| {
         (
@@ -352,6 +364,11 @@ fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool, fills_slot
             taken.last().map_or(first.end, |w| w.end),
         )
     })
+}
+
+/// A word with a letter English spelling does not use (`Kutgün`, `Øster`), not a place.
+fn spelled_beyond_english(word: &str) -> bool {
+    word.chars().any(|c| c.is_alphabetic() && !c.is_ascii()) && !is_mostly_a_place(word)
 }
 
 /// A run found without a context: known names, or a known first name followed by
@@ -708,7 +725,7 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
     for (pattern, evidence) in CONTEXTS.iter() {
         for captures in pattern.captures_iter(text) {
-            let Some(name) = captures.get(1) else {
+            let Some(name) = captures.get(1).or_else(|| captures.get(2)) else {
                 continue;
             };
             if is_field_label(name.as_str().trim()) {
@@ -901,6 +918,13 @@ mod tests {
         assert_eq!(found("review with Seydo Bey on Monday"), vec!["Seydo"]);
         // `e` of `name` is not the particle `e`.
         assert_eq!(found("update: name Jürgen Hoffmann, email"), vec!["Jürgen Hoffmann"]);
+        // After a title, a census surname that also heads streets.
+        assert_eq!(found("Comment: assigned to Dr Lane."), vec!["Lane"]);
+        // One unlisted word before a verb of speech, spelled with letters English lacks.
+        assert_eq!(found("Kutgün said on the phone that a refund follows."), vec!["Kutgün"]);
+        // Addressed at the end of a thanks, or before an exclamation mark.
+        assert_eq!(found("Thanks for chatting with us, Tümkurt!"), vec!["Tümkurt"]);
+        assert_eq!(found("Sorry for the long wait, Oyelaran."), vec!["Oyelaran"]);
     }
 
     #[test]
@@ -915,6 +939,8 @@ mod tests {
             "2 x Morgan leather bag  143,82 EUR",
             "From: Tähtinen Räsänen Ky · VAT ID GB132881161",
             "Mark Down the price; Rose Garden opens.",
+            "Größe: XL\nFarbe: Blau",
+            "Thanks for your order, see you soon!",
         ] {
             assert!(found(text).is_empty(), "{text}: {:?}", found(text));
         }
