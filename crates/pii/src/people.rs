@@ -70,7 +70,8 @@ fn is_field_label(word: &str) -> bool {
 
 /// `(pattern, evidence)`: each pattern's group 1 is where the name starts.
 static CONTEXTS: LazyLock<Vec<(Regex, Evidence)>> = LazyLock::new(|| {
-    let run = run();
+    // Where a context vouches for a name, it may open with initials (`Signed: J. R. Hartley`).
+    let run = format!(r"(?:{INITIAL}[ \t]*){{0,3}}{}", run());
     let title = format!(r"(?-u:\b)(?:{TITLES}|{LOWER_CASE_TITLES})\.?[ \t]+({run})");
     let greeting = format!(
         r"(?m)(?:^|[.!?:][ \t]+)[ \t]*(?i:hi|hello|hey|dear|hiya|greetings|good (?:morning|afternoon|evening)|morning|afternoon|hallo|bonjour|bonsoir|hola|buenos días|buenas tardes|ciao|buongiorno|hej|hei|salut|guten tag|guten morgen|moin|servus|liebe|lieber|sehr geehrte|sehr geehrter|cher|chère|querido|querida|estimado|estimada|caro|cara|gentile|olá|oi|prezado|prezada|witam|dzień dobry|merhaba|xin chào|halo|hoi|goedemorgen|beste)(?-u:\b)[ \t,]+(?:{TITLES}\.?[ \t]+)?({run})"
@@ -347,15 +348,22 @@ fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool, fills_slot
         .collect();
     let first = names.first()?;
     let known = names.iter().filter(|w| is_name(w.text)).count();
+    // `Signed: J. R. Hartley`, `approved by K. Oyelaran-Smith`: initials make a surname a person's.
+    let initialled = taken.first().is_some_and(|w| is_initial(w.text));
     let vouched = match evidence {
         Evidence::Strong => true,
         Evidence::Addressed => !(names.len() == 1 && is_double_surname(first.text) && !after_title),
-        Evidence::Field => names.len() >= 2 || is_first_name(first.text) && !is_double_surname(first.text),
+        Evidence::Field => {
+            names.len() >= 2 || initialled || is_first_name(first.text) && !is_double_surname(first.text)
+        }
         // `Kutgün said`: one word no list knows is enough when its letters are not English
         // ones, unless it heads a field (`Größe:`).
         Evidence::Cue => {
-            (known > 0 || names.len() >= 2 || names.len() == 1 && !fills_slot && spelled_beyond_english(first.text))
-                && !(names.len() == 1 && is_double_surname(first.text))
+            (known > 0
+                || names.len() >= 2
+                || initialled
+                || names.len() == 1 && !fills_slot && spelled_beyond_english(first.text))
+                && !(names.len() == 1 && is_double_surname(first.text) && !initialled)
         }
     };
     vouched.then(|| {
@@ -364,6 +372,55 @@ fn name_in(words: &[Word<'_>], evidence: Evidence, after_title: bool, fills_slot
             taken.last().map_or(first.end, |w| w.end),
         )
     })
+}
+
+/// `Patient: O'Brien, Siobhan`: in a field, a single word before a comma and a listed first name
+/// is the surname of a name written surname first.
+fn surname_before_given_name(text: &str, words: &[Word<'_>], evidence: Evidence, end: usize) -> Option<(usize, usize)> {
+    let [surname] = words else {
+        return None;
+    };
+    let given = text[end..].strip_prefix(',')?.trim_start_matches([' ', '\t']);
+    let given_end = given
+        .find(|c: char| !c.is_alphabetic() && c != '-')
+        .unwrap_or(given.len());
+    let (given, after) = given.split_at(given_end);
+    // The given name ends the field (`Siobhan (DOB …)`), unlike a firm's list of partners
+    // (`Coppola, Ceri e Tognazzi Group`).
+    let ends_the_field = after
+        .trim_start_matches([' ', '\t'])
+        .chars()
+        .next()
+        .is_none_or(|c| matches!(c, '\n' | '\r' | '(' | ',' | ';' | '|'));
+    (evidence == Evidence::Field
+        && ends_the_field
+        && !is_common_word(surname.text)
+        && !is_organisation_word(surname.text)
+        && is_first_name(given))
+    .then_some((surname.start, surname.end))
+}
+
+/// Names written in capitals in a field (`Name: JOHN SMITH`, `Cardholder: MARÍA GARCÍA LÓPEZ`):
+/// two to four words, one of them a listed name, none an ordinary word the lists do not know
+/// or a company's.
+fn in_capitals(text: &str) -> Vec<(usize, usize)> {
+    static CAPITALS: LazyLock<Regex> = LazyLock::new(|| {
+        regex(&format!(
+            r"(?m)(?:^|[;|])[ \t]*(?i:{FIELD_LABELS})[ \t]*(?:[:=]|[-–][ \t])[ \t]*(?:\r?\n[ \t]*)?(?:{TITLES}\.?[ \t]+)?((?:\p{{Lu}}[\p{{Lu}}\p{{M}}'’\-]+[ \t]+){{1,3}}\p{{Lu}}[\p{{Lu}}\p{{M}}'’\-]+)[ \t]*(?:$|[,;(|<])"
+        ))
+    });
+    CAPITALS
+        .captures_iter(text)
+        .filter_map(|captures| captures.get(1))
+        .filter(|name| {
+            let words: Vec<&str> = name.as_str().split_whitespace().collect();
+            words.iter().any(|w| is_name(w))
+                && words
+                    .iter()
+                    .all(|w| (is_name(w) || !is_common_word(w)) && !is_organisation_word(w) && !is_always_common(w))
+        })
+        .map(|name| (name.start(), name.end()))
+        .collect()
 }
 
 /// A word with a letter English spelling does not use (`Kutgün`, `Øster`), not a place.
@@ -728,7 +785,8 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
             let Some(name) = captures.get(1).or_else(|| captures.get(2)) else {
                 continue;
             };
-            if is_field_label(name.as_str().trim()) {
+            // `JO` of `JOHN SMITH` is not a name (capitals are read by `in_capitals`).
+            if is_field_label(name.as_str().trim()) || inside_a_word(text, name.start(), name.end()) {
                 continue;
             }
             let before = &text[captures.get(0).map_or(name.start(), |m| m.start())..name.start()];
@@ -739,9 +797,11 @@ pub(super) fn people(text: &str) -> Vec<(usize, usize)> {
                 .chars()
                 .next()
                 .is_none_or(|next| matches!(next, '\n' | '\r' | ':' | ',' | '(' | '<'));
-            found.extend(name_in(&words, *evidence, after_title, fills_slot));
+            let named = name_in(&words, *evidence, after_title, fills_slot);
+            found.extend(named.or_else(|| surname_before_given_name(text, &words, *evidence, name.end())));
         }
     }
+    found.extend(in_capitals(text));
     // The runs of capitalised words, read once: judged by the name lists here, searched for
     // later mentions of the names found below.
     let runs: Vec<Vec<Word<'_>>> = RUNS
@@ -925,6 +985,20 @@ mod tests {
         // Addressed at the end of a thanks, or before an exclamation mark.
         assert_eq!(found("Thanks for chatting with us, Tümkurt!"), vec!["Tümkurt"]);
         assert_eq!(found("Sorry for the long wait, Oyelaran."), vec!["Oyelaran"]);
+        // Initials before a surname; a surname written first; a name in capitals.
+        assert_eq!(found("Signed: J. R. Hartley"), vec!["J. R. Hartley"]);
+        assert_eq!(
+            found("It was approved by K. Oyelaran-Smith on 3 May."),
+            vec!["K. Oyelaran-Smith"]
+        );
+        assert_eq!(
+            found("Patient: O'Brien, Siobhan (DOB 04/03/1981)"),
+            vec!["O'Brien", "Siobhan"]
+        );
+        assert_eq!(
+            found("Name: JOHN SMITH\nCardholder: MARÍA GARCÍA LÓPEZ"),
+            vec!["JOHN SMITH", "MARÍA GARCÍA LÓPEZ"]
+        );
     }
 
     #[test]
@@ -941,6 +1015,8 @@ mod tests {
             "Mark Down the price; Rose Garden opens.",
             "Größe: XL\nFarbe: Blau",
             "Thanks for your order, see you soon!",
+            "Status: OPEN PENDING\nBill to: ACME CORP",
+            "From: Coppola, Ceri e Tognazzi Group",
         ] {
             assert!(found(text).is_empty(), "{text}: {:?}", found(text));
         }
