@@ -152,6 +152,91 @@ static ORGANISATION: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 
+/// Firms and brands known by a person's name, too well known to be a customer's: the name
+/// lists would read them as people (`Morgan Stanley`, `Tommy Hilfiger`).
+static EPONYMOUS_FIRMS: LazyLock<Regex> = LazyLock::new(|| {
+    const FIRMS: &[&str] = &[
+        "Morgan Stanley",
+        "Goldman Sachs",
+        "JP Morgan",
+        "J.P. Morgan",
+        "Charles Schwab",
+        "Wells Fargo",
+        "Merrill Lynch",
+        "Edward Jones",
+        "Raymond James",
+        "Lloyds",
+        "Barclays",
+        "Dow Jones",
+        "Ernst & Young",
+        "Arthur Andersen",
+        "Booz Allen",
+        "Deloitte",
+        "Tommy Hilfiger",
+        "Ralph Lauren",
+        "Calvin Klein",
+        "Hugo Boss",
+        "Louis Vuitton",
+        "Christian Dior",
+        "Estée Lauder",
+        "Estee Lauder",
+        "Michael Kors",
+        "Kate Spade",
+        "Tory Burch",
+        "Marc Jacobs",
+        "Vera Wang",
+        "Giorgio Armani",
+        "Dolce & Gabbana",
+        "Yves Saint Laurent",
+        "Coco Chanel",
+        "Harley-Davidson",
+        "Harley Davidson",
+        "Rolls-Royce",
+        "Rolls Royce",
+        "Aston Martin",
+        "Mercedes-Benz",
+        "Alfa Romeo",
+        "Walt Disney",
+        "Martha Stewart",
+        "John Deere",
+        "Johnson Controls",
+        "Dr Pepper",
+        "Dr. Pepper",
+        "Ben & Jerry's",
+        "Papa John's",
+        "Wendy's",
+        "McDonald's",
+        "Johnnie Walker",
+        "Jack Daniel's",
+        "Jim Beam",
+        "Paul Mitchell",
+        "Marks & Spencer",
+        "Sainsbury's",
+        "John Lewis",
+        "Dunkin' Donuts",
+        "Baskin-Robbins",
+        "Levi Strauss",
+        "Levi's",
+        "Adobe",
+        "Mary Kay",
+        "Victoria's Secret",
+        "Thomson Reuters",
+        "Bloomberg",
+        "Warner Bros",
+        "Hewlett-Packard",
+        "Hewlett Packard",
+        "Black & Decker",
+        "Procter & Gamble",
+        "Smith & Wesson",
+        "Johnson & Johnson",
+        "Bang & Olufsen",
+        "Abercrombie & Fitch",
+        "Tiffany & Co",
+    ];
+    let alternatives: Vec<String> = FIRMS.iter().map(|firm| regex::escape(firm)).collect();
+    regex(&format!(r"(?-u:\b)(?:{})(?-u:\b)", alternatives.join("|")))
+});
+
 /// One word of a candidate name with its byte range in the text.
 struct Word<'a> {
     text: &'a str,
@@ -513,6 +598,12 @@ fn is_place_prefix(word: &str) -> bool {
 /// `the Armstrong Burgs store`).
 fn is_place_suffix(word: &str) -> bool {
     const SUFFIXES: &[&str] = &[
+        "blvd",
+        "ave",
+        "rd",
+        "ln",
+        "pkwy",
+        "hwy",
         "ville",
         "haven",
         "burg",
@@ -600,7 +691,13 @@ fn names_a_place(text: &str, words: &[Word<'_>], i: usize, j: usize) -> bool {
     let (Some(first), Some(last)) = (words.get(i), words.get(j.saturating_sub(1))) else {
         return false;
     };
-    let next_word = text[last.end..]
+    // `Martin Luther King Jr. Blvd`: a suffix of the name does not end the street's name.
+    let after_name = text[last.end..].trim_start_matches([' ', '\t']);
+    let after_name = ["Jr.", "Sr.", "Jr", "Sr"]
+        .iter()
+        .find_map(|suffix| after_name.strip_prefix(suffix))
+        .unwrap_or(after_name);
+    let next_word = after_name
         .trim_start_matches([' ', '\t'])
         .split(|c: char| !c.is_alphanumeric())
         .next()
@@ -759,7 +856,11 @@ fn organisations(text: &str) -> Vec<(usize, usize)> {
             && words.iter().any(|w| ["and", "&", "und", "et", "y", "e"].contains(w))
             && capitalised == 3
             && !greeted;
-        if listed_firm || is_organisation_word(first) {
+        // `Johnson & Johnson`, `Marks & Spencer`: two single names joined by an ampersand are a
+        // firm, unless both are given names (`Anna & Ben`).
+        let ampersand_pair =
+            words.len() == 3 && words[1] == "&" && !(is_first_name(words[0]) && is_first_name(words[2]));
+        if listed_firm || ampersand_pair || is_organisation_word(first) {
             spans.push((m.start(), m.end()));
         } else if is_organisation_word(last) || suffix_after {
             // The firm is the part after the last comma: `Hi Ken, Stoppani s.r.l.`.
@@ -768,6 +869,13 @@ fn organisations(text: &str) -> Vec<(usize, usize)> {
             spans.push((start, m.end()));
         }
     }
+    // Not `Morgan Stanley-Reed`, a person's double surname.
+    spans.extend(
+        EPONYMOUS_FIRMS
+            .find_iter(text)
+            .filter(|m| !text[m.end()..].starts_with(|c: char| c == '-' || c.is_alphanumeric()))
+            .map(|m| (m.start(), m.end())),
+    );
     // A single name right before an organisation word: `Schmidt GmbH`, `Keller Bau`.
     static SINGLE: LazyLock<Regex> = LazyLock::new(|| regex(&format!(r"{WORD}(?:[ \t]*&[ \t]*{WORD})?[ \t]+\S+")));
     for m in SINGLE.find_iter(text) {
@@ -1017,6 +1125,9 @@ mod tests {
             "Thanks for your order, see you soon!",
             "Status: OPEN PENDING\nBill to: ACME CORP",
             "From: Coppola, Ceri e Tognazzi Group",
+            "Johnson & Johnson and Morgan Stanley reported earnings.",
+            "The Martin Luther King Jr. Blvd store closes in June.",
+            "Ordered a Tommy Hilfiger jacket.",
         ] {
             assert!(found(text).is_empty(), "{text}: {:?}", found(text));
         }
