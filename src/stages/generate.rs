@@ -536,14 +536,14 @@ impl Generate {
 
     /// [`call`](Self::call) in streaming mode, producing partial answers to `sink` as the
     /// text comes.
-    async fn call_streaming(
+    async fn call_streaming<'a>(
         &self,
         draft: &mut AnswerDraft,
         request: &ChatRequest,
-        context: &MessageContext,
+        context: &'a MessageContext,
         sink: &str,
         models: &[String],
-    ) -> Result<String, String> {
+    ) -> (Result<String, String>, PartialStream<'a>) {
         let mut partials = PartialStream {
             context,
             sink: sink.to_owned(),
@@ -560,10 +560,8 @@ impl Generate {
             reply
         };
         let (reply, ()) = tokio::join!(call, partials.forward(receiver));
-        if reply.is_ok() {
-            partials.finish().await;
-        }
-        reply
+        // The caller ends the stream once it knows whether the reply is the answer.
+        (reply, partials)
     }
 
     async fn answer(&self, draft: &mut AnswerDraft, context: &MessageContext) -> Result<(), StageError> {
@@ -756,15 +754,21 @@ impl Generate {
             .partials_sink
             .as_deref()
             .filter(|_| draft.task != Task::Extract && context.can_produce_now());
-        let reply = match streaming_sink {
-            _ if self.config.models.is_empty() => Err("no model is configured".to_owned()),
-            Some(sink) => self.call_streaming(draft, &request, context, sink, models).await,
-            None => self.call(draft, &request, None, models).await,
+        let (reply, mut stream) = match streaming_sink {
+            _ if self.config.models.is_empty() => (Err("no model is configured".to_owned()), None),
+            Some(sink) => {
+                let (reply, stream) = self.call_streaming(draft, &request, context, sink, models).await;
+                (reply, Some(stream))
+            }
+            None => (self.call(draft, &request, None, models).await, None),
         };
         let reply = match reply {
             Ok(reply) => reply,
             Err(reason) => {
                 self.fall_back(draft, &reason);
+                if let Some(stream) = stream.as_mut() {
+                    stream.replace_with(draft).await;
+                }
                 return Ok(());
             }
         };
@@ -772,7 +776,13 @@ impl Generate {
             let passages: Vec<&str> = prompt.passages.iter().map(|p| p.text.as_str()).collect();
             if let Some(non_answer) = grounding::judge(&reply, &draft.question, &passages) {
                 self.not_an_answer(draft, reply, &non_answer);
+                if let Some(stream) = stream.as_mut() {
+                    stream.replace_with(draft).await;
+                }
                 return Ok(());
+            }
+            if let Some(stream) = stream.as_mut() {
+                stream.finish().await;
             }
             draft.citations = parse_citations(&reply, &prompt.passages);
             if draft.citations.is_empty() {
@@ -961,6 +971,25 @@ impl PartialStream<'_> {
             records.extend(self.partial(text, false));
             self.send(records).await;
         }
+    }
+
+    /// No model's streamed reply is the answer (every attempt failed, or the reply was not an
+    /// answer): the answer given instead, whole, as the last partial, so a follower's stream
+    /// ends with what the answers topic says. Nothing is sent when there is no answer text.
+    async fn replace_with(&mut self, draft: &AnswerDraft) {
+        let Some(answer) = draft.answer.as_deref() else {
+            return;
+        };
+        let attempt = self.current.as_ref().map_or(1, |(_, attempt)| attempt + 1);
+        self.current = Some((draft.model.clone().unwrap_or_else(|| "extractive".to_owned()), attempt));
+        self.restorer = StreamRestorer::default();
+        let restored = self.restore(answer);
+        let rest = match self.context.extension::<PiiScope>() {
+            Some(scope) => scope.with_vault(|vault| self.restorer.finish(vault)),
+            None => String::new(),
+        };
+        let last = self.partial_always(restored + &rest, true);
+        self.send(last.into_iter().collect()).await;
     }
 
     /// The last partial of the attempt that answered: what the restorer still held back.
