@@ -293,13 +293,114 @@ fn same_sense(word: &str) -> Option<&'static str> {
     })
 }
 
+/// Placeholders of masked personal data (`[PERSON_1]`): the asker's, not what is asked about.
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[[A-Z_]+_\d+\]").expect("pattern"));
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[\p{L}\p{N}][\p{L}\p{N}'’-]*").expect("pattern"));
+/// A yes/no question about whether something exists or is offered: what follows the verb is
+/// what it asks about (`Does Acme offer pet insurance …?`, `Is there a discount for …?`).
+static ASKS_WHETHER_THERE_IS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:does|do|is|are|can|could|will|would|has|have)\b.*?\b(?:offer|offers|provide|provides|have|has|support|supports|include|includes|cover|covers|there)\s+(?:(?:is|are)\s+)?(?:(?:a|an|any|the|some)\s+)?(?P<focus>[\p{L}\p{N}'’-]+(?:\s+[\p{L}\p{N}'’-]+){0,2}?)(?:\s+(?:for|as|on|in|at|to|with|from|of|when|if|after|during|per|that|which|and|or)\b|\s*[?,.;]|\s*$)")
+        .expect("pattern")
+});
+/// `What is the dress code for …`: the thing whose value is asked for.
+static ASKS_WHAT_THE_THING_IS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*what(?:'s|’s|\s+is|\s+are)\s+(?:the|my|our|your|a|an)\s+(?P<focus>[\p{L}\p{N}'’-]+(?:\s+[\p{L}\p{N}'’-]+){0,2}?)(?:\s+(?:of|for|at|in|on|when|if|per|to|that|which|do|does|is|are|i|we|you)\b|\s*[?,.;]|\s*$)")
+        .expect("pattern")
+});
+
+/// `the number of hours`, `the amount of`, `the latest time`: words that ask for a value of the
+/// thing, not the thing.
+#[rustfmt::skip]
+const MEASURE_WORDS: [&str; 20] = [
+    "number", "amount", "total", "kind", "type", "sort", "level", "part", "name", "list", "percentage", "share",
+    "time", "date", "day", "hour", "minute", "week", "month", "year",
+];
+
+/// A word that asks for a value of the thing: a measure (`number`, `time`) or a superlative
+/// (`latest`, `cheapest`).
+fn asks_for_a_value(word: &str) -> bool {
+    MEASURE_WORDS.contains(&word) || word.chars().count() >= 6 && word.ends_with("est")
+}
+
+/// Words of the passages as written (lower case), titles included.
+fn passage_tokens(passages: &[Passage]) -> HashSet<String> {
+    passages
+        .iter()
+        .flat_map(|p| [p.text.as_str(), p.title.as_deref().unwrap_or("")])
+        .flat_map(|text| TOKEN.find_iter(text).map(|m| m.as_str().to_lowercase()))
+        .collect()
+}
+
+/// Some word of the passages is `word` (stems meet), its plural, or shares its first five letters.
+fn mentioned(word: &str, tokens: &HashSet<String>) -> bool {
+    // `Acme's`, `Logistics'`: the word before its apostrophe.
+    let word = word.split(['\'', '’']).next().unwrap_or(word).to_lowercase();
+    let word = stem(&word);
+    tokens.iter().any(|token| {
+        let token = stem(token);
+        token == word || same_start(token, word) || token.strip_suffix('s') == Some(word)
+    })
+}
+
+/// What `question` names or asks about that no passage mentions: a capitalised word inside a
+/// sentence or a word in capitals (`Toronto`, `GPU`), and the thing a `Does … offer X?` or
+/// `What is the X of …?` question asks about (`pet` in `pet insurance`). Qualifiers ending in
+/// `-ly` (`yearly`, `daily`) are not the thing.
+fn unmentioned_focus(question: &str, tokens: &HashSet<String>) -> Option<String> {
+    let question = PLACEHOLDER.replace_all(question, " ");
+    let sentences: Vec<&str> = question
+        .split_inclusive(['?', '.', '!'])
+        .map(|sentence| sentence.trim_start_matches(|c: char| !c.is_alphanumeric()))
+        .collect();
+    // What the asker says of themselves (`I'm the CTO of …`) is not what they ask: the
+    // sentences with a question mark are the question, when there are any.
+    let asked: Vec<&str> = if sentences.iter().any(|s| s.trim_end().ends_with('?')) {
+        sentences.into_iter().filter(|s| s.trim_end().ends_with('?')).collect()
+    } else {
+        sentences
+    };
+    for sentence in asked {
+        let mut last_end = 0;
+        for token in TOKEN.find_iter(sentence) {
+            let sentence_start = last_end == 0 || sentence[last_end..token.start()].contains([':', ';']);
+            last_end = token.end();
+            let word = token.as_str();
+            let letters = word.chars().filter(|c| c.is_alphabetic()).count();
+            let capitals = word.chars().filter(|c| c.is_uppercase()).count();
+            let names = !word.chars().any(|c| c.is_ascii_digit())
+                && word.chars().next().is_some_and(char::is_uppercase)
+                && letters >= 3
+                && (capitals >= 2 && capitals == letters || !sentence_start)
+                && !word.starts_with("I'")
+                && !word.starts_with("I’");
+            if names && !mentioned(word, tokens) {
+                return Some(word.to_owned());
+            }
+        }
+        for pattern in [&ASKS_WHETHER_THERE_IS, &ASKS_WHAT_THE_THING_IS] {
+            let Some(focus) = pattern.captures(sentence).and_then(|c| c.name("focus")) else {
+                continue;
+            };
+            let absent = content_words(focus.as_str())
+                .into_iter()
+                .filter(|w| w.chars().count() >= 3 && !w.ends_with("ly") && !w.chars().any(|c| c.is_ascii_digit()))
+                .find(|w| same_sense(stem(w)).is_none() && !asks_for_a_value(w) && !mentioned(w, tokens));
+            if absent.is_some() {
+                return absent;
+            }
+        }
+    }
+    None
+}
+
 /// What the passages say to a question.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Extracted {
     /// The sentences that answer it, each group followed by its citation marker.
     Answer(String, Vec<Citation>),
     /// Words the question turns on are in none of the passages and the best sentence covers
-    /// little of it: the documents do not answer it (`no_context`).
+    /// little of it, or the passages never mention what it names or asks about: the documents
+    /// do not answer it (`no_context`).
     NotInPassages,
     /// No sentence shares a word with the question: the best passages, listed.
     Passages(String, Vec<Citation>),
@@ -332,6 +433,11 @@ enum Choice {
 /// The sentences that answer `question` best, in passage order: the best one, a runner-up
 /// close to it, and what follows a sentence that ends in `:` (the list it introduces).
 fn choose(question: &str, passages: &[Passage], may_refuse: bool) -> Choice {
+    // `How much to Toronto?` over passages that never say Toronto: whatever they say about
+    // prices answers another question.
+    if may_refuse && unmentioned_focus(question, &passage_tokens(passages)).is_some() {
+        return Choice::NotInPassages;
+    }
     // The asker's own masked data (`[PERSON_1]`) says nothing about what is asked.
     let asked: HashSet<String> = stems(&EXCLUDED.replace_all(&INTERROGATIVE.replace_all(question, " "), " "))
         .into_iter()
@@ -699,5 +805,35 @@ mod tests {
             ),
             Extracted::NotInPassages
         );
+    }
+
+    #[test]
+    fn a_question_about_something_the_passages_never_mention_is_not_answered() {
+        let passages = [passage(
+            1,
+            "## Shipping rates\n\nA parcel up to 5 lb from Riverton costs $12.50 within the US. Employees get a 20% shipping discount on private parcels. Office staff follow the Riverton HQ guidelines. Your training budget is $1,500 per year.",
+        )];
+        let refused = |question: &str| extractive_answer(question, &passages, 3, true) == Extracted::NotInPassages;
+        // A place, an acronym, the thing a yes/no question asks about, the thing asked for.
+        assert!(refused(
+            "How much does it cost to send a 5 lb parcel from Riverton to Toronto?"
+        ));
+        assert!(refused("Do you ship parcels with GPS tracking?"));
+        assert!(refused("Does Acme offer pet insurance as a benefit?"));
+        assert!(refused("Is there a loyalty bonus for long-serving staff?"));
+        assert!(refused("What is the dress code for office staff?"));
+        // What the passages do mention: named, asked about, or a qualifier of it (`yearly`).
+        assert!(!refused(
+            "How much does a 5 lb parcel from Riverton cost within the US?"
+        ));
+        assert!(!refused("Is there a discount on private parcels for employees?"));
+        assert!(!refused("What is my yearly training budget?"));
+        assert!(!refused(
+            "What is the total number of parcels from Riverton within the US?"
+        ));
+        // The asker's own masked data and identifiers with digits name nothing asked about.
+        assert!(!refused(
+            "I'm [PERSON_1], ID AB-20931. What is the shipping discount for employees?"
+        ));
     }
 }
