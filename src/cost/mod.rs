@@ -208,6 +208,10 @@ pub struct StoredOutcome {
     pub cost_usd: f64,
     #[serde(default)]
     pub cached: bool,
+    /// For a replay record: the digest of the masked question it answered, so a request id
+    /// reused for another question is refused instead of served this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_sha256: Option<String>,
 }
 
 impl StoredOutcome {
@@ -225,7 +229,29 @@ impl StoredOutcome {
             usage: draft.usage,
             cost_usd: draft.cost_usd,
             cached: draft.cached,
+            question_sha256: None,
         })
+    }
+
+    /// The outcome for a request id already answered for a different question: `failed`, no
+    /// model call, nothing charged.
+    fn request_id_reused(request_id: &str) -> Self {
+        Self {
+            status: AnswerStatus::Failed,
+            reason: Some(format!(
+                "request_id `{request_id}` was already answered for a different question; a new question needs a new request_id"
+            )),
+            answer: None,
+            data: None,
+            citations: Vec::new(),
+            model: None,
+            fallback_reason: None,
+            route: None,
+            usage: TokenUsage::default(),
+            cost_usd: 0.0,
+            cached: false,
+            question_sha256: None,
+        }
     }
 
     /// Whether the answer (or extracted data) holds personal-data placeholders.
@@ -284,6 +310,14 @@ fn rests_on(draft: &AnswerDraft) -> Vec<String> {
     }
 }
 
+/// The digest of a draft's task and masked question (no personal data in it).
+fn question_digest(draft: &AnswerDraft) -> String {
+    let mut digest = Sha256::new();
+    digest.update(format!("{:?}\n", draft.task));
+    digest.update(draft.question.as_bytes());
+    hex(digest)
+}
+
 /// The digest as lower-case hex.
 fn hex(digest: Sha256) -> String {
     digest.finalize().iter().map(|b| format!("{b:02x}")).collect()
@@ -333,7 +367,11 @@ impl CostControls {
         if self.config.replay_ttl_s == 0 {
             return Ok(None);
         }
-        self.load(&self.replay_key(draft)).await
+        let stored = self.load(&self.replay_key(draft)).await?;
+        Ok(stored.map(|stored| match &stored.question_sha256 {
+            Some(digest) if *digest != question_digest(draft) => StoredOutcome::request_id_reused(&draft.request_id),
+            _ => stored,
+        }))
     }
 
     /// Records the decided outcome of `draft` for replays: before the answer is emitted. A
@@ -344,9 +382,10 @@ impl CostControls {
             draft.status,
             Some(AnswerStatus::RateLimited | AnswerStatus::BudgetExceeded)
         );
-        let Some(outcome) = StoredOutcome::of(draft).filter(|_| self.config.replay_ttl_s > 0 && !refused) else {
+        let Some(mut outcome) = StoredOutcome::of(draft).filter(|_| self.config.replay_ttl_s > 0 && !refused) else {
             return Ok(());
         };
+        outcome.question_sha256 = Some(question_digest(draft));
         self.store_outcome(&self.replay_key(draft), &outcome, self.config.replay_ttl_s)
             .await
     }
@@ -783,6 +822,23 @@ mod tests {
             .unwrap()
             .expect("a decided outcome is replayed");
         assert_eq!(stored.status, AnswerStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_request_id_reused_for_another_question_is_refused_not_served_the_old_answer() {
+        let controls = controls("{ store: memory, single_replica: true }").await;
+        let mut answered = draft();
+        answered.answer = Some("Refunds take 5 days. [1]".to_owned());
+        answered.status = Some(AnswerStatus::Ok);
+        controls.remember(&answered).await.unwrap();
+        let redelivered = controls.replayed(&draft()).await.unwrap().expect("replayed");
+        assert_eq!(redelivered.answer.as_deref(), Some("Refunds take 5 days. [1]"));
+        let mut other = draft();
+        other.question = "How long is parental leave?".to_owned();
+        let refused = controls.replayed(&other).await.unwrap().expect("an outcome");
+        assert_eq!(refused.status, AnswerStatus::Failed);
+        assert_eq!(refused.answer, None);
+        assert!(refused.reason.unwrap().contains("different question"));
     }
 
     fn passage(chunk_id: &str) -> crate::contracts::RetrievedPassage {
