@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use self::limits::{budget_lines, rate_lines, BudgetLine, LimitSet, RateLine, Refusal, Scope};
 use self::store::StateStore;
+use crate::clock::{self, Clock};
 use crate::contracts::{AnswerDraft, AnswerStatus, Citation, TokenUsage};
 use crate::error::{ConfigError, StageError};
 use crate::llm::ChatMessage;
@@ -343,16 +344,29 @@ pub struct CostControls {
     config: CostControlConfig,
     store: StateStore,
     waiting: Arc<Semaphore>,
+    /// Budget windows follow its time of day; waits for a window or a rate pass on it.
+    clock: Arc<dyn Clock>,
 }
 
 impl CostControls {
-    /// Connects to the configured store.
+    /// Connects to the configured store, on the system clock.
     pub async fn connect(config: &CostControlConfig) -> Result<Self, StageError> {
+        Self::with_clock(config, clock::system()).await
+    }
+
+    /// Connects to the configured store, reading time from `clock`.
+    pub async fn with_clock(config: &CostControlConfig, clock: Arc<dyn Clock>) -> Result<Self, StageError> {
         Ok(Self {
-            store: StateStore::connect(&config.store).await?,
+            store: StateStore::connect(&config.store, clock.clone()).await?,
             waiting: Arc::new(Semaphore::new(config.max_waiting.max(1))),
             config: config.clone(),
+            clock,
         })
+    }
+
+    /// The time of day on the clock.
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::<Utc>::from(self.clock.wall())
     }
 
     fn replay_key(&self, draft: &AnswerDraft) -> String {
@@ -615,10 +629,10 @@ impl CostControls {
                         reason: rates[slowest].exceeded(wait),
                     }));
                 }
-                tokio::time::sleep(wait).await;
+                self.clock.sleep(wait).await;
             }
             // Budget windows are read after any wait: a wait may have crossed into a new one.
-            let now = Utc::now();
+            let now = self.now();
             let budgets: Vec<BudgetLine> = scopes
                 .iter()
                 .flat_map(|(scope, limits)| budget_lines(prefix, scope, limits, now))
@@ -644,14 +658,14 @@ impl CostControls {
             self.store.adjust(&refunds).await?;
             // A spent per-minute budget resets within the allowed delay; a day's does not, and
             // is refused at once rather than held until the delay runs out.
-            let until_reset = (budgets[index].resets_at - Utc::now()).to_std().unwrap_or_default() + RESET_MARGIN;
+            let until_reset = (budgets[index].resets_at - self.now()).to_std().unwrap_or_default() + RESET_MARGIN;
             if !delay.may_wait(until_reset) {
                 return Ok(Err(Refusal {
                     status: AnswerStatus::BudgetExceeded,
                     reason: budgets[index].exceeded(),
                 }));
             }
-            tokio::time::sleep(until_reset).await;
+            self.clock.sleep(until_reset).await;
         }
     }
 
@@ -744,6 +758,7 @@ impl<'a> DelayAllowance<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::contracts::Task;
 
     async fn controls(yaml: &str) -> CostControls {
@@ -771,14 +786,19 @@ mod tests {
     }
 
     /// `delay` holds a request whose per-minute budget is spent until the next minute, and
-    /// admits it there (this test waits for the minute to end: up to a minute).
+    /// admits it there. The wait passes on a manual clock: the test takes no real minute.
     #[tokio::test]
     async fn delay_waits_for_a_spent_per_minute_budget_to_reset() {
-        let controls = controls(
+        let config: CostControlConfig = serde_yaml::from_str(
             "{ store: memory, single_replica: true, on_exceeded: delay, max_delay_ms: 65000, \
              tenant: { cost_usd_per_minute: 1.0 } }",
         )
-        .await;
+        .unwrap();
+        let clock = ManualClock::default();
+        let controls = CostControls::with_clock(&config, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let started = clock.now();
         let first = reservation(controls.admit(&draft(), &dollar()).await.unwrap());
         let second = reservation(controls.admit(&draft(), &dollar()).await.unwrap());
         assert!(
@@ -786,6 +806,10 @@ mod tests {
             "the second request was admitted in a later window"
         );
         assert_ne!(second.budgets[0].key, first.budgets[0].key);
+        // It waited for the window to end (and the margin for clocks that disagree), no longer.
+        let waited = clock.now() - started;
+        assert!(DateTime::<Utc>::from(clock.wall()) >= first.budgets[0].resets_at);
+        assert!(waited <= Duration::from_secs(60) + RESET_MARGIN, "{waited:?}");
     }
 
     /// A per-day budget does not reset within `max_delay_ms`: refused without waiting for it.

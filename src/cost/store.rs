@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 
+use crate::clock::Clock;
 use crate::error::StageError;
 
 /// Adds every amount to its counter, unless one would pass its limit: then nothing changes
@@ -101,16 +102,15 @@ pub enum StateStore {
     Memory(Arc<Mutex<Memory>>),
 }
 
-/// The in-process state: values with their expiry.
-#[derive(Default)]
+/// The in-process state: values with their expiry, on a clock a test can move.
 pub struct Memory {
     values: HashMap<String, (String, Option<Instant>)>,
-    started: Option<(Instant, f64)>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Memory {
     fn get(&mut self, key: &str) -> Option<&String> {
-        let now = Instant::now();
+        let now = self.clock.now();
         if self
             .values
             .get(key)
@@ -127,21 +127,17 @@ impl Memory {
 
     fn set(&mut self, key: &str, value: String, ttl: Option<Duration>) {
         self.values
-            .insert(key.to_owned(), (value, ttl.map(|ttl| Instant::now() + ttl)));
+            .insert(key.to_owned(), (value, ttl.map(|ttl| self.clock.now() + ttl)));
     }
 
-    /// Milliseconds on a monotonic clock (the memory store's "server time").
+    /// Milliseconds since the epoch on its clock (the memory store's "server time").
     fn now_ms(&mut self) -> f64 {
-        let (instant, epoch_ms) = *self.started.get_or_insert_with(|| (Instant::now(), epoch_ms()));
-        epoch_ms + instant.elapsed().as_secs_f64() * 1000.0
+        self.clock
+            .wall()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or_default()
     }
-}
-
-fn epoch_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or_default()
 }
 
 fn unavailable(error: redis::RedisError) -> StageError {
@@ -150,10 +146,14 @@ fn unavailable(error: redis::RedisError) -> StageError {
 }
 
 impl StateStore {
-    /// Connects to `redis://…`, or makes an in-memory store for `memory`.
-    pub async fn connect(url: &str) -> Result<Self, StageError> {
+    /// Connects to `redis://…`, or makes an in-memory store for `memory` whose expiry and
+    /// server time follow `clock` (Redis keeps its own).
+    pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StageError> {
         if url == "memory" {
-            return Ok(StateStore::Memory(Arc::default()));
+            return Ok(StateStore::Memory(Arc::new(Mutex::new(Memory {
+                values: HashMap::new(),
+                clock,
+            }))));
         }
         let client = redis::Client::open(url)
             .map_err(|error| StageError::internal(format!("state store URL `{url}`: {error}")))?;
@@ -228,7 +228,7 @@ impl StateStore {
                             let ttl = if exists {
                                 memory.values.get(&c.key).and_then(|(_, e)| *e)
                             } else {
-                                Some(Instant::now() + c.ttl)
+                                Some(memory.clock.now() + c.ttl)
                             };
                             memory.values.insert(c.key.clone(), (value.to_string(), ttl));
                         }
@@ -323,86 +323,4 @@ impl StateStore {
 
 fn lock(memory: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
     memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn counter(key: &str, amount: f64, limit: f64) -> Counter {
-        Counter {
-            key: key.to_owned(),
-            amount,
-            limit,
-            ttl: Duration::from_secs(60),
-        }
-    }
-
-    /// The same calls against the memory store and Redis (`RAGSTREAM_REDIS`, default loopback,
-    /// where `deploy/local/redis.sh start` puts one) give the same answers.
-    async fn stores() -> Vec<StateStore> {
-        let redis = std::env::var("RAGSTREAM_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        vec![
-            StateStore::connect("memory").await.unwrap(),
-            StateStore::connect(&redis).await.unwrap(),
-        ]
-    }
-
-    fn unique(name: &str) -> String {
-        format!("ragstream-test:{name}:{:x}", rand::random::<u64>())
-    }
-
-    #[tokio::test]
-    async fn a_reservation_is_all_or_nothing_and_settles() {
-        for store in stores().await {
-            let (day, minute) = (unique("day"), unique("minute"));
-            let both = |amount| vec![counter(&day, amount, 10.0), counter(&minute, amount, 4.0)];
-            assert_eq!(store.reserve(&both(3.0)).await.unwrap(), Ok(()));
-            // The second counter would pass its limit: nothing is taken from either.
-            assert_eq!(store.reserve(&both(3.0)).await.unwrap(), Err(1));
-            assert_eq!(store.get(&day).await.unwrap().unwrap().parse::<f64>().unwrap(), 3.0);
-            // Settling gives back what the call did not use.
-            store
-                .adjust(&[(day.clone(), -2.0), (minute.clone(), -2.0)])
-                .await
-                .unwrap();
-            assert_eq!(store.reserve(&both(3.0)).await.unwrap(), Ok(()));
-            assert_eq!(store.get(&minute).await.unwrap().unwrap().parse::<f64>().unwrap(), 4.0);
-        }
-    }
-
-    #[tokio::test]
-    async fn pacing_lets_the_burst_through_then_asks_to_wait_one_interval() {
-        for store in stores().await {
-            let key = unique("rate");
-            // 10 per second, a burst of 2.
-            let bucket = Bucket {
-                key: key.clone(),
-                increment_ms: 100.0,
-                tolerance_ms: 200.0,
-            };
-            let buckets = vec![bucket];
-            assert_eq!(store.pace(&buckets).await.unwrap(), None);
-            assert_eq!(store.pace(&buckets).await.unwrap(), None);
-            let (wait, slowest) = store.pace(&buckets).await.unwrap().expect("a wait");
-            assert_eq!(slowest, 0);
-            assert!(
-                wait > Duration::from_millis(50) && wait <= Duration::from_millis(100),
-                "{wait:?}"
-            );
-            tokio::time::sleep(wait).await;
-            assert_eq!(store.pace(&buckets).await.unwrap(), None);
-        }
-    }
-
-    #[tokio::test]
-    async fn values_expire() {
-        for store in stores().await {
-            let key = unique("value");
-            store.set(&key, "x", Duration::from_millis(50)).await.unwrap();
-            assert_eq!(store.get(&key).await.unwrap().as_deref(), Some("x"));
-            tokio::time::sleep(Duration::from_millis(120)).await;
-            assert_eq!(store.get(&key).await.unwrap(), None);
-        }
-    }
 }

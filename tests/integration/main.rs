@@ -21,3 +21,4 @@ mod object_storage;
 mod pii_labeled;
 mod schema_registry;
 mod schema_sync;
+mod state_store;
