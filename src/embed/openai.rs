@@ -6,14 +6,12 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::error::StageError;
+use crate::llm::HttpEndpoint;
 use crate::secrets::ProviderKey;
 
 /// A client for one embeddings endpoint and model.
 pub struct OpenAiEmbedder {
-    client: reqwest::Client,
-    url: String,
-    model: String,
-    key: ProviderKey,
+    endpoint: HttpEndpoint,
 }
 
 #[derive(Deserialize)]
@@ -31,10 +29,7 @@ impl OpenAiEmbedder {
     /// `base_url` is the API root, e.g. `https://api.openai.com` or `http://127.0.0.1:8000`.
     pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
-            client: crate::llm::http_client(timeout)?,
-            url: format!("{}/v1/embeddings", base_url.trim_end_matches('/')),
-            model: model.to_owned(),
-            key,
+            endpoint: HttpEndpoint::new(base_url, "/v1/embeddings", model, key, timeout)?,
         })
     }
 
@@ -50,12 +45,14 @@ impl OpenAiEmbedder {
             .with_label_values(&["openai"])
             .observe(texts.len() as f64);
         let response = self
+            .endpoint
             .key
             .send(|key| {
                 let request = self
+                    .endpoint
                     .client
-                    .post(&self.url)
-                    .json(&serde_json::json!({ "model": self.model, "input": texts }));
+                    .post(&self.endpoint.url)
+                    .json(&serde_json::json!({ "model": self.endpoint.model, "input": texts }));
                 match key {
                     Some(key) => request.bearer_auth(key.expose()),
                     None => request,
@@ -65,7 +62,7 @@ impl OpenAiEmbedder {
             .map_err(|e| {
                 StageError::external(format!(
                     "embeddings request to {} failed: {}",
-                    self.url,
+                    self.endpoint.url,
                     e.without_url()
                 ))
             })?;

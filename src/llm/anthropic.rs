@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::sse::SseParser;
 use super::{
-    http_client, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, Role, Usage,
+    send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, HttpEndpoint, Role, Usage,
 };
 use crate::secrets::ProviderKey;
 
@@ -17,10 +17,7 @@ const API_VERSION: &str = "2023-06-01";
 
 /// A client for one Anthropic model.
 pub struct AnthropicProvider {
-    client: reqwest::Client,
-    url: String,
-    model: String,
-    key: ProviderKey,
+    endpoint: HttpEndpoint,
 }
 
 #[derive(Deserialize)]
@@ -52,10 +49,7 @@ impl AnthropicProvider {
     /// `base_url` is the API root (`https://api.anthropic.com`).
     pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
-            client: http_client(timeout)?,
-            url: format!("{}/v1/messages", base_url.trim_end_matches('/')),
-            model: model.to_owned(),
-            key,
+            endpoint: HttpEndpoint::new(base_url, "/v1/messages", model, key, timeout)?,
         })
     }
 }
@@ -71,7 +65,7 @@ impl AnthropicProvider {
             .collect();
         let messages: Vec<_> = request.messages.iter().filter(|m| m.role != Role::System).collect();
         let mut body = json!({
-            "model": self.model,
+            "model": self.endpoint.model,
             "max_tokens": request.max_output_tokens,
             "temperature": request.temperature,
             "messages": messages,
@@ -84,10 +78,11 @@ impl AnthropicProvider {
 
     /// Sends `body`; the response when its status is a success.
     async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, CallError> {
-        send_checked(&self.key, |key| {
+        send_checked(&self.endpoint.key, |key| {
             let call = self
+                .endpoint
                 .client
-                .post(&self.url)
+                .post(&self.endpoint.url)
                 .header("anthropic-version", API_VERSION)
                 .json(body);
             match key {

@@ -258,6 +258,34 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
+/// One model behind one HTTP endpoint: what every API client (chat, messages, embeddings) holds.
+pub struct HttpEndpoint {
+    pub client: reqwest::Client,
+    /// The full URL of the call.
+    pub url: String,
+    pub model: String,
+    pub key: crate::secrets::ProviderKey,
+}
+
+impl HttpEndpoint {
+    /// `path` (`/v1/chat/completions`) under the API root `base_url` (a trailing `/` is
+    /// dropped); calls give up after `timeout`.
+    pub fn new(
+        base_url: &str,
+        path: &str,
+        model: &str,
+        key: crate::secrets::ProviderKey,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            client: http_client(timeout)?,
+            url: format!("{}{path}", base_url.trim_end_matches('/')),
+            model: model.to_owned(),
+            key,
+        })
+    }
+}
+
 /// Sends the call `build` prepares with the provider's key (a rotated key is read again after a
 /// 401 or 403: [`crate::secrets::ProviderKey::send`]): the response when its status is a
 /// success, else the error that the status means (429 and 5xx are retried, with any

@@ -8,17 +8,14 @@ use serde_json::json;
 
 use super::sse::SseParser;
 use super::{
-    estimate_tokens, http_client, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion,
-    DeltaSink, Usage,
+    estimate_tokens, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink,
+    HttpEndpoint, Usage,
 };
 use crate::secrets::ProviderKey;
 
 /// A client for one `/v1/chat/completions` endpoint and model.
 pub struct OpenAiProvider {
-    client: reqwest::Client,
-    url: String,
-    model: String,
-    key: ProviderKey,
+    endpoint: HttpEndpoint,
 }
 
 #[derive(Deserialize)]
@@ -75,10 +72,7 @@ impl OpenAiProvider {
     /// path `/v1/chat/completions` is added. `timeout` bounds one call.
     pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
-            client: http_client(timeout)?,
-            url: format!("{}/v1/chat/completions", base_url.trim_end_matches('/')),
-            model: model.to_owned(),
-            key,
+            endpoint: HttpEndpoint::new(base_url, "/v1/chat/completions", model, key, timeout)?,
         })
     }
 }
@@ -86,7 +80,7 @@ impl OpenAiProvider {
 impl OpenAiProvider {
     fn body(&self, request: &ChatRequest) -> serde_json::Value {
         let mut body = json!({
-            "model": self.model,
+            "model": self.endpoint.model,
             "messages": request.messages,
             "max_tokens": request.max_output_tokens,
             "temperature": request.temperature,
@@ -99,8 +93,8 @@ impl OpenAiProvider {
 
     /// Sends `body`; the response when its status is a success.
     async fn send(&self, body: &serde_json::Value) -> Result<reqwest::Response, CallError> {
-        send_checked(&self.key, |key| {
-            let call = self.client.post(&self.url).json(body);
+        send_checked(&self.endpoint.key, |key| {
+            let call = self.endpoint.client.post(&self.endpoint.url).json(body);
             match key {
                 Some(key) => call.bearer_auth(key.expose()),
                 None => call,
@@ -140,7 +134,7 @@ impl ChatProvider for OpenAiProvider {
     /// OpenAI's own encoding for OpenAI models (tiktoken); other models served through the
     /// same API are estimated by the caller.
     fn count_tokens(&self, text: &str) -> Option<usize> {
-        super::pricing::openai_tokens(&self.model, text)
+        super::pricing::openai_tokens(&self.endpoint.model, text)
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {
