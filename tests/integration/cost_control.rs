@@ -117,12 +117,21 @@ async fn a_budget_holds_across_two_replicas() {
         reason.contains("per-day budget of $100.00 for tenant acme") && reason.contains("resets at"),
         "{reason}"
     );
-    // Both replicas answered: the budget was shared, not kept per process.
+    // Both replicas answered, and between them admitted every answered question (a question
+    // redelivered by a rebalance may be admitted twice): the spend above stayed within the one
+    // budget, so it was shared, not kept per process. Which replica admits how many depends on
+    // when the second one's partitions arrive, so only the sum is fixed.
+    let mut admitted = 0.0;
     for process in [&running.process, &second] {
         let text = process.metrics().await.unwrap();
         assert!(metric(&text, "ragstream_answers_total", &[]) > 0.0);
-        assert!(metric(&text, "ragstream_budget_decisions_total", &[("outcome", "admitted")]) > 0.0);
+        admitted += metric(&text, "ragstream_budget_decisions_total", &[("outcome", "admitted")]);
     }
+    assert!(
+        admitted >= ok.len() as f64,
+        "{admitted} admitted, {} answered",
+        ok.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
