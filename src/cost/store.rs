@@ -317,7 +317,10 @@ impl StateStore {
                 (wait.max(0.0), slowest)
             }
         };
-        Ok((wait_ms > 0.0).then(|| (Duration::from_secs_f64(wait_ms / 1000.0), slowest)))
+        // Rounded up to the next whole microsecond and one more: the server time is a float of
+        // epoch milliseconds (a resolution of about 0.25 µs), and a caller that waits exactly
+        // this long must not be told to wait a few nanoseconds more.
+        Ok((wait_ms > 0.0).then(|| (Duration::from_micros((wait_ms * 1000.0).ceil() as u64 + 1), slowest)))
     }
 }
 

@@ -494,7 +494,8 @@ async fn streamed_answers_arrive_as_partials_that_add_up_to_the_answer() {
     });
     let llm = ScriptedLlm::start(script, echo_placeholders()).await;
     let setup = Setup {
-        generate_extra: ", partials_sink: partials".to_owned(),
+        // Broken streams are failures the circuit breaker counts; here they must reach the retry.
+        generate_extra: ", partials_sink: partials, circuit_breaker: { failure_threshold: 1000 }".to_owned(),
         ..Setup::openai(&llm.url)
     };
     let running = start("stream", setup).await;
