@@ -105,6 +105,8 @@ pub enum StateStore {
 /// The in-process state: values with their expiry, on a clock a test can move.
 pub struct Memory {
     values: HashMap<String, (String, Option<Instant>)>,
+    /// The instant and the epoch milliseconds of the first `now_ms`.
+    started: Option<(Instant, f64)>,
     clock: Arc<dyn Clock>,
 }
 
@@ -130,13 +132,15 @@ impl Memory {
             .insert(key.to_owned(), (value, ttl.map(|ttl| self.clock.now() + ttl)));
     }
 
-    /// Milliseconds since the epoch on its clock (the memory store's "server time").
+    /// Milliseconds since the epoch (the memory store's "server time"): the time of day when
+    /// first asked, then the monotonic clock, so a jump of the wall clock cannot move it back.
     fn now_ms(&mut self) -> f64 {
-        self.clock
-            .wall()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or_default()
+        let clock = &self.clock;
+        let (instant, epoch_ms) = *self.started.get_or_insert_with(|| {
+            let epoch = clock.wall().duration_since(UNIX_EPOCH).unwrap_or_default();
+            (clock.now(), epoch.as_secs_f64() * 1000.0)
+        });
+        epoch_ms + (self.clock.now() - instant).as_secs_f64() * 1000.0
     }
 }
 
@@ -152,6 +156,7 @@ impl StateStore {
         if url == "memory" {
             return Ok(StateStore::Memory(Arc::new(Mutex::new(Memory {
                 values: HashMap::new(),
+                started: None,
                 clock,
             }))));
         }

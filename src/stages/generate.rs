@@ -984,22 +984,21 @@ impl PartialStream<'_> {
         self.current = Some((draft.model.clone().unwrap_or_else(|| "extractive".to_owned()), attempt));
         self.restorer = StreamRestorer::default();
         let restored = self.restore(answer);
-        let rest = match self.context.extension::<PiiScope>() {
-            Some(scope) => scope.with_vault(|vault| self.restorer.finish(vault)),
-            None => String::new(),
-        };
-        let last = self.partial_always(restored + &rest, true);
-        self.send(last.into_iter().collect()).await;
+        self.end_with(restored).await;
     }
 
     /// The last partial of the attempt that answered: what the restorer still held back.
     async fn finish(&mut self) {
-        let context = self.context;
-        let rest = match context.extension::<PiiScope>() {
+        self.end_with(String::new()).await;
+    }
+
+    /// The last partial: `text`, then what the restorer still held back, marked done.
+    async fn end_with(&mut self, text: String) {
+        let rest = match self.context.extension::<PiiScope>() {
             Some(scope) => scope.with_vault(|vault| self.restorer.finish(vault)),
             None => String::new(),
         };
-        let last = self.partial_always(rest, true);
+        let last = self.partial_always(text + &rest, true);
         self.send(last.into_iter().collect()).await;
     }
 
