@@ -26,6 +26,8 @@ scripts/check-deploy.sh --install > .run/deploy-tools-install.log 2>&1 &
 
 echo "== cargo fmt --check"
 cargo fmt --check
+# The stage modules are declared by the registry macro, where cargo fmt does not look.
+rustfmt --check --edition 2021 src/stages/*.rs
 echo "== module layers (no import cycle, README layout current)"
 python3 scripts/check-layers.py
 # Lints run inside the one real build, the way `cargo clippy` does it (clippy-driver as the

@@ -5,6 +5,7 @@
 //! ([`transport`]), the stage registry ([`stages`]), the message contracts ([`contracts`]) and
 //! telemetry ([`telemetry`]).
 
+pub mod answering;
 pub mod ask;
 pub mod audit;
 pub mod chunk;
@@ -22,6 +23,7 @@ pub mod pseudonym;
 pub use ragstream_pii as pii;
 pub mod secrets;
 pub mod stages;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod transport;

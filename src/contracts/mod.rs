@@ -6,6 +6,9 @@
 //! forms, for sinks in the Confluent wire format, are in [`avro`].
 
 pub mod avro;
+mod outcome;
+
+pub use outcome::StoredOutcome;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Duration as Span, TimeZone, Timelike, Utc};
 use serde::Deserialize;
 
-use super::store::{Bucket, Counter};
 use crate::contracts::AnswerStatus;
 use crate::pseudonym::user_ref;
+use crate::state::{Bucket, Counter};
 
 /// Costs are counted in micro-dollars: the counters stay well above float noise.
 const MICRO: f64 = 1e6;

@@ -40,6 +40,41 @@ const TOKEN_TYPE_CONTROL: i32 = 3;
 /// never meaningful in text, and checked for anyway).
 const MARKER: char = '\u{FFFF}';
 
+/// What can go wrong with a local chat model.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalModelError {
+    /// The GGUF file cannot be used: missing, not GGUF, or an architecture, tokenizer, metadata
+    /// or chat template this code does not handle. A configuration fault: retrying cannot help.
+    #[error("{path}: {what}: {reason}")]
+    Unusable {
+        path: String,
+        what: &'static str,
+        reason: String,
+    },
+    /// The prompt leaves no room for the answer in the model's context.
+    #[error("the prompt is {tokens} tokens but {model} holds {context} tokens, answer included")]
+    PromptTooLong {
+        model: String,
+        tokens: usize,
+        context: usize,
+    },
+    /// Rendering the chat template, tokenising, running the weights or decoding failed.
+    #[error("{model}: {what}: {reason}")]
+    Failed {
+        model: String,
+        what: &'static str,
+        reason: String,
+    },
+    /// The caller stopped waiting before the answer was complete.
+    #[error("{model}: generation cancelled")]
+    Cancelled { model: String },
+}
+
+/// Something in a GGUF file that cannot be read or is not supported, described.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unsupported(String);
+
 /// A GGUF chat model loaded in memory. Cheap to share: [`LocalChatModel::generate`] takes
 /// `&self` and may run on several threads at once.
 pub struct LocalChatModel {
@@ -72,8 +107,12 @@ impl std::fmt::Debug for LocalChatModel {
 
 impl LocalChatModel {
     /// Loads a llama-architecture GGUF file: weights, tokenizer and chat template.
-    pub fn load(gguf_path: &Path) -> Result<Self, String> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", gguf_path.display());
+    pub fn load(gguf_path: &Path) -> Result<Self, LocalModelError> {
+        let fail = |what: &'static str, e: &dyn std::fmt::Display| LocalModelError::Unusable {
+            path: gguf_path.display().to_string(),
+            what,
+            reason: e.to_string(),
+        };
         let file = std::fs::File::open(gguf_path).map_err(|e| fail("cannot open the model file", &e))?;
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| fail("not a GGUF file", &e))?;
@@ -95,11 +134,11 @@ impl LocalChatModel {
             .map_err(|e| fail("no chat template", &e))?;
         let template = chat_template(template_source.to_owned()).map_err(|e| fail("chat template", &e))?;
         let (tokenizer, text_tokenizer, control_tokens) = build_tokenizers(&meta).map_err(|e| fail("tokenizer", &e))?;
-        let token_text = |key: &str| -> Result<String, String> {
+        let token_text = |key: &str| -> Result<String, Unsupported> {
             let id = meta.u32(key)?;
             tokenizer
                 .id_to_token(id)
-                .ok_or_else(|| format!("{key} {id} is not in the vocabulary"))
+                .ok_or_else(|| Unsupported(format!("{key} {id} is not in the vocabulary")))
         };
         let bos_token = token_text("tokenizer.ggml.bos_token_id").unwrap_or_default();
         let eos_token = token_text("tokenizer.ggml.eos_token_id").map_err(|e| fail("metadata", &e))?;
@@ -151,7 +190,7 @@ impl LocalChatModel {
 
     /// Answers a conversation, greedily (always the most likely token: deterministic). Blocks
     /// for as long as generation takes; safe to call from several threads at once.
-    pub fn generate(&self, messages: &[ChatMessage], max_output_tokens: u32) -> Result<Completion, String> {
+    pub fn generate(&self, messages: &[ChatMessage], max_output_tokens: u32) -> Result<Completion, LocalModelError> {
         self.generate_until(messages, max_output_tokens, &AtomicBool::new(false), None)
     }
 
@@ -163,15 +202,14 @@ impl LocalChatModel {
         max_output_tokens: u32,
         cancelled: &AtomicBool,
         mut on_text: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<Completion, String> {
+    ) -> Result<Completion, LocalModelError> {
         let prompt = self.prompt_ids(messages)?;
         if prompt.len() >= self.context_length {
-            return Err(format!(
-                "the prompt is {} tokens but {} holds {} tokens, answer included",
-                prompt.len(),
-                self.name,
-                self.context_length
-            ));
+            return Err(LocalModelError::PromptTooLong {
+                model: self.name.clone(),
+                tokens: prompt.len(),
+                context: self.context_length,
+            });
         }
         let limit = (max_output_tokens as usize).min(self.context_length - prompt.len());
         let mut model = self.weights.clone();
@@ -180,7 +218,7 @@ impl LocalChatModel {
         // The text reported so far; a token can end inside a UTF-8 character, so a piece is
         // reported only once the decoded text extends it cleanly.
         let mut reported = String::new();
-        let run = |e: candle_core::Error| format!("{} failed: {e}", self.name);
+        let run = |e: candle_core::Error| self.failed("inference", e);
         if limit > 0 {
             let mut logits = prefill(&mut model, &prompt, PREFILL_CHUNK).map_err(run)?;
             loop {
@@ -194,7 +232,7 @@ impl LocalChatModel {
                     let so_far = self
                         .tokenizer
                         .decode(&generated, true)
-                        .map_err(|e| format!("{}: cannot decode the answer: {e}", self.name))?;
+                        .map_err(|e| self.failed("cannot decode the answer", e))?;
                     if !so_far.ends_with('\u{FFFD}') && so_far.len() > reported.len() && so_far.starts_with(&reported) {
                         on_text(&so_far[reported.len()..]);
                         reported = so_far;
@@ -204,7 +242,9 @@ impl LocalChatModel {
                     break;
                 }
                 if cancelled.load(Ordering::Relaxed) {
-                    return Err(format!("{}: generation cancelled", self.name));
+                    return Err(LocalModelError::Cancelled {
+                        model: self.name.clone(),
+                    });
                 }
                 let input = Tensor::new(&[next], &Device::Cpu)
                     .and_then(|t| t.unsqueeze(0))
@@ -221,7 +261,7 @@ impl LocalChatModel {
         let text = self
             .tokenizer
             .decode(answer, true)
-            .map_err(|e| format!("{}: cannot decode the answer: {e}", self.name))?;
+            .map_err(|e| self.failed("cannot decode the answer", e))?;
         if let Some(on_text) = on_text {
             if let Some(rest) = text.strip_prefix(reported.as_str()) {
                 if !rest.is_empty() {
@@ -243,7 +283,16 @@ impl LocalChatModel {
     /// The conversation as the model expects it: the chat template rendered with a generation
     /// prompt, then tokenised so that only the template's own control tokens are control
     /// tokens. Message contents are tokenised as plain text, exactly as they would be otherwise.
-    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
+    /// A failure of `what` while running the model.
+    fn failed(&self, what: &'static str, reason: impl std::fmt::Display) -> LocalModelError {
+        LocalModelError::Failed {
+            model: self.name.clone(),
+            what,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, LocalModelError> {
         let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
         let rendered = self.render(messages, &contents)?;
         let Some(pieces) = self.locate_contents(messages, &contents, &rendered)? else {
@@ -283,7 +332,7 @@ impl LocalChatModel {
         messages: &[ChatMessage],
         contents: &[&str],
         rendered: &str,
-    ) -> Result<Option<Vec<Piece>>, String> {
+    ) -> Result<Option<Vec<Piece>>, LocalModelError> {
         if contents.iter().any(|c| c.contains(MARKER)) {
             return Ok(None);
         }
@@ -319,7 +368,7 @@ impl LocalChatModel {
             .min_by_key(|(at, spelling, _)| (*at, std::cmp::Reverse(spelling.len())))
     }
 
-    fn render(&self, messages: &[ChatMessage], contents: &[&str]) -> Result<String, String> {
+    fn render(&self, messages: &[ChatMessage], contents: &[&str]) -> Result<String, LocalModelError> {
         let messages: Vec<Value> = messages
             .iter()
             .zip(contents)
@@ -344,17 +393,17 @@ impl LocalChatModel {
         self.template
             .get_template("chat")
             .and_then(|template| template.render(context))
-            .map_err(|e| format!("{}: cannot render the chat template: {e}", self.name))
+            .map_err(|e| self.failed("cannot render the chat template", e))
     }
 
-    fn encode(&self, tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, String> {
+    fn encode(&self, tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, LocalModelError> {
         if text.is_empty() {
             return Ok(Vec::new());
         }
         tokenizer
             .encode_fast(text, false)
             .map(|encoding| encoding.get_ids().to_vec())
-            .map_err(|e| format!("{}: cannot tokenise: {e}", self.name))
+            .map_err(|e| self.failed("cannot tokenise", e))
     }
 }
 
@@ -370,18 +419,20 @@ enum Piece {
 struct Metadata<'a>(&'a HashMap<String, gguf_file::Value>);
 
 impl Metadata<'_> {
-    fn get(&self, key: &str) -> Result<&gguf_file::Value, String> {
-        self.0.get(key).ok_or_else(|| format!("no {key} in the metadata"))
+    fn get(&self, key: &str) -> Result<&gguf_file::Value, Unsupported> {
+        self.0
+            .get(key)
+            .ok_or_else(|| Unsupported(format!("no {key} in the metadata")))
     }
 
-    fn string(&self, key: &str) -> Result<&str, String> {
+    fn string(&self, key: &str) -> Result<&str, Unsupported> {
         match self.get(key)? {
             gguf_file::Value::String(text) => Ok(text),
-            other => Err(format!("{key} is {other:?}, not a string")),
+            other => Err(Unsupported(format!("{key} is {other:?}, not a string"))),
         }
     }
 
-    fn u32(&self, key: &str) -> Result<u32, String> {
+    fn u32(&self, key: &str) -> Result<u32, Unsupported> {
         use gguf_file::Value as V;
         let value = match self.get(key)? {
             V::U8(v) => Some(u32::from(*v)),
@@ -392,22 +443,22 @@ impl Metadata<'_> {
             V::I64(v) => u32::try_from(*v).ok(),
             _ => None,
         };
-        value.ok_or_else(|| format!("{key} is not an unsigned 32-bit number"))
+        value.ok_or_else(|| Unsupported(format!("{key} is not an unsigned 32-bit number")))
     }
 
-    fn array(&self, key: &str) -> Result<&[gguf_file::Value], String> {
+    fn array(&self, key: &str) -> Result<&[gguf_file::Value], Unsupported> {
         match self.get(key)? {
             gguf_file::Value::Array(values) => Ok(values),
-            _ => Err(format!("{key} is not an array")),
+            _ => Err(Unsupported(format!("{key} is not an array"))),
         }
     }
 
-    fn strings(&self, key: &str) -> Result<Vec<&str>, String> {
+    fn strings(&self, key: &str) -> Result<Vec<&str>, Unsupported> {
         self.array(key)?
             .iter()
             .map(|value| match value {
                 gguf_file::Value::String(text) => Ok(text.as_str()),
-                _ => Err(format!("{key} holds something else than strings")),
+                _ => Err(Unsupported(format!("{key} holds something else than strings"))),
             })
             .collect()
     }
@@ -423,19 +474,19 @@ type Tokenizers = (Tokenizer, Tokenizer, Vec<(String, u32)>);
 /// adds a leading space and merges digits). What llama.cpp does for SmolLM2 (`tokenizer.ggml.pre`
 /// `smollm`) is a byte-level BPE after splitting off every digit on its own, which is what the
 /// model was trained with; built that way the tokenizer matched llama.cpp on all 17 test strings.
-fn build_tokenizers(meta: &Metadata) -> Result<Tokenizers, String> {
+fn build_tokenizers(meta: &Metadata) -> Result<Tokenizers, Unsupported> {
     let kind = meta.string("tokenizer.ggml.model")?;
     if kind != "gpt2" {
-        return Err(format!(
+        return Err(Unsupported(format!(
             "tokenizer.ggml.model {kind} is not supported, only gpt2 (byte-level BPE)"
-        ));
+        )));
     }
     let pre = meta.string("tokenizer.ggml.pre").unwrap_or("default");
     let split_digits = match pre {
         // llama.cpp pre-tokenises these with `\p{N}` first, then the GPT-2 expression.
         "smollm" | "starcoder" | "refact" => true,
         "gpt-2" | "default" => false,
-        other => return Err(format!("tokenizer.ggml.pre {other} is not supported")),
+        other => return Err(Unsupported(format!("tokenizer.ggml.pre {other} is not supported"))),
     };
     let tokens = meta.strings("tokenizer.ggml.tokens")?;
     let types: Vec<i32> = match meta.array("tokenizer.ggml.token_type") {
@@ -451,7 +502,7 @@ fn build_tokenizers(meta: &Metadata) -> Result<Tokenizers, String> {
             merge
                 .split_once(' ')
                 .map(|(left, right)| (left.to_owned(), right.to_owned()))
-                .ok_or_else(|| format!("merge {merge:?} is not a pair"))
+                .ok_or_else(|| Unsupported(format!("merge {merge:?} is not a pair")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let vocab: tokenizers::models::bpe::Vocab = tokens
@@ -462,7 +513,7 @@ fn build_tokenizers(meta: &Metadata) -> Result<Tokenizers, String> {
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Unsupported(e.to_string()))?;
 
     let mut tokenizer = Tokenizer::new(bpe);
     let byte_level = ByteLevel::new(false, true, true);
@@ -486,7 +537,7 @@ fn build_tokenizers(meta: &Metadata) -> Result<Tokenizers, String> {
                 .iter()
                 .map(|(token, _)| AddedToken::from(token.clone(), true)),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Unsupported(e.to_string()))?;
     let mut text_tokenizer = tokenizer.clone();
     text_tokenizer.set_encode_special_tokens(true);
     Ok((tokenizer, text_tokenizer, control_tokens))
@@ -575,12 +626,14 @@ fn argmax(logits: &Tensor) -> candle_core::Result<u32> {
 
 /// Loads a chat model once per process: stages naming the same file share one copy of the
 /// weights.
-pub fn shared_local_chat_model(path: &Path) -> Result<Arc<LocalChatModel>, String> {
+pub fn shared_local_chat_model(path: &Path) -> Result<Arc<LocalChatModel>, LocalModelError> {
     static MODELS: LazyLock<Mutex<HashMap<PathBuf, Arc<LocalChatModel>>>> = LazyLock::new(Mutex::default);
     // `models/x.gguf` and `./models/x.gguf` are the same model.
-    let key = path
-        .canonicalize()
-        .map_err(|e| format!("{}: cannot open the model file: {e}", path.display()))?;
+    let key = path.canonicalize().map_err(|e| LocalModelError::Unusable {
+        path: path.display().to_string(),
+        what: "cannot open the model file",
+        reason: e.to_string(),
+    })?;
     // Held while loading, so two stages starting at once load the weights only once.
     let mut models = MODELS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(model) = models.get(&key) {
@@ -642,7 +695,7 @@ impl LocalProvider {
         })
         .await
         .map_err(|e| CallError::new(CallErrorKind::Local, format!("local model task failed: {e}")))?
-        .map_err(|e| CallError::new(CallErrorKind::Local, e))
+        .map_err(|e| CallError::new(CallErrorKind::Local, e.to_string()))
     }
 }
 
@@ -803,8 +856,10 @@ mod tests {
         let model = model();
         let long = "word ".repeat(model.context_length());
         let error = model.generate(&question(&long), 8).unwrap_err();
-        let expected = format!("holds {} tokens", model.context_length());
-        assert!(error.contains("the prompt is ") && error.contains(&expected), "{error}");
+        assert!(
+            matches!(error, LocalModelError::PromptTooLong { context, .. } if context == model.context_length()),
+            "{error}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod anthropic;
 mod breaker;
+mod config;
 mod extractive;
 pub mod grounding;
 mod local;
@@ -23,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 pub use anthropic::AnthropicProvider;
 pub use breaker::CircuitBreaker;
-pub use extractive::{extractive_answer, Extracted};
-pub use local::{shared_local_chat_model, LocalChatModel, LocalProvider};
+pub use config::{price_of, BreakerConfig, LlmRetryConfig, ModelConfig, ModelProvider, Price};
+pub use extractive::{extractive_answer, extractive_answer_by_meaning, Extracted, Meaning};
+pub use local::{shared_local_chat_model, LocalChatModel, LocalModelError, LocalProvider};
 pub use openai::OpenAiProvider;
 pub use prompt::{assemble, citation, estimate_tokens, parse_citations, Passage, Prompt};
 pub use resilience::{Answered, CallOutcome, ChainModel, ModelChain, RetryPolicy};

@@ -77,7 +77,6 @@ impl ModelChain {
             .unwrap_or_else(|| super::estimate_tokens(text))
     }
 
-    /// Names of the models, in order.
     /// Tokens `text` takes for the model named `name` (its tokenizer, else the estimate).
     pub fn count_tokens_for(&self, name: &str, text: &str) -> usize {
         self.models
@@ -87,6 +86,7 @@ impl ModelChain {
             .unwrap_or_else(|| super::estimate_tokens(text))
     }
 
+    /// Names of the models, in order.
     pub fn model_names(&self) -> Vec<&str> {
         self.models.iter().map(|m| m.name.as_str()).collect()
     }

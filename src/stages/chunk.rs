@@ -70,7 +70,12 @@ impl StageBuilder for ChunkConfig {
         if self.max_chunks == 0 {
             errors.push(ConfigError::new(&format!("{path}.max_chunks"), "must be at least 1"));
         }
-        super::check_model_files(path, &self.model_dir, &["tokenizer.json"], errors);
+        super::check_model_files(
+            &format!("{path}.model_dir"),
+            &self.model_dir,
+            &["tokenizer.json"],
+            errors,
+        );
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {

@@ -113,7 +113,7 @@ impl StageBuilder for EmbedConfig {
                     "is required for the local provider",
                 )),
                 Some(dir) => super::check_model_files(
-                    path,
+                    &format!("{path}.model_dir"),
                     dir,
                     &["config.json", "model.safetensors", "tokenizer.json"],
                     errors,

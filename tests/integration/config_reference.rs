@@ -64,7 +64,7 @@ fn the_check_finds_fields_of_stage_configs() {
     let fields = config_fields();
     let has = |owner: &str, name: &str| fields.iter().any(|(_, o, n)| o == owner && n == name);
     assert!(has("GenerateConfig", "partials_sink"));
-    assert!(has("CostControlConfig", "replay_ttl_s"));
+    assert!(has("ReplayConfig", "ttl_s"));
     assert!(has("SinkConfig", "format"));
     assert!(has("SchemaRegistryConfig", "auto_register"));
 }

@@ -177,10 +177,33 @@ async fn a_rate_limit_holds_across_two_replicas() {
 async fn a_replica_killed_before_committing_does_not_pay_twice() {
     let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
     let prefix = unique("replay");
+    let setup = cost_setup(&llm.url, &format!("key_prefix: {prefix}, cache_ttl_s: 0"));
+    killed_before_committing_pays_once(&llm, setup).await;
+}
+
+/// Replay records are kept without cost control too: only the `replay` block names the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cost_control_a_replica_killed_before_committing_does_not_pay_twice() {
+    let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
+    let prefix = unique("replay-only");
+    let setup = Setup {
+        models: dollar_per_call(&llm.url),
+        generate_extra: format!(
+            ", max_output_tokens: 16, replay: {{ store: \"{}\", key_prefix: {prefix} }}",
+            redis()
+        ),
+        ..Setup::openai(&llm.url)
+    };
+    killed_before_committing_pays_once(&llm, setup).await;
+}
+
+/// 20 questions answered, the replica killed before it commits, restarted: every question
+/// comes back and is answered again, identically, without a model call.
+async fn killed_before_committing_pays_once(llm: &ScriptedLlm, setup: Setup) {
     let setup = Setup {
         // Nothing is committed before the kill: every question comes back.
         commit_interval_ms: Some(60_000),
-        ..cost_setup(&llm.url, &format!("key_prefix: {prefix}, cache_ttl_s: 0"))
+        ..setup
     };
     let mut running = start("replay", setup).await;
     let count = 20;

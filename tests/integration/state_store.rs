@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ragstream::clock::{system, ManualClock};
-use ragstream::cost::store::{Bucket, Counter, StateStore};
+use ragstream::state::{Bucket, Counter, StateStore};
 
 fn counter(key: &str, amount: f64, limit: f64) -> Counter {
     Counter {

@@ -1,6 +1,6 @@
-//! Where budgets, rate limits, cached answers and replay records live: Redis, shared by every
-//! replica (each operation one atomic command or Lua script), or this process's memory when the
-//! topology declares a single replica. Both give the same answers to the same calls.
+//! State shared between the messages of a pipeline (budgets, rate limits, cached answers, replay
+//! records): Redis, shared by every replica (each operation one atomic command or Lua script),
+//! or this process's memory. Both give the same answers to the same calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -102,11 +102,16 @@ pub enum StateStore {
     Memory(Arc<Mutex<Memory>>),
 }
 
+/// Values the memory store holds before it first sweeps out expired ones.
+const MIN_SWEEP: usize = 1024;
+
 /// The in-process state: values with their expiry, on a clock a test can move.
 pub struct Memory {
     values: HashMap<String, (String, Option<Instant>)>,
     /// The instant and the epoch milliseconds of the first `now_ms`.
     started: Option<(Instant, f64)>,
+    /// The number of values at which the next write first drops the expired ones.
+    sweep_at: usize,
     clock: Arc<dyn Clock>,
 }
 
@@ -128,8 +133,16 @@ impl Memory {
     }
 
     fn set(&mut self, key: &str, value: String, ttl: Option<Duration>) {
-        self.values
-            .insert(key.to_owned(), (value, ttl.map(|ttl| self.clock.now() + ttl)));
+        let now = self.clock.now();
+        // Expired values are otherwise only dropped when read again, and most never are (a
+        // replay record whose request is not redelivered): sweep them whenever the map has
+        // doubled, which keeps the cost per write constant.
+        if self.values.len() >= self.sweep_at {
+            self.values
+                .retain(|_, (_, expiry)| expiry.is_none_or(|expiry| expiry > now));
+            self.sweep_at = (self.values.len() * 2).max(MIN_SWEEP);
+        }
+        self.values.insert(key.to_owned(), (value, ttl.map(|ttl| now + ttl)));
     }
 
     /// Milliseconds since the epoch (the memory store's "server time"): the time of day when
@@ -141,6 +154,15 @@ impl Memory {
             (clock.now(), epoch.as_secs_f64() * 1000.0)
         });
         epoch_ms + (self.clock.now() - instant).as_secs_f64() * 1000.0
+    }
+}
+
+/// Why `url` names no store (`redis://…`, `rediss://…` or `memory`), if it does not.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url == "memory" || url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(())
+    } else {
+        Err(format!("`{url}` is neither redis://host:port nor memory"))
     }
 }
 
@@ -157,6 +179,7 @@ impl StateStore {
             return Ok(StateStore::Memory(Arc::new(Mutex::new(Memory {
                 values: HashMap::new(),
                 started: None,
+                sweep_at: MIN_SWEEP,
                 clock,
             }))));
         }
@@ -331,4 +354,33 @@ impl StateStore {
 
 fn lock(memory: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
     memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[tokio::test]
+    async fn the_memory_store_drops_expired_values_it_is_never_asked_for_again() {
+        let clock = ManualClock::default();
+        let store = StateStore::connect("memory", Arc::new(clock.clone())).await.unwrap();
+        let StateStore::Memory(memory) = &store else {
+            panic!("`memory` makes a memory store");
+        };
+        // Up to the first sweep's size: nothing has expired yet.
+        for i in 0..MIN_SWEEP - 1 {
+            store
+                .set(&format!("old{i}"), "x", Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        store.set("kept", "y", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(lock(memory).values.len(), MIN_SWEEP);
+        clock.advance(Duration::from_secs(2));
+        store.set("new", "z", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(lock(memory).values.len(), 2, "only the unexpired values stay");
+        assert_eq!(store.get("kept").await.unwrap().as_deref(), Some("y"));
+        assert_eq!(store.get("old0").await.unwrap(), None);
+    }
 }

@@ -1,0 +1,247 @@
+//! The innermost layer: the models, asked in order with retries, circuit breakers and fallbacks
+//! (streaming partial answers when a partials sink is set), and the reply judged: an answer
+//! with its citations, a non-answer that the passages replace, or extracted JSON checked
+//! against the question's schema with one repair attempt.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::fallback::Fallback;
+use super::partial::PartialStream;
+use super::{CallPlan, Layer, Next, Turn};
+use crate::contracts::{AnswerDraft, AnswerStatus, Task};
+use crate::error::StageError;
+use crate::llm::{
+    citation, grounding, parse_citations, price_of, ChatMessage, ChatRequest, DeltaSink, ModelChain, ModelConfig, Role,
+};
+use crate::telemetry::metrics::metrics;
+
+/// Calls the planned models and decides the question with their reply.
+pub struct CallLayer {
+    pub chain: Arc<ModelChain>,
+    /// The configured models (for their prices).
+    pub models: Vec<ModelConfig>,
+    /// Where partial answers go while a model writes; unset: no streaming.
+    pub partials_sink: Option<String>,
+    pub fallback: Fallback,
+}
+
+#[async_trait]
+impl Layer for CallLayer {
+    async fn answer(&self, turn: &mut Turn<'_>, _innermost: Next<'_>) -> Result<(), StageError> {
+        let Turn { draft, context, call } = turn;
+        let plan = call
+            .as_mut()
+            .ok_or_else(|| StageError::internal("call runs before route"))?;
+        let models = plan.models();
+        let sink = self
+            .partials_sink
+            .as_deref()
+            .filter(|_| draft.task != Task::Extract && context.can_produce_now());
+        let Some(sink) = sink else {
+            let reply = self.call(draft, &plan.request, None, &models).await;
+            self.decide(draft, plan, reply, &models).await?;
+            return Ok(());
+        };
+        let mut stream = PartialStream::new(context, sink, draft);
+        let reply = self.call_streaming(draft, &plan.request, &mut stream, &models).await;
+        // The stream ends with the reply when it is the answer, else with the answer given.
+        if self.decide(draft, plan, reply, &models).await? {
+            stream.finish().await;
+        } else {
+            stream.replace_with(draft).await;
+        }
+        Ok(())
+    }
+}
+
+impl CallLayer {
+    /// Calls the chain and records the calls on the draft; the answer text, or why none came.
+    async fn call(
+        &self,
+        draft: &mut AnswerDraft,
+        request: &ChatRequest,
+        deltas: Option<&DeltaSink>,
+        models: &[String],
+    ) -> Result<String, String> {
+        let names: Vec<&str> = models.iter().map(String::as_str).collect();
+        let outcome = self.chain.complete_among(request, deltas, &names).await;
+        for attempt in &outcome.attempts {
+            metrics()
+                .llm_attempts
+                .with_label_values(&[&attempt.model, &attempt.outcome])
+                .inc();
+            // An attempt the breaker refused never reached the model: no request to time.
+            if attempt.outcome != "circuit_open" {
+                metrics()
+                    .llm_request_seconds
+                    .with_label_values(&[&attempt.model])
+                    .observe(attempt.latency_ms / 1000.0);
+            }
+        }
+        draft.attempts.extend(outcome.attempts);
+        let answered = outcome.result.map_err(|error| error.to_string())?;
+        let usage = answered.completion.usage;
+        draft.usage.prompt_tokens += usage.prompt_tokens;
+        draft.usage.completion_tokens += usage.completion_tokens;
+        draft.cost_usd += price_of(&self.models, &answered.model).cost(usage);
+        if draft.model.is_none() {
+            draft.fallback_reason = answered.fallback_reason;
+        }
+        draft.model = Some(answered.model);
+        Ok(answered.completion.text)
+    }
+
+    /// [`call`](Self::call) in streaming mode, its text forwarded to `stream` as it comes.
+    async fn call_streaming(
+        &self,
+        draft: &mut AnswerDraft,
+        request: &ChatRequest,
+        stream: &mut PartialStream<'_>,
+        models: &[String],
+    ) -> Result<String, String> {
+        let (deltas, receiver) = DeltaSink::channel();
+        let call = async move {
+            let reply = self.call(draft, request, Some(&deltas), models).await;
+            drop(deltas); // ends the forwarding below
+            reply
+        };
+        let (reply, ()) = tokio::join!(call, stream.forward(receiver));
+        reply
+    }
+
+    /// Decides `draft` with the models' reply; whether the reply itself is the answer.
+    async fn decide(
+        &self,
+        draft: &mut AnswerDraft,
+        plan: &CallPlan,
+        reply: Result<String, String>,
+        models: &[String],
+    ) -> Result<bool, StageError> {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(reason) => {
+                self.fallback.no_model_answered(draft, &reason).await?;
+                return Ok(false);
+            }
+        };
+        if draft.task == Task::Extract {
+            self.decide_extract(draft, plan, reply, models).await;
+            return Ok(false);
+        }
+        let passages: Vec<&str> = plan.prompt.passages.iter().map(|p| p.text.as_str()).collect();
+        if let Some(non_answer) = grounding::judge(&reply, &draft.question, &passages) {
+            self.fallback.not_an_answer(draft, reply, &non_answer).await?;
+            return Ok(false);
+        }
+        draft.citations = parse_citations(&reply, &plan.prompt.passages);
+        if draft.citations.is_empty() {
+            // The model cited nothing: its sources are the passages it took its words from.
+            draft.citations = grounding::supporting_passages(&reply, &passages)
+                .into_iter()
+                .map(|i| citation(i + 1, &plan.prompt.passages[i]))
+                .collect();
+        }
+        draft.answer = Some(reply);
+        draft.decide(AnswerStatus::Ok, None);
+        Ok(true)
+    }
+
+    /// An extract reply must be JSON valid against the question's schema; one repair attempt.
+    async fn decide_extract(&self, draft: &mut AnswerDraft, plan: &CallPlan, reply: String, models: &[String]) {
+        let schema = draft.options.as_ref().and_then(|o| o.extract_schema.clone());
+        let schema = schema.as_ref();
+        let checked = match check_extract(&reply, schema) {
+            Ok(value) => Ok(value),
+            Err(problem) => {
+                let mut request = plan.request.clone();
+                request.messages.push(ChatMessage::new(Role::Assistant, reply));
+                request.messages.push(ChatMessage::new(
+                    Role::User,
+                    format!("That reply is not valid: {problem}. Reply with only the corrected JSON object."),
+                ));
+                match self.call(draft, &request, None, models).await {
+                    Ok(repaired) => check_extract(&repaired, schema),
+                    Err(reason) => Err(reason),
+                }
+            }
+        };
+        match checked {
+            Ok(value) => {
+                draft.citations = plan
+                    .prompt
+                    .passages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| citation(i + 1, p))
+                    .collect();
+                draft.answer = Some(value.to_string());
+                draft.data = Some(value);
+                draft.decide(AnswerStatus::Ok, None);
+            }
+            Err(problem) => draft.decide(
+                AnswerStatus::Failed,
+                Some(format!("the answer is not valid against the extract schema: {problem}")),
+            ),
+        }
+    }
+}
+
+/// The JSON object in a model's reply: the whole reply, or the part inside a code fence or
+/// between the first `{` and the last `}` (small models like to add words around it).
+fn json_in(reply: &str) -> Option<Value> {
+    let trimmed = reply.trim();
+    if let Ok(value) = serde_json::from_str(trimmed) {
+        return Some(value);
+    }
+    let start = trimmed.find('{')?;
+    let end = trimmed.rfind('}')?;
+    serde_json::from_str(trimmed.get(start..=end)?).ok()
+}
+
+/// Checks an extract reply: the JSON it holds, or every way it breaks `schema`.
+fn check_extract(reply: &str, schema: Option<&Value>) -> Result<Value, String> {
+    let value = json_in(reply).ok_or_else(|| "the reply is not a JSON object".to_owned())?;
+    let Some(schema) = schema else {
+        return Ok(value);
+    };
+    let validator = jsonschema::validator_for(schema).map_err(|e| format!("the extract schema is invalid: {e}"))?;
+    let problems: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|error| {
+            let at = error.instance_path().to_string();
+            format!("{}: {error}", if at.is_empty() { "/" } else { &at })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extract_replies_are_checked_against_the_schema() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "required": ["price"],
+            "properties": {"price": {"type": "number"}}
+        });
+        assert_eq!(
+            check_extract("Sure! ```json\n{\"price\": 12.5}\n```", Some(&schema)).unwrap(),
+            serde_json::json!({"price": 12.5})
+        );
+        let problem = check_extract(r#"{"price": "cheap"}"#, Some(&schema)).unwrap_err();
+        assert!(problem.starts_with("/price: "), "{problem}");
+        assert_eq!(
+            check_extract("no json here", Some(&schema)).unwrap_err(),
+            "the reply is not a JSON object"
+        );
+    }
+}

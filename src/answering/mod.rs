@@ -1,0 +1,123 @@
+//! How a question's answer is decided: one ordered chain of layers around the model call, the
+//! way tower middleware wraps a service. Each layer gets the question on the way in and may
+//! decide it itself (a replay, a cache hit, a refusal) or hand it to the next layer, and sees
+//! the outcome on the way back out (to remember it, cache it, settle what it reserved):
+//!
+//! ```text
+//! replay → route → cache → admission → call
+//! ```
+//!
+//! - [`replay`]: a redelivered question gets the outcome it already got; every outcome is
+//!   remembered on the way out. On whether or not cost control is on.
+//! - [`route`]: the prompt, and the models that may answer it with what each is expected to
+//!   cost (tier, ceiling); no model left: the passages answer.
+//! - [`cache`]: the answer to the same (or, semantically, a similar) question; a model's answer
+//!   is kept on the way out. Only with `cost_control`.
+//! - [`admission`]: budgets and rate limits admit the call (perhaps to a cheaper model), wait,
+//!   or refuse; what the call used is settled on the way out. Only with `cost_control`.
+//! - [`call`]: the models, with retries, circuit breakers and fallbacks, streaming partial
+//!   answers; a reply that is no answer goes to the passages ([`fallback`]).
+//!
+//! A new guard is one file with one [`Layer`] and one line where the `generate` stage lists
+//! its layers.
+
+pub mod admission;
+pub mod cache;
+pub mod call;
+pub mod fallback;
+mod partial;
+pub mod replay;
+pub mod route;
+
+use async_trait::async_trait;
+
+use crate::contracts::AnswerDraft;
+use crate::core_api::MessageContext;
+use crate::cost::Estimate;
+use crate::error::StageError;
+use crate::llm::{ChatRequest, Prompt};
+
+/// One question on its way through the layers.
+pub struct Turn<'a> {
+    /// The question, decided by the layer that answers it.
+    pub draft: &'a mut AnswerDraft,
+    /// The message it came from (personal-data vault, producing partial answers).
+    pub context: &'a MessageContext,
+    /// What the model would be asked and which models may answer: set by [`route`].
+    pub call: Option<CallPlan>,
+}
+
+/// The model call a question needs, as [`route`] planned it.
+pub struct CallPlan {
+    pub prompt: Prompt,
+    pub request: ChatRequest,
+    /// The models that may answer, in order, each with what its call is expected to cost.
+    /// [`admission`] drops those a limit rules out.
+    pub estimates: Vec<Estimate>,
+}
+
+impl CallPlan {
+    /// The names of the models that may answer, in order.
+    pub fn models(&self) -> Vec<String> {
+        self.estimates.iter().map(|e| e.model.clone()).collect()
+    }
+}
+
+impl Turn<'_> {
+    /// The planned call; an error for a layer placed before [`route`].
+    pub fn planned(&mut self) -> Result<&mut CallPlan, StageError> {
+        self.call
+            .as_mut()
+            .ok_or_else(|| StageError::internal("a layer that needs the call plan runs before route"))
+    }
+}
+
+/// A guard around the model call.
+#[async_trait]
+pub trait Layer: Send + Sync {
+    /// Decides `turn` itself, or hands it to `next` (and may act on the outcome).
+    async fn answer(&self, turn: &mut Turn<'_>, next: Next<'_>) -> Result<(), StageError>;
+}
+
+/// The layers after the current one.
+#[derive(Clone, Copy)]
+pub struct Next<'a>(&'a [Box<dyn Layer>]);
+
+impl Next<'_> {
+    /// Hands `turn` to the next layer.
+    pub async fn answer(self, turn: &mut Turn<'_>) -> Result<(), StageError> {
+        match self.0.split_first() {
+            Some((layer, rest)) => layer.answer(turn, Next(rest)).await,
+            None => Err(StageError::internal("no layer decided the question")),
+        }
+    }
+}
+
+/// The layers of one `generate` stage, outermost first.
+pub struct Answering {
+    layers: Vec<Box<dyn Layer>>,
+}
+
+impl Answering {
+    pub fn new(layers: Vec<Box<dyn Layer>>) -> Self {
+        Self { layers }
+    }
+
+    /// Decides `draft`.
+    pub async fn answer(&self, draft: &mut AnswerDraft, context: &MessageContext) -> Result<(), StageError> {
+        let mut turn = Turn {
+            draft,
+            context,
+            call: None,
+        };
+        Next(&self.layers).answer(&mut turn).await
+    }
+}
+
+/// `route` with `more` appended.
+pub(crate) fn join_route(route: Option<String>, more: String) -> String {
+    match route {
+        Some(route) => format!("{route}; {more}"),
+        None => more,
+    }
+}

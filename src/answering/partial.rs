@@ -1,0 +1,142 @@
+//! Partial answers while a model writes: its streamed text, personal data restored, produced to
+//! the partials sink as it comes; the stream always ends with the answer actually given.
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::contracts::{AnswerDraft, PartialAnswer, SCHEMA_VERSION};
+use crate::core_api::{MessageContext, Payload, Record};
+use crate::llm::StreamEvent;
+use crate::pii::{PiiScope, StreamRestorer};
+
+/// Turns a streaming call's events into partial answers, personal data restored.
+pub(super) struct PartialStream<'a> {
+    context: &'a MessageContext,
+    sink: String,
+    request_id: String,
+    tenant: String,
+    seq: u64,
+    /// The model and attempt the text now arriving belongs to.
+    current: Option<(String, u32)>,
+    restorer: StreamRestorer,
+}
+
+impl<'a> PartialStream<'a> {
+    /// A stream of partial answers to `sink` for `draft`'s request.
+    pub(super) fn new(context: &'a MessageContext, sink: &str, draft: &AnswerDraft) -> Self {
+        Self {
+            context,
+            sink: sink.to_owned(),
+            request_id: draft.request_id.clone(),
+            tenant: draft.tenant.clone(),
+            seq: 0,
+            current: None,
+            restorer: StreamRestorer::default(),
+        }
+    }
+
+    /// Produces partials until the call ends. Events that queued up while the last partials
+    /// were being produced go out as one partial: a slow broker gets fewer, larger pieces
+    /// instead of slowing the model down.
+    pub(super) async fn forward(&mut self, mut receiver: UnboundedReceiver<StreamEvent>) {
+        while let Some(first) = receiver.recv().await {
+            let mut events = vec![first];
+            while let Ok(event) = receiver.try_recv() {
+                events.push(event);
+            }
+            let mut records = Vec::new();
+            let mut text = String::new();
+            for event in events {
+                match event {
+                    StreamEvent::Attempt { model, attempt } => {
+                        records.extend(self.partial(std::mem::take(&mut text), false));
+                        // What the failed attempt held back is void with it.
+                        self.restorer = StreamRestorer::default();
+                        self.current = Some((model, attempt));
+                    }
+                    StreamEvent::Text(piece) => {
+                        let restored = self.restore(&piece);
+                        text.push_str(&restored);
+                    }
+                }
+            }
+            records.extend(self.partial(text, false));
+            self.send(records).await;
+        }
+    }
+
+    /// No model's streamed reply is the answer (every attempt failed, or the reply was not an
+    /// answer): the answer given instead, whole, as the last partial, so a follower's stream
+    /// ends with what the answers topic says. Nothing is sent when there is no answer text.
+    pub(super) async fn replace_with(&mut self, draft: &AnswerDraft) {
+        let Some(answer) = draft.answer.as_deref() else {
+            return;
+        };
+        let attempt = self.current.as_ref().map_or(1, |(_, attempt)| attempt + 1);
+        self.current = Some((draft.model.clone().unwrap_or_else(|| "extractive".to_owned()), attempt));
+        self.restorer = StreamRestorer::default();
+        let restored = self.restore(answer);
+        self.end_with(restored).await;
+    }
+
+    /// The last partial of the attempt that answered: what the restorer still held back.
+    pub(super) async fn finish(&mut self) {
+        self.end_with(String::new()).await;
+    }
+
+    /// The last partial: `text`, then what the restorer still held back, marked done.
+    async fn end_with(&mut self, text: String) {
+        let rest = match self.context.extension::<PiiScope>() {
+            Some(scope) => scope.with_vault(|vault| self.restorer.finish(vault)),
+            None => String::new(),
+        };
+        let last = self.partial_always(text + &rest, true);
+        self.send(last.into_iter().collect()).await;
+    }
+
+    fn restore(&mut self, piece: &str) -> String {
+        let context = self.context;
+        match context.extension::<PiiScope>() {
+            Some(scope) => scope.with_vault(|vault| self.restorer.push(piece, vault)),
+            None => piece.to_owned(),
+        }
+    }
+
+    /// A partial carrying `delta`, unless it is empty.
+    fn partial(&mut self, delta: String, done: bool) -> Option<Record> {
+        if delta.is_empty() {
+            return None;
+        }
+        self.partial_always(delta, done)
+    }
+
+    fn partial_always(&mut self, delta: String, done: bool) -> Option<Record> {
+        let (model, attempt) = self.current.clone()?;
+        let partial = PartialAnswer {
+            schema_version: SCHEMA_VERSION,
+            request_id: self.request_id.clone(),
+            tenant: self.tenant.clone(),
+            seq: self.seq,
+            model,
+            attempt,
+            delta,
+            done,
+        };
+        self.seq += 1;
+        Some(Record {
+            key: Some(self.request_id.clone().into_bytes()),
+            payload: Payload::from_typed(&partial).ok()?,
+            headers: Vec::new(),
+            sink: Some(self.sink.clone()),
+        })
+    }
+
+    async fn send(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        if let Err(error) = self.context.produce_now(records).await {
+            // Progress is lost, not the answer: that comes on the answers topic regardless.
+            tracing::warn!(request_id = %self.request_id, %error, "cannot produce partial answers");
+        }
+    }
+}
