@@ -219,6 +219,19 @@ impl StateStore {
         }
     }
 
+    /// The value at `key` read as JSON; `None` when it is missing or unreadable (a value written
+    /// by an older version is treated as absent, not as an error).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StageError> {
+        Ok(self.get(key).await?.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Sets `key` to `value` as JSON for `ttl`.
+    pub async fn set_json<T: serde::Serialize>(&self, key: &str, value: &T, ttl: Duration) -> Result<(), StageError> {
+        let text = serde_json::to_string(value)
+            .map_err(|error| StageError::internal(format!("cannot serialize the value of {key}: {error}")))?;
+        self.set(key, &text, ttl).await
+    }
+
     /// Reserves every counter's amount at once; `Err(index)` names the first counter whose
     /// limit the reservation would pass (nothing was reserved then).
     pub async fn reserve(&self, counters: &[Counter]) -> Result<Result<(), usize>, StageError> {

@@ -97,10 +97,7 @@ impl ReplayLayer {
 
     /// The outcome already given to this request, if it was answered before (a redelivery).
     pub async fn replayed(&self, draft: &AnswerDraft) -> Result<Option<StoredOutcome>, StageError> {
-        let Some(text) = self.store.get(&self.key(draft)).await? else {
-            return Ok(None);
-        };
-        let Ok(stored) = serde_json::from_str::<StoredOutcome>(&text) else {
+        let Some(stored) = self.store.get_json::<StoredOutcome>(&self.key(draft)).await? else {
             return Ok(None);
         };
         Ok(Some(match &stored.question_sha256 {
@@ -121,9 +118,7 @@ impl ReplayLayer {
             return Ok(());
         };
         outcome.question_sha256 = Some(question_digest(draft));
-        let text = serde_json::to_string(&outcome)
-            .map_err(|error| StageError::internal(format!("cannot serialize an outcome: {error}")))?;
-        self.store.set(&self.key(draft), &text, self.ttl).await
+        self.store.set_json(&self.key(draft), &outcome, self.ttl).await
     }
 }
 

@@ -98,7 +98,11 @@ impl CostControls {
         draft: &AnswerDraft,
         models: &[String],
     ) -> Result<Option<StoredOutcome>, StageError> {
-        let mut found = self.load(key).await?.map(|outcome| (outcome, "cache hit".to_owned()));
+        let mut found = self
+            .store
+            .get_json::<StoredOutcome>(key)
+            .await?
+            .map(|outcome| (outcome, "cache hit".to_owned()));
         if found.is_none() {
             if let Some((similar, similarity)) = self.similar(draft, models).await? {
                 // A placeholder means what the vault of the request that produced the answer
@@ -106,7 +110,8 @@ impl CostControls {
                 // here would put the wrong person or address in the answer. (Answers listed
                 // before this rule may still hold some.)
                 found = self
-                    .load(&similar)
+                    .store
+                    .get_json::<StoredOutcome>(&similar)
                     .await?
                     .filter(|outcome| !outcome.holds_placeholders())
                     .map(|outcome| (outcome, format!("semantic cache hit (similarity {similarity:.3})")));
@@ -121,17 +126,6 @@ impl CostControls {
             route: Some(route),
             ..outcome
         }))
-    }
-
-    async fn load(&self, key: &str) -> Result<Option<StoredOutcome>, StageError> {
-        let stored = self.store.get(key).await?;
-        Ok(stored.and_then(|text| serde_json::from_str(&text).ok()))
-    }
-
-    async fn store_outcome(&self, key: &str, outcome: &StoredOutcome, ttl_s: u64) -> Result<(), StageError> {
-        let text = serde_json::to_string(outcome)
-            .map_err(|error| StageError::internal(format!("cannot serialize an outcome: {error}")))?;
-        self.store.set(key, &text, Duration::from_secs(ttl_s)).await
     }
 
     /// Where answered questions resting on `chunk` are listed for the semantic cache: per
@@ -178,10 +172,7 @@ impl CostControls {
 
     /// The answered questions listed under `list` (none if it is missing or unreadable).
     async fn similar_questions(&self, list: &str) -> Result<Vec<SimilarQuestion>, StageError> {
-        let stored = self.store.get(list).await?;
-        Ok(stored
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default())
+        Ok(self.store.get_json(list).await?.unwrap_or_default())
     }
 
     /// Keeps a model's answer for identical (and, with a threshold, similar) questions.
@@ -189,7 +180,8 @@ impl CostControls {
         let Some(outcome) = StoredOutcome::of(draft) else {
             return Ok(());
         };
-        self.store_outcome(key, &outcome, self.config.cache_ttl_s).await?;
+        let ttl = Duration::from_secs(self.config.cache_ttl_s);
+        self.store.set_json(key, &outcome, ttl).await?;
         // An answer with placeholders is served only for the exact same masked prompt, whose
         // placeholders are numbered the same way (see `cached`).
         if self.config.semantic_threshold.is_none() || draft.question_vector.is_empty() || outcome.holds_placeholders()
@@ -200,7 +192,6 @@ impl CostControls {
         let Some(anchor) = rests_on.first() else {
             return Ok(());
         };
-        let ttl = Duration::from_secs(self.config.cache_ttl_s);
         let list = self.similar_list_key(draft, models, anchor);
         // Read, append, write back: two replicas adding at once may drop one entry, which
         // only costs a future hit.
@@ -213,9 +204,7 @@ impl CostControls {
         });
         let excess = entries.len().saturating_sub(MAX_SIMILAR_QUESTIONS);
         entries.drain(..excess);
-        let text = serde_json::to_string(&entries)
-            .map_err(|error| StageError::internal(format!("cannot serialize the similar questions: {error}")))?;
-        self.store.set(&list, &text, ttl).await
+        self.store.set_json(&list, &entries, ttl).await
     }
 }
 
