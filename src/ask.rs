@@ -12,22 +12,63 @@ use crate::config::KafkaProperties;
 use crate::contracts::{Answer, PartialAnswer, Question, QuestionOptions, Task, SCHEMA_VERSION};
 use crate::transport::kafka::{client_config, create_producer};
 
-/// What to ask and where.
-#[derive(Debug, Clone)]
+/// What to ask and where: the arguments of `ragstream ask`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct AskOptions {
+    /// The question.
     pub question: String,
+    /// Tenant whose documents ground the answer.
+    #[arg(long)]
     pub tenant: String,
+    /// Who asks (for per-user limits and the audit pseudonym).
+    #[arg(long, default_value = "cli")]
     pub user: String,
+    /// qa, summarize, extract or report.
+    #[arg(long, default_value = "qa", value_parser = parse_task)]
     pub task: Task,
+    /// Passages to retrieve (default: the retrieve stage's top_k).
+    #[arg(long)]
     pub top_k: Option<u32>,
+    /// Topic questions are produced to.
+    #[arg(long, default_value = "questions")]
     pub questions_topic: String,
+    /// Topic answers are read from.
+    #[arg(long, default_value = "answers")]
     pub answers_topic: String,
-    /// The topic of the generate stage's `partials_sink`: the answer is printed to stdout as
-    /// it is written.
+    /// Topic of partial answers (the generate stage's `partials_sink`): print the answer
+    /// while it is written.
+    #[arg(long)]
     pub partials_topic: Option<String>,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long = "brokers",
+        env = "RAGSTREAM_BROKERS",
+        default_value = "127.0.0.1:9092",
+        value_parser = bootstrap_servers
+    )]
     pub kafka: KafkaProperties,
-    /// How long to wait for the answer.
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value = "120", value_parser = seconds)]
     pub timeout: Duration,
+}
+
+fn parse_task(value: &str) -> Result<Task, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned()))
+        .map_err(|_| format!("`{value}` is not a task (qa, summarize, extract, report)"))
+}
+
+fn bootstrap_servers(value: &str) -> Result<KafkaProperties, String> {
+    Ok(KafkaProperties::from([(
+        "bootstrap.servers".to_owned(),
+        value.to_owned(),
+    )]))
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("`{value}` is not a whole number of seconds"))
 }
 
 /// A request id no other question has: time plus randomness.
@@ -193,7 +234,7 @@ pub fn render(answer: &Answer) -> String {
         None => out.push_str(&format!(
             "[{}] {}",
             answer.status.as_str(),
-            answer.reason.as_deref().unwrap_or("no answer")
+            answer.provenance.reason.as_deref().unwrap_or("no answer")
         )),
     }
     out.push('\n');
@@ -217,18 +258,19 @@ pub fn render_footer(answer: &Answer) -> String {
             ));
         }
     }
-    let model = answer.model.as_deref().unwrap_or("none");
+    let model = answer.provenance.model.as_deref().unwrap_or("none");
     out.push_str(&format!(
         "\nstatus {} · model {model}{} · {} + {} tokens · ${:.6} · {:.0} ms\n",
         answer.status.as_str(),
         answer
+            .provenance
             .fallback_reason
             .as_deref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default(),
-        answer.usage.prompt_tokens,
-        answer.usage.completion_tokens,
-        answer.cost_usd,
+        answer.provenance.usage.prompt_tokens,
+        answer.provenance.usage.completion_tokens,
+        answer.provenance.cost_usd,
         answer.latency_ms
     ));
     out

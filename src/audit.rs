@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contracts::{millis, AnswerDraft, AnswerStatus, ModelAttempt, Task, TokenUsage, SCHEMA_VERSION};
+use crate::contracts::{millis, AnswerDraft, AnswerStatus, ModelAttempt, Provenance, Task, ToolUse, SCHEMA_VERSION};
 use crate::core_api::{FailureReport, MessageContext, Payload, Record};
 use crate::error::StageError;
 use crate::pseudonym::user_ref;
@@ -80,8 +80,7 @@ impl EventSource {
 
 /// `event` as a record keyed by `key` for `sink` (`None`: the pipeline's default sink).
 fn event_record(event: &impl Serialize, key: String, sink: Option<String>) -> Result<Record, StageError> {
-    let payload = Payload::from_typed(event)
-        .map_err(|error| StageError::internal(format!("cannot serialize audit event: {error}")))?;
+    let payload = Payload::holding(event, "the audit event")?;
     Ok(Record {
         key: Some(key.into_bytes()),
         payload,
@@ -162,6 +161,58 @@ pub struct ChunkUse {
     pub cited: bool,
 }
 
+/// The event for one tool call of a question (key: `request_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolEvent {
+    pub schema_version: u32,
+    /// `{tenant}/{request_id}:tool_called:{iteration}:{index}`.
+    pub event_id: String,
+    /// Always `tool_called`.
+    pub event: String,
+    pub occurred_at: String,
+    pub pipeline: String,
+    pub tenant: String,
+    pub request_id: String,
+    /// A pseudonym of the user ([`user_ref`](crate::pseudonym::user_ref)).
+    pub user_ref: String,
+    #[serde(flatten)]
+    pub call: ToolUse,
+    pub durations_ms: BTreeMap<String, f64>,
+    pub source: EventSource,
+}
+
+impl ToolEvent {
+    /// The events for the tool calls of `draft`, timed from `context`.
+    pub fn all_of(draft: &AnswerDraft, context: &MessageContext) -> Vec<Self> {
+        draft
+            .tool_calls
+            .iter()
+            .map(|call| Self {
+                schema_version: SCHEMA_VERSION,
+                event_id: format!(
+                    "{}/{}:tool_called:{}:{}",
+                    draft.tenant, draft.request_id, call.iteration, call.index
+                ),
+                event: "tool_called".to_owned(),
+                occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                pipeline: context.pipeline.to_string(),
+                tenant: draft.tenant.clone(),
+                request_id: draft.request_id.clone(),
+                user_ref: user_ref(&draft.tenant, &draft.user),
+                call: call.clone(),
+                durations_ms: durations_ms(context),
+                source: EventSource::of(context),
+            })
+            .collect()
+    }
+
+    /// The event as a record for `sink`, keyed by `request_id`.
+    pub fn into_record(self, sink: Option<String>) -> Result<Record, StageError> {
+        let key = self.request_id.clone();
+        event_record(&self, key, sink)
+    }
+}
+
 /// The event for an answered question (key: `request_id`), whatever its status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuestionEvent {
@@ -178,20 +229,10 @@ pub struct QuestionEvent {
     pub user_ref: String,
     pub task: Task,
     pub status: AnswerStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
     pub masked_question: String,
     pub chunks: Vec<ChunkUse>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached: Option<bool>,
-    pub usage: TokenUsage,
-    pub cost_usd: f64,
+    #[serde(flatten)]
+    pub provenance: Provenance,
     pub attempts: Vec<ModelAttempt>,
     pub durations_ms: BTreeMap<String, f64>,
     pub pii_counts: BTreeMap<String, u32>,
@@ -215,7 +256,6 @@ impl QuestionEvent {
             user_ref: user_ref(&draft.tenant, &draft.user),
             task: draft.task,
             status,
-            reason: draft.reason.clone(),
             masked_question: draft.question.clone(),
             chunks: draft
                 .passages
@@ -227,12 +267,7 @@ impl QuestionEvent {
                     cited: cited.contains(&p.chunk_id.as_str()),
                 })
                 .collect(),
-            model: draft.model.clone(),
-            fallback_reason: draft.fallback_reason.clone(),
-            route: draft.route.clone(),
-            cached: Some(draft.cached),
-            usage: draft.usage,
-            cost_usd: draft.cost_usd,
+            provenance: draft.provenance.clone(),
             attempts: draft.attempts.clone(),
             durations_ms: durations_ms(context),
             pii_counts: draft.pii_counts.clone(),
@@ -315,8 +350,7 @@ impl FailureReport for Subject {
                     );
                 }
                 let answer = draft.into_answer(millis(context.received_at.elapsed()));
-                let payload = Payload::from_typed(&answer)
-                    .map_err(|e| StageError::internal(format!("cannot serialize the answer: {e}")))?;
+                let payload = Payload::holding(&answer, "the answer")?;
                 records.push(Record {
                     key: Some(answer.request_id.into_bytes()),
                     payload,

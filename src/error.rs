@@ -41,6 +41,31 @@ impl fmt::Display for Fault {
     }
 }
 
+/// A model file that cannot be used: missing, unreadable, or not what it should be. A
+/// deployment problem (`deploy/local/models.sh` fetches the models), never the input's fault.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot load {}: {reason}", file.display())]
+pub struct ModelFileError {
+    pub file: std::path::PathBuf,
+    pub reason: String,
+}
+
+impl ModelFileError {
+    /// `file` cannot be used because of `reason`.
+    pub fn new(file: impl Into<std::path::PathBuf>, reason: impl fmt::Display) -> Self {
+        Self {
+            file: file.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<ModelFileError> for StageError {
+    fn from(error: ModelFileError) -> Self {
+        StageError::internal(error.to_string())
+    }
+}
+
 /// A failure inside a stage.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{fault} fault: {reason}")]

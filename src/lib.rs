@@ -26,4 +26,5 @@ pub mod stages;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod transport;

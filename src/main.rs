@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ragstream::ask::{ask, render, render_footer, AskOptions, Asked};
 use ragstream::config::{load_file, KafkaProperties, Topology};
-use ragstream::contracts::{AnswerStatus, Task};
+use ragstream::contracts::AnswerStatus;
 use ragstream::engine::{run_topology, Shutdown};
 use ragstream::ingest::{ingest, IngestOptions};
 use ragstream::telemetry::{init_logging, LogFormat, Verbosity};
@@ -85,36 +85,8 @@ enum Command {
     /// Ask a question through the running pipelines: produce it, wait for its answer, print it
     /// with its sources. Exits 0 for `ok`, `extractive` and `no_context`, 1 otherwise.
     Ask {
-        /// The question.
-        question: String,
-        /// Tenant whose documents ground the answer.
-        #[arg(long)]
-        tenant: String,
-        /// Who asks (for per-user limits and the audit pseudonym).
-        #[arg(long, default_value = "cli")]
-        user: String,
-        /// qa, summarize, extract or report.
-        #[arg(long, default_value = "qa", value_parser = parse_task)]
-        task: Task,
-        /// Passages to retrieve (default: the retrieve stage's top_k).
-        #[arg(long)]
-        top_k: Option<u32>,
-        /// Topic questions are produced to.
-        #[arg(long, default_value = "questions")]
-        questions_topic: String,
-        /// Topic answers are read from.
-        #[arg(long, default_value = "answers")]
-        answers_topic: String,
-        /// Topic of partial answers (the generate stage's `partials_sink`): print the answer
-        /// while it is written.
-        #[arg(long)]
-        partials_topic: Option<String>,
-        /// Kafka bootstrap servers.
-        #[arg(long, env = "RAGSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// Seconds to wait for the answer.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        #[command(flatten)]
+        options: AskOptions,
         /// Print the answer message as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -254,31 +226,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Ask {
-            question,
-            tenant,
-            user,
-            task,
-            top_k,
-            questions_topic,
-            answers_topic,
-            partials_topic,
-            brokers,
-            timeout,
-            json,
-        } => {
-            let options = AskOptions {
-                question,
-                tenant,
-                user,
-                task,
-                top_k,
-                questions_topic,
-                answers_topic,
-                partials_topic,
-                kafka: KafkaProperties::from([("bootstrap.servers".to_owned(), brokers)]),
-                timeout: std::time::Duration::from_secs(timeout),
-            };
+        Command::Ask { options, json } => {
             match ask(&options).await {
                 Ok(Asked { answer, streamed }) => {
                     if json {
@@ -437,11 +385,6 @@ async fn search(
         );
     }
     Ok(())
-}
-
-fn parse_task(value: &str) -> Result<Task, String> {
-    serde_json::from_value(serde_json::Value::String(value.to_owned()))
-        .map_err(|_| format!("`{value}` is not a task (qa, summarize, extract, report)"))
 }
 
 fn load_or_report(path: &Path) -> Option<Topology> {

@@ -33,7 +33,7 @@ impl fmt::Debug for Secret {
 }
 
 /// A key kept in Vault's KV v2 secrets engine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultKey {
     /// Vault's address, e.g. `https://vault.internal:8200`.
@@ -67,18 +67,30 @@ fn default_token_env() -> String {
     "VAULT_TOKEN".to_owned()
 }
 
-/// Where a key comes from: at most one of the three.
-#[derive(Debug, Clone, Default)]
-pub struct KeySource<'a> {
-    pub env: Option<&'a str>,
-    pub file: Option<&'a PathBuf>,
-    pub vault: Option<&'a VaultKey>,
+/// Where a provider's API key comes from, at most one of the three: the settings the models
+/// (`generate.models[]`) and the embedding endpoint (`embed`) share, flattened into each. The key
+/// itself never appears in the topology, logs or errors.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ApiKeySettings {
+    /// Name of the environment variable holding the API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// A file holding the API key (e.g. a mounted Kubernetes Secret).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// The API key in HashiCorp Vault's KV v2 engine (read at start and again when refused).
+    #[serde(default)]
+    pub api_key_vault: Option<VaultKey>,
 }
 
-impl KeySource<'_> {
+impl ApiKeySettings {
     /// Reports more than one source as an error at `path`.
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        let given = [self.env.is_some(), self.file.is_some(), self.vault.is_some()];
+        let given = [
+            self.api_key_env.is_some(),
+            self.api_key_file.is_some(),
+            self.api_key_vault.is_some(),
+        ];
         if given.iter().filter(|g| **g).count() > 1 {
             errors.push(ConfigError::new(
                 path,
@@ -87,23 +99,27 @@ impl KeySource<'_> {
         }
     }
 
+    fn is_set(&self) -> bool {
+        self.api_key_env.is_some() || self.api_key_file.is_some() || self.api_key_vault.is_some()
+    }
+
     /// The key, if a source is set. Errors name the source, never the value.
     pub async fn resolve(&self) -> Result<Option<Secret>, StageError> {
-        if let Some(variable) = self.env {
+        if let Some(variable) = &self.api_key_env {
             return std::env::var(variable)
                 .map(|value| Some(Secret::new(value)))
                 .map_err(|_| {
                     StageError::internal(format!("environment variable `{variable}` (api_key_env) is not set"))
                 });
         }
-        if let Some(file) = self.file {
+        if let Some(file) = &self.api_key_file {
             let text = std::fs::read_to_string(file).map_err(|error| {
                 StageError::internal(format!("cannot read api_key_file {}: {error}", file.display()))
             })?;
             // Secret mounts often end with a newline; a key never does.
             return Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']))));
         }
-        match self.vault {
+        match &self.api_key_vault {
             Some(vault) => read_vault(vault).await.map(Some),
             None => Ok(None),
         }
@@ -117,9 +133,7 @@ const REREAD_INTERVAL: Duration = Duration::from_secs(10);
 /// A provider's key, read at start and read again when the provider refuses it (401 or 403), so
 /// a key rotated in Vault or in a mounted secret file is picked up without a restart.
 pub struct ProviderKey {
-    env: Option<String>,
-    file: Option<PathBuf>,
-    vault: Option<VaultKey>,
+    source: ApiKeySettings,
     current: std::sync::RwLock<Option<Secret>>,
     /// When a refusal last had the source read again (never: `None`); held while reading, so
     /// one refused call reads it and the others wait and take the result.
@@ -128,12 +142,10 @@ pub struct ProviderKey {
 
 impl ProviderKey {
     /// Reads the key from `source` (none when no source is set).
-    pub async fn load(source: KeySource<'_>) -> Result<Self, StageError> {
+    pub async fn load(source: &ApiKeySettings) -> Result<Self, StageError> {
         let current = source.resolve().await?;
         Ok(Self {
-            env: source.env.map(str::to_owned),
-            file: source.file.cloned(),
-            vault: source.vault.cloned(),
+            source: source.clone(),
             current: std::sync::RwLock::new(current),
             last_reread: tokio::sync::Mutex::new(None),
         })
@@ -142,19 +154,9 @@ impl ProviderKey {
     /// A key that is never read again (tests, and providers that need none).
     pub fn fixed(key: Option<Secret>) -> Self {
         Self {
-            env: None,
-            file: None,
-            vault: None,
+            source: ApiKeySettings::default(),
             current: std::sync::RwLock::new(key),
             last_reread: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    fn source(&self) -> KeySource<'_> {
-        KeySource {
-            env: self.env.as_deref(),
-            file: self.file.as_ref(),
-            vault: self.vault.as_ref(),
         }
     }
 
@@ -193,12 +195,11 @@ impl ProviderKey {
         if self.current() != *used {
             return true;
         }
-        let has_source = self.env.is_some() || self.file.is_some() || self.vault.is_some();
-        if !has_source || last_reread.is_some_and(|at| at.elapsed() < REREAD_INTERVAL) {
+        if !self.source.is_set() || last_reread.is_some_and(|at| at.elapsed() < REREAD_INTERVAL) {
             return false;
         }
         *last_reread = Some(std::time::Instant::now());
-        match self.source().resolve().await {
+        match self.source.resolve().await {
             Ok(fresh) if fresh != *used => {
                 tracing::info!("the provider refused its key; a new one was read from the key source");
                 *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
@@ -283,15 +284,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "sk-from-file\n").unwrap();
-        let source = KeySource {
-            file: Some(&file),
-            ..KeySource::default()
+        let source = ApiKeySettings {
+            api_key_file: Some(file.clone()),
+            ..ApiKeySettings::default()
         };
         assert_eq!(source.resolve().await.unwrap(), Some(Secret::new("sk-from-file")));
         let missing = dir.path().join("missing");
-        let error = KeySource {
-            file: Some(&missing),
-            ..KeySource::default()
+        let error = ApiKeySettings {
+            api_key_file: Some(missing.clone()),
+            ..ApiKeySettings::default()
         }
         .resolve()
         .await
@@ -334,9 +335,9 @@ mod tests {
             token_env: token_env.clone(),
             token_file: None,
         };
-        let source = KeySource {
-            vault: Some(&vault),
-            ..KeySource::default()
+        let source = ApiKeySettings {
+            api_key_vault: Some(vault.clone()),
+            ..ApiKeySettings::default()
         };
         assert_eq!(source.resolve().await.unwrap(), Some(Secret::new("sk-from-vault")));
         // A Vault Agent's token sink, read at every read.
@@ -348,9 +349,9 @@ mod tests {
             token_file: Some(token_file.clone()),
             ..vault.clone()
         };
-        let source_from_file = KeySource {
-            vault: Some(&from_file),
-            ..KeySource::default()
+        let source_from_file = ApiKeySettings {
+            api_key_vault: Some(from_file.clone()),
+            ..ApiKeySettings::default()
         };
         assert_eq!(
             source_from_file.resolve().await.unwrap(),
@@ -368,9 +369,9 @@ mod tests {
             ..vault.clone()
         };
         std::env::set_var(&token_env, "root-token");
-        let error = KeySource {
-            vault: Some(&missing_field),
-            ..KeySource::default()
+        let error = ApiKeySettings {
+            api_key_vault: Some(missing_field.clone()),
+            ..ApiKeySettings::default()
         }
         .resolve()
         .await
@@ -384,9 +385,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "sk-old\n").unwrap();
-        let key = ProviderKey::load(KeySource {
-            file: Some(&file),
-            ..KeySource::default()
+        let key = ProviderKey::load(&ApiKeySettings {
+            api_key_file: Some(file.clone()),
+            ..ApiKeySettings::default()
         })
         .await
         .unwrap();

@@ -286,7 +286,7 @@ pub async fn run(redis: &str, model: &LocalEmbedder) {
                     "",
                 );
                 draft.status = None;
-                draft.reason = None;
+                draft.provenance.reason = None;
                 draft.passages = found.passages.clone();
                 draft.question_vector = found.vector.clone();
                 let prompt = assemble(
@@ -307,7 +307,12 @@ pub async fn run(redis: &str, model: &LocalEmbedder) {
                 }
                 match controls.cached(&key, &draft, &models).await.expect("lookup") {
                     Some(hit) => {
-                        if hit.route.as_deref().is_some_and(|r| r.starts_with("semantic")) {
+                        if hit
+                            .provenance
+                            .route
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("semantic"))
+                        {
                             tally.semantic[kind] += 1;
                         } else {
                             tally.exact[kind] += 1;
@@ -321,7 +326,7 @@ pub async fn run(redis: &str, model: &LocalEmbedder) {
                         draft.answer = Some(format!("answer {}", asked.entry));
                         draft.citations = vec![cite(&draft.passages, &entry.source)];
                         draft.status = Some(AnswerStatus::Ok);
-                        draft.model = Some("primary".to_owned());
+                        draft.provenance.model = Some("primary".to_owned());
                         controls.cache(&key, &draft, &models).await.expect("store");
                     }
                 }

@@ -49,7 +49,7 @@ fn config(store: &str) -> CostControlConfig {
 fn draft(request: usize, question: &str) -> AnswerDraft {
     let mut draft = AnswerDraft::failed("acme", &format!("bench-{request}"), "user-1", Task::Qa, question, "");
     draft.status = None;
-    draft.reason = None;
+    draft.provenance.reason = None;
     draft
 }
 
@@ -92,9 +92,9 @@ pub async fn run() {
             let Admission::Admitted { reservation, .. } = admission else {
                 panic!("refused: {admission:?}");
             };
-            draft.usage.prompt_tokens = 700;
-            draft.usage.completion_tokens = 40;
-            draft.cost_usd = 0.0002;
+            draft.provenance.usage.prompt_tokens = 700;
+            draft.provenance.usage.completion_tokens = 40;
+            draft.provenance.cost_usd = 0.0002;
             let started = Instant::now();
             controls.settle(&draft, reservation).await.expect("settle");
             settles.push(started.elapsed());

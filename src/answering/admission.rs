@@ -30,7 +30,7 @@ impl Layer for AdmissionLayer {
                 downgraded,
             } => {
                 if let Some(why) = downgraded {
-                    draft.route = Some(join_route(draft.route.take(), why));
+                    draft.provenance.route = Some(join_route(draft.provenance.route.take(), why));
                 }
                 // Only the admitted model and the cheaper ones after it may answer.
                 turn.planned()?.estimates.drain(..index);
@@ -38,8 +38,8 @@ impl Layer for AdmissionLayer {
             }
             Admission::Refused { refusal, extractive } => {
                 if extractive && draft.task != Task::Extract && self.fallback.enabled {
-                    draft.route = Some(join_route(
-                        draft.route.take(),
+                    draft.provenance.route = Some(join_route(
+                        draft.provenance.route.take(),
                         format!("extractive answer: {}", refusal.reason),
                     ));
                     self.fallback.no_model_answered(draft, &refusal.reason).await?;

@@ -34,7 +34,8 @@ impl Layer for CacheLayer {
         }
         next.answer(turn).await?;
         let draft = &*turn.draft;
-        let from_a_model = draft.status == Some(AnswerStatus::Ok) && draft.model.as_deref() != Some("extractive");
+        let from_a_model =
+            draft.status == Some(AnswerStatus::Ok) && draft.provenance.model.as_deref() != Some("extractive");
         if let (Some(key), true) = (&key, from_a_model) {
             self.controls.cache(key, draft, &models).await?;
         }

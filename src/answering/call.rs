@@ -14,9 +14,12 @@ use super::{CallPlan, Layer, Next, Turn};
 use crate::contracts::{AnswerDraft, AnswerStatus, Task};
 use crate::error::StageError;
 use crate::llm::{
-    citation, grounding, parse_citations, price_of, ChatMessage, ChatRequest, DeltaSink, ModelChain, ModelConfig, Role,
+    citation, grounding, parse_citations, price_of, ChatMessage, ChatRequest, Completion, DeltaSink, ModelChain,
+    ModelConfig, Role,
 };
+use crate::pii::PiiScope;
 use crate::telemetry::metrics::metrics;
+use crate::tools::Toolbox;
 
 /// Calls the planned models and decides the question with their reply.
 pub struct CallLayer {
@@ -26,6 +29,8 @@ pub struct CallLayer {
     /// Where partial answers go while a model writes; unset: no streaming.
     pub partials_sink: Option<String>,
     pub fallback: Fallback,
+    /// Tools the model may call; unset: none.
+    pub tools: Option<Arc<Toolbox>>,
 }
 
 #[async_trait]
@@ -36,6 +41,15 @@ impl Layer for CallLayer {
             .as_mut()
             .ok_or_else(|| StageError::internal("call runs before route"))?;
         let models = plan.models();
+        if let Some(toolbox) = self.tools_for(draft) {
+            // Tool turns are not streamed: the answer comes with the last turn.
+            let scope = context.extension::<PiiScope>();
+            let reply = self
+                .call_with_tools(toolbox, draft, &plan.request, &models, scope.as_deref())
+                .await;
+            self.decide(draft, plan, reply, &models).await?;
+            return Ok(());
+        }
         let sink = self
             .partials_sink
             .as_deref()
@@ -58,6 +72,13 @@ impl Layer for CallLayer {
 }
 
 impl CallLayer {
+    /// The tools the model may call for `draft`, when it has any (questions and reports, not
+    /// extraction, which must answer with JSON).
+    pub(super) fn tools_for(&self, draft: &AnswerDraft) -> Option<&Toolbox> {
+        let toolbox = self.tools.as_deref()?;
+        (draft.task != Task::Extract && toolbox.offers_any(&draft.tenant)).then_some(toolbox)
+    }
+
     /// Calls the chain and records the calls on the draft; the answer text, or why none came.
     async fn call(
         &self,
@@ -66,6 +87,19 @@ impl CallLayer {
         deltas: Option<&DeltaSink>,
         models: &[String],
     ) -> Result<String, String> {
+        self.turn(draft, request, deltas, models)
+            .await
+            .map(|completion| completion.text)
+    }
+
+    /// [`call`](Self::call), the whole completion (with any tool calls).
+    pub(super) async fn turn(
+        &self,
+        draft: &mut AnswerDraft,
+        request: &ChatRequest,
+        deltas: Option<&DeltaSink>,
+        models: &[String],
+    ) -> Result<Completion, String> {
         let names: Vec<&str> = models.iter().map(String::as_str).collect();
         let outcome = self.chain.complete_among(request, deltas, &names).await;
         for attempt in &outcome.attempts {
@@ -84,14 +118,14 @@ impl CallLayer {
         draft.attempts.extend(outcome.attempts);
         let answered = outcome.result.map_err(|error| error.to_string())?;
         let usage = answered.completion.usage;
-        draft.usage.prompt_tokens += usage.prompt_tokens;
-        draft.usage.completion_tokens += usage.completion_tokens;
-        draft.cost_usd += price_of(&self.models, &answered.model).cost(usage);
-        if draft.model.is_none() {
-            draft.fallback_reason = answered.fallback_reason;
+        draft.provenance.usage.prompt_tokens += usage.prompt_tokens;
+        draft.provenance.usage.completion_tokens += usage.completion_tokens;
+        draft.provenance.cost_usd += price_of(&self.models, &answered.model).cost(usage);
+        if draft.provenance.model.is_none() {
+            draft.provenance.fallback_reason = answered.fallback_reason;
         }
-        draft.model = Some(answered.model);
-        Ok(answered.completion.text)
+        draft.provenance.model = Some(answered.model);
+        Ok(answered.completion)
     }
 
     /// [`call`](Self::call) in streaming mode, its text forwarded to `stream` as it comes.
@@ -131,7 +165,10 @@ impl CallLayer {
             self.decide_extract(draft, plan, reply, models).await;
             return Ok(false);
         }
-        let passages: Vec<&str> = plan.prompt.passages.iter().map(|p| p.text.as_str()).collect();
+        // What the answer may rest on: the passages, and what the tools returned.
+        let mut passages: Vec<&str> = plan.prompt.passages.iter().map(|p| p.text.as_str()).collect();
+        let tool_results: Vec<String> = draft.tool_calls.iter().map(|c| c.masked_result.clone()).collect();
+        passages.extend(tool_results.iter().map(String::as_str));
         if let Some(non_answer) = grounding::judge(&reply, &draft.question, &passages) {
             self.fallback.not_an_answer(draft, reply, &non_answer).await?;
             return Ok(false);
@@ -141,6 +178,7 @@ impl CallLayer {
             // The model cited nothing: its sources are the passages it took its words from.
             draft.citations = grounding::supporting_passages(&reply, &passages)
                 .into_iter()
+                .filter(|i| *i < plan.prompt.passages.len())
                 .map(|i| citation(i + 1, &plan.prompt.passages[i]))
                 .collect();
         }

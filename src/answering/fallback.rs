@@ -26,7 +26,7 @@ pub struct Fallback {
 /// Closeness in meaning by a local sentence-embedding model (BERT family, mean pooling, as the
 /// `embed` stage loads it; the same weights are shared when it names the same directory).
 pub fn meaning_by_model(model_dir: &Path) -> Result<Arc<Meaning>, StageError> {
-    let model = shared_local_model(model_dir, Pooling::Mean, true, 256).map_err(StageError::internal)?;
+    let model = shared_local_model(model_dir, Pooling::Mean, true, 256)?;
     Ok(Arc::new(move |question: &str, sentences: &[&str]| {
         let texts: Vec<&str> = std::iter::once(question).chain(sentences.iter().copied()).collect();
         let vectors = model.embed(&texts).ok()?;
@@ -93,7 +93,7 @@ impl Fallback {
         let (text, citations) = match extracted {
             Extracted::Answer(text, citations) | Extracted::Passages(text, citations) => (text, citations),
             Extracted::NotInPassages => {
-                draft.fallback_reason = Some(why);
+                draft.provenance.fallback_reason = Some(why);
                 draft.decide(
                     AnswerStatus::NoContext,
                     Some("the retrieved passages do not answer the question".to_owned()),
@@ -103,8 +103,8 @@ impl Fallback {
         };
         draft.answer = Some(text);
         draft.citations = citations;
-        draft.fallback_reason = Some(why);
-        draft.model = Some("extractive".to_owned());
+        draft.provenance.fallback_reason = Some(why);
+        draft.provenance.model = Some("extractive".to_owned());
         draft.decide(AnswerStatus::Extractive, None);
         Ok(())
     }

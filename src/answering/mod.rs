@@ -28,6 +28,9 @@ pub mod fallback;
 mod partial;
 pub mod replay;
 pub mod route;
+mod tool_loop;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -36,6 +39,7 @@ use crate::core_api::MessageContext;
 use crate::cost::Estimate;
 use crate::error::StageError;
 use crate::llm::{ChatRequest, Prompt};
+use crate::tools::Toolbox;
 
 /// One question on its way through the layers.
 pub struct Turn<'a> {
@@ -96,11 +100,20 @@ impl Next<'_> {
 /// The layers of one `generate` stage, outermost first.
 pub struct Answering {
     layers: Vec<Box<dyn Layer>>,
+    /// The tools of the call layer, if it has any.
+    tools: Option<Arc<Toolbox>>,
 }
 
 impl Answering {
-    pub fn new(layers: Vec<Box<dyn Layer>>) -> Self {
-        Self { layers }
+    pub fn new(layers: Vec<Box<dyn Layer>>, tools: Option<Arc<Toolbox>>) -> Self {
+        Self { layers, tools }
+    }
+
+    /// Whether the model may call tools for `draft` (so a question without passages may still
+    /// be answered).
+    pub fn offers_tools(&self, draft: &AnswerDraft) -> bool {
+        draft.task != crate::contracts::Task::Extract
+            && self.tools.as_ref().is_some_and(|tools| tools.offers_any(&draft.tenant))
     }
 
     /// Decides `draft`.

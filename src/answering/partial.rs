@@ -72,7 +72,14 @@ impl<'a> PartialStream<'a> {
             return;
         };
         let attempt = self.current.as_ref().map_or(1, |(_, attempt)| attempt + 1);
-        self.current = Some((draft.model.clone().unwrap_or_else(|| "extractive".to_owned()), attempt));
+        self.current = Some((
+            draft
+                .provenance
+                .model
+                .clone()
+                .unwrap_or_else(|| "extractive".to_owned()),
+            attempt,
+        ));
         self.restorer = StreamRestorer::default();
         let restored = self.restore(answer);
         self.end_with(restored).await;

@@ -17,6 +17,7 @@ use crate::contracts::{AnswerDraft, AnswerStatus, StoredOutcome};
 use crate::error::{ConfigError, StageError};
 use crate::state::{self, StateStore};
 use crate::telemetry::metrics::metrics;
+use crate::tools::ToolRecords;
 
 /// Where and how long a `generate` stage keeps the outcome of each request.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +90,11 @@ impl ReplayLayer {
             key_prefix: key_prefix.to_owned(),
             ttl: Duration::from_secs(config.ttl_s),
         })
+    }
+
+    /// Records of tool results in the same store, kept as long as the outcomes.
+    pub fn tool_records(&self) -> ToolRecords {
+        ToolRecords::new(self.store.clone(), &self.key_prefix, self.ttl)
     }
 
     fn key(&self, draft: &AnswerDraft) -> String {
@@ -192,6 +198,6 @@ mod tests {
         let refused = replays.replayed(&other).await.unwrap().expect("an outcome");
         assert_eq!(refused.status, AnswerStatus::Failed);
         assert_eq!(refused.answer, None);
-        assert!(refused.reason.unwrap().contains("different question"));
+        assert!(refused.provenance.reason.unwrap().contains("different question"));
     }
 }

@@ -42,7 +42,7 @@ impl Layer for RouteLayer {
     async fn answer(&self, turn: &mut Turn<'_>, next: Next<'_>) -> Result<(), StageError> {
         let plan = self.plan(turn.draft);
         if plan.estimates.is_empty() {
-            let reason = match &turn.draft.route {
+            let reason = match &turn.draft.provenance.route {
                 Some(route) if !self.routing.models.is_empty() => format!("no model may answer ({route})"),
                 _ => "no model is configured".to_owned(),
             };
@@ -72,6 +72,7 @@ impl RouteLayer {
             &count_tokens,
         );
         let request = ChatRequest {
+            tools: Vec::new(),
             messages: prompt.messages.clone(),
             max_output_tokens: max_output,
             temperature: routing.temperature,
@@ -111,7 +112,7 @@ impl RouteLayer {
             }
             estimates = fit;
         }
-        draft.route = (!route.is_empty()).then(|| route.join("; "));
+        draft.provenance.route = (!route.is_empty()).then(|| route.join("; "));
         CallPlan {
             prompt,
             request,

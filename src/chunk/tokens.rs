@@ -4,6 +4,8 @@ use std::path::Path;
 
 use tokenizers::Tokenizer;
 
+use crate::error::ModelFileError;
+
 /// Counts tokens of a text, without the model's special tokens.
 pub trait TokenCounter: Send + Sync {
     /// Number of tokens `text` encodes to.
@@ -19,13 +21,11 @@ impl ModelTokenizer {
     /// Loads `tokenizer.json` from a model directory. Truncation and padding configured in the
     /// file are switched off: the shipped MiniLM file pads and truncates to 128 tokens, which
     /// would make every count wrong.
-    pub fn from_model_dir(dir: &Path) -> Result<Self, String> {
+    pub fn from_model_dir(dir: &Path) -> Result<Self, ModelFileError> {
         let file = dir.join("tokenizer.json");
-        let mut tokenizer =
-            Tokenizer::from_file(&file).map_err(|error| format!("cannot load {}: {error}", file.display()))?;
-        tokenizer
-            .with_truncation(None)
-            .map_err(|error| format!("{}: {error}", file.display()))?;
+        let failed = |error| ModelFileError::new(&file, error);
+        let mut tokenizer = Tokenizer::from_file(&file).map_err(failed)?;
+        tokenizer.with_truncation(None).map_err(failed)?;
         tokenizer.with_padding(None);
         Ok(Self { tokenizer })
     }

@@ -196,6 +196,31 @@ pub struct TokenUsage {
     pub completion_tokens: u64,
 }
 
+/// How an answer came about, declared once for the answer message, the draft, the stored
+/// outcome and the audit event: each carries it flattened, so their JSON stays flat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Why the status is what it is (a failure, a refusal, a low-confidence reply…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The model that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Why the answer is extractive: no model answered, or the model's reply was not an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// Why the models asked were chosen (tier, downgrade, cache hit, replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default)]
+    pub usage: TokenUsage,
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Answered from the response cache: no model call, no cost.
+    #[serde(default)]
+    pub cached: bool,
+}
+
 /// The answer to a question (topic `answers`, key `request_id`; `schemas/answers.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
@@ -209,18 +234,9 @@ pub struct Answer {
     pub answer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
     pub citations: Vec<Citation>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    pub usage: TokenUsage,
-    pub cost_usd: f64,
-    pub cached: bool,
+    #[serde(flatten)]
+    pub provenance: Provenance,
     pub latency_ms: f64,
     pub created_at: String,
 }
@@ -276,6 +292,25 @@ pub struct ModelAttempt {
     pub latency_ms: f64,
 }
 
+/// One tool call of a question, as the draft and the audit keep it: personal data masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolUse {
+    /// The model turn that made the call (0 for the first).
+    pub iteration: u32,
+    /// The call's position among the calls of its turn.
+    pub index: u32,
+    pub tool: String,
+    /// The arguments as the model wrote them (JSON text): placeholders, never real values.
+    pub masked_arguments: String,
+    /// The result, or why there is none, as the model read it: personal data masked.
+    pub masked_result: String,
+    /// `ok`, `unknown_tool`, `not_allowed`, `invalid_arguments`, `timeout` or `failed`.
+    pub outcome: String,
+    pub latency_ms: f64,
+    /// Read back from the records of an earlier delivery: the tool was not called again.
+    pub replayed: bool,
+}
+
 /// A question on its way through the answering stages (between `mask_pii` and `emit_answer`).
 /// The question text is masked; the originals of its placeholders stay in the message
 /// context, so this struct can be logged or produced without leaking personal data.
@@ -301,8 +336,6 @@ pub struct AnswerDraft {
     /// Set once the outcome is decided; later stages leave a decided draft alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AnswerStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
     /// The answer, placeholders still in until `restore_pii`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
@@ -310,25 +343,16 @@ pub struct AnswerDraft {
     pub data: Option<Value>,
     #[serde(default)]
     pub citations: Vec<Citation>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_reason: Option<String>,
-    #[serde(default)]
-    pub usage: TokenUsage,
-    #[serde(default)]
-    pub cost_usd: f64,
+    #[serde(flatten)]
+    pub provenance: Provenance,
     #[serde(default)]
     pub attempts: Vec<ModelAttempt>,
     /// Placeholders in the answer that the request never handed out (set by `restore_pii`).
     #[serde(default)]
     pub invented_placeholders: u32,
-    /// Why the models asked were chosen (tier, downgrade, cache hit, replay).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    /// Answered from the response cache: no model call, no cost.
-    #[serde(default)]
-    pub cached: bool,
+    /// The tools the model called, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolUse>,
     /// The masked question's embedding (set by `retrieve`), for the semantic response cache.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub question_vector: Vec<f32>,
@@ -339,8 +363,14 @@ impl AnswerDraft {
     pub fn decide(&mut self, status: AnswerStatus, reason: Option<String>) {
         if self.status.is_none() {
             self.status = Some(status);
-            self.reason = reason;
+            self.provenance.reason = reason;
         }
+    }
+
+    /// Takes a decision back (a `no_context` that the tools may still answer).
+    pub fn reopen(&mut self) {
+        self.status = None;
+        self.provenance.reason = None;
     }
 
     /// Whether a stage already settled the outcome.
@@ -348,8 +378,8 @@ impl AnswerDraft {
         self.status.is_some()
     }
 
-    /// The draft of a question that failed before an answer could be prepared.
-    pub fn failed(tenant: &str, request_id: &str, user: &str, task: Task, masked_question: &str, reason: &str) -> Self {
+    /// The draft of a question nothing has been decided for yet.
+    pub fn new(tenant: &str, request_id: &str, user: &str, task: Task, masked_question: &str) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             request_id: request_id.to_owned(),
@@ -361,33 +391,33 @@ impl AnswerDraft {
             pii_counts: BTreeMap::new(),
             context_pii_counts: BTreeMap::new(),
             passages: Vec::new(),
-            status: Some(AnswerStatus::Failed),
-            reason: Some(reason.to_owned()),
+            status: None,
             answer: None,
             data: None,
             citations: Vec::new(),
-            model: None,
-            fallback_reason: None,
-            usage: TokenUsage::default(),
-            cost_usd: 0.0,
+            provenance: Provenance::default(),
             attempts: Vec::new(),
             invented_placeholders: 0,
-            route: None,
-            cached: false,
+            tool_calls: Vec::new(),
             question_vector: Vec::new(),
         }
+    }
+
+    /// The draft of a question that failed before an answer could be prepared.
+    pub fn failed(tenant: &str, request_id: &str, user: &str, task: Task, masked_question: &str, reason: &str) -> Self {
+        let mut draft = Self::new(tenant, request_id, user, task, masked_question);
+        draft.decide(AnswerStatus::Failed, Some(reason.to_owned()));
+        draft
     }
 
     /// The answers-topic message for this draft, `latency_ms` after the question arrived. A
     /// draft no stage decided says so (a chain without `generate`) instead of passing for ok.
     pub fn into_answer(self, latency_ms: f64) -> Answer {
-        let (status, reason) = match self.status {
-            Some(status) => (status, self.reason),
-            None => (
-                AnswerStatus::Failed,
-                Some("the pipeline has no stage that answers (generate)".to_owned()),
-            ),
-        };
+        let mut provenance = self.provenance;
+        let status = self.status.unwrap_or_else(|| {
+            provenance.reason = Some("the pipeline has no stage that answers (generate)".to_owned());
+            AnswerStatus::Failed
+        });
         Answer {
             schema_version: SCHEMA_VERSION,
             request_id: self.request_id,
@@ -397,14 +427,8 @@ impl AnswerDraft {
             status,
             answer: self.answer,
             data: self.data,
-            reason,
             citations: self.citations,
-            model: self.model,
-            fallback_reason: self.fallback_reason,
-            route: self.route,
-            usage: self.usage,
-            cost_usd: self.cost_usd,
-            cached: self.cached,
+            provenance,
             latency_ms,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AnswerDraft, AnswerStatus, Citation, TokenUsage};
+use super::{AnswerDraft, AnswerStatus, Citation, Provenance};
 use crate::pii::holds_placeholders;
 
 /// An outcome kept for a replay or the cache: what the answer needs, placeholders still in.
@@ -11,25 +11,13 @@ use crate::pii::holds_placeholders;
 pub struct StoredOutcome {
     pub status: AnswerStatus,
     #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
     pub answer: Option<String>,
     #[serde(default)]
     pub data: Option<serde_json::Value>,
     #[serde(default)]
     pub citations: Vec<Citation>,
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default)]
-    pub fallback_reason: Option<String>,
-    #[serde(default)]
-    pub route: Option<String>,
-    #[serde(default)]
-    pub usage: TokenUsage,
-    #[serde(default)]
-    pub cost_usd: f64,
-    #[serde(default)]
-    pub cached: bool,
+    #[serde(flatten)]
+    pub provenance: Provenance,
     /// For a replay record: the digest of the masked question it answered, so a request id
     /// reused for another question is refused instead of served this answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,16 +29,10 @@ impl StoredOutcome {
     pub fn of(draft: &AnswerDraft) -> Option<Self> {
         Some(Self {
             status: draft.status?,
-            reason: draft.reason.clone(),
             answer: draft.answer.clone(),
             data: draft.data.clone(),
             citations: draft.citations.clone(),
-            model: draft.model.clone(),
-            fallback_reason: draft.fallback_reason.clone(),
-            route: draft.route.clone(),
-            usage: draft.usage,
-            cost_usd: draft.cost_usd,
-            cached: draft.cached,
+            provenance: draft.provenance.clone(),
             question_sha256: None,
         })
     }
@@ -60,18 +42,15 @@ impl StoredOutcome {
     pub fn request_id_reused(request_id: &str) -> Self {
         Self {
             status: AnswerStatus::Failed,
-            reason: Some(format!(
-                "request_id `{request_id}` was already answered for a different question; a new question needs a new request_id"
-            )),
             answer: None,
             data: None,
             citations: Vec::new(),
-            model: None,
-            fallback_reason: None,
-            route: None,
-            usage: TokenUsage::default(),
-            cost_usd: 0.0,
-            cached: false,
+            provenance: Provenance {
+                reason: Some(format!(
+                    "request_id `{request_id}` was already answered for a different question; a new question needs a new request_id"
+                )),
+                ..Provenance::default()
+            },
             question_sha256: None,
         }
     }
@@ -87,15 +66,11 @@ impl StoredOutcome {
 
     /// Decides `draft` with this outcome.
     pub fn apply(self, draft: &mut AnswerDraft) {
+        let reason = self.provenance.reason.clone();
         draft.answer = self.answer;
         draft.data = self.data;
         draft.citations = self.citations;
-        draft.model = self.model;
-        draft.fallback_reason = self.fallback_reason;
-        draft.route = self.route;
-        draft.usage = self.usage;
-        draft.cost_usd = self.cost_usd;
-        draft.cached = self.cached;
-        draft.decide(self.status, self.reason);
+        draft.provenance = self.provenance;
+        draft.decide(self.status, reason);
     }
 }

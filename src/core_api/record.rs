@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::stage::FailureReport;
+use crate::error::StageError;
 
 /// The body of a record: raw bytes as consumed, or JSON once a stage has decoded it (so later
 /// stages do not parse the same text again).
@@ -46,8 +47,21 @@ impl Payload {
     }
 
     /// A JSON payload holding `message`.
-    pub fn from_typed<T: Serialize>(message: &T) -> Result<Self, serde_json::Error> {
+    pub fn from_typed<T: Serialize + ?Sized>(message: &T) -> Result<Self, serde_json::Error> {
         serde_json::to_value(message).map(Payload::Json)
+    }
+
+    /// The message a stage expects, `what` naming it for the error (e.g. `an answer draft (put
+    /// retrieve first)`): a payload of another shape is the input's fault, not a retryable one.
+    pub fn typed<T: DeserializeOwned>(self, what: &str) -> Result<T, StageError> {
+        self.into_typed()
+            .map_err(|error| StageError::input(format!("not {what}: {error}")))
+    }
+
+    /// A JSON payload holding `message`, `what` naming it for the error: a message that cannot
+    /// be serialized is a defect of ragstream's own types, reported as internal.
+    pub fn holding<T: Serialize + ?Sized>(message: &T, what: &str) -> Result<Self, StageError> {
+        Self::from_typed(message).map_err(|error| StageError::internal(format!("cannot serialize {what}: {error}")))
     }
 }
 
@@ -70,7 +84,7 @@ pub struct Record {
 #[async_trait]
 pub trait ProduceNow: Send + Sync {
     /// Produces `records` and waits for the broker's acknowledgement.
-    async fn produce_now(&self, records: Vec<Record>) -> Result<(), String>;
+    async fn produce_now(&self, records: Vec<Record>) -> Result<(), StageError>;
 }
 
 /// Where the message being processed came from, and what stages learnt about it on the way;
@@ -161,7 +175,7 @@ impl MessageContext {
 
     /// Produces `records` now (see [`ProduceNow`]); without early outputs there is nowhere to
     /// send them and they are dropped.
-    pub async fn produce_now(&self, records: Vec<Record>) -> Result<(), String> {
+    pub async fn produce_now(&self, records: Vec<Record>) -> Result<(), StageError> {
         match &self.early_outputs {
             Some(EarlyOutputs(outputs)) => outputs.produce_now(records).await,
             None => Ok(()),

@@ -160,8 +160,8 @@ impl CostControls {
     /// Settles a reservation with what the call used (nothing, if it failed), and updates the
     /// remaining-budget gauge of the tenant.
     pub async fn settle(&self, draft: &AnswerDraft, reservation: Reservation) -> Result<(), StageError> {
-        let used_tokens = (draft.usage.prompt_tokens + draft.usage.completion_tokens) as f64;
-        let actual = (used_tokens, draft.cost_usd);
+        let used_tokens = (draft.provenance.usage.prompt_tokens + draft.provenance.usage.completion_tokens) as f64;
+        let actual = (used_tokens, draft.provenance.cost_usd);
         let reserved = (reservation.tokens, reservation.cost_usd);
         let mut corrections: Vec<(String, f64)> = reservation
             .budgets

@@ -119,12 +119,12 @@ impl CostControls {
         }
         let label = if found.is_some() { "hit" } else { "miss" };
         metrics().cache_lookups.with_label_values(&[label]).inc();
-        Ok(found.map(|(outcome, route)| StoredOutcome {
-            usage: TokenUsage::default(),
-            cost_usd: 0.0,
-            cached: true,
-            route: Some(route),
-            ..outcome
+        Ok(found.map(|(mut outcome, route)| {
+            outcome.provenance.usage = TokenUsage::default();
+            outcome.provenance.cost_usd = 0.0;
+            outcome.provenance.cached = true;
+            outcome.provenance.route = Some(route);
+            outcome
         }))
     }
 
@@ -265,7 +265,7 @@ mod tests {
         let hit = controls.cached(&key(&paraphrase), &paraphrase, &models).await.unwrap();
         let hit = hit.expect("the cited passage was retrieved again");
         assert_eq!(hit.answer.as_deref(), Some("27 days [1]."));
-        assert!(hit.cached && hit.route.unwrap().starts_with("semantic cache hit"));
+        assert!(hit.provenance.cached && hit.provenance.route.unwrap().starts_with("semantic cache hit"));
 
         let cited_missing = asking("leave days per year", [0.95, 0.312], &["pay:1:2", "travel:1:1"]);
         let changed = asking("leave days per year", [0.95, 0.312], &["leave:2:0", "pay:1:2"]);
@@ -297,7 +297,7 @@ mod tests {
 
         let same = asking("Who approves [PERSON_1]'s leave?", [1.0, 0.0], &["leave:1:0"]);
         let exact = controls.cached(&key(&same), &same, &models).await.unwrap();
-        assert_eq!(exact.unwrap().route.as_deref(), Some("cache hit"));
+        assert_eq!(exact.unwrap().provenance.route.as_deref(), Some("cache hit"));
         let paraphrase = asking("[PERSON_1] wants leave: who signs?", [0.99, 0.1], &["leave:1:0"]);
         let found = controls.cached(&key(&paraphrase), &paraphrase, &models).await.unwrap();
         assert!(found.is_none(), "{found:?}");

@@ -14,6 +14,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
+use crate::error::ModelFileError;
+
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,28 +40,25 @@ pub struct LocalEmbedder {
 impl LocalEmbedder {
     /// Loads the model in `dir`. `max_tokens` truncates inputs (256 for all-MiniLM-L6-v2, as
     /// sentence-transformers does); texts are never padded (see `BertEncoder`).
-    pub fn load(dir: &Path, pooling: Pooling, normalize: bool, max_tokens: usize) -> Result<Self, String> {
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.join(name))
-                .map_err(|e| format!("cannot read {}: {e}", dir.join(name).display()))
-        };
-        let config: Config =
-            serde_json::from_str(&read("config.json")?).map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
+    pub fn load(dir: &Path, pooling: Pooling, normalize: bool, max_tokens: usize) -> Result<Self, ModelFileError> {
+        let config_file = dir.join("config.json");
+        let config_text = std::fs::read_to_string(&config_file).map_err(|e| ModelFileError::new(&config_file, e))?;
+        let config: Config = serde_json::from_str(&config_text).map_err(|e| ModelFileError::new(&config_file, e))?;
         let weights = dir.join("model.safetensors");
         // SAFETY: the weights file is memory-mapped read-only; it must not be modified while the
         // process runs, which holds for model directories managed by deploy/local/models.sh.
         let vars = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
-            .map_err(|e| format!("cannot load {}: {e}", weights.display()))?;
-        let model = BertEncoder::load(vars, &config).map_err(|e| format!("{}: {e}", weights.display()))?;
+            .map_err(|e| ModelFileError::new(&weights, e))?;
+        let model = BertEncoder::load(vars, &config).map_err(|e| ModelFileError::new(&weights, e))?;
         let tokenizer_file = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_file)
-            .map_err(|e| format!("cannot load {}: {e}", tokenizer_file.display()))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tokenizer_file).map_err(|e| ModelFileError::new(&tokenizer_file, e))?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
                 ..Default::default()
             }))
-            .map_err(|e| format!("{}: {e}", tokenizer_file.display()))?;
+            .map_err(|e| ModelFileError::new(&tokenizer_file, e))?;
         // The shipped tokenizer.json pads every text to 128 tokens; the encoder takes texts
         // at their own lengths.
         tokenizer.with_padding(None);

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
+use crate::error::ModelFileError;
+
 pub use batcher::EmbedBatcher;
 pub use local::{LocalEmbedder, Pooling};
 pub use openai::OpenAiEmbedder;
@@ -42,7 +44,7 @@ pub fn shared_local_model(
     pooling: Pooling,
     normalize: bool,
     max_tokens: usize,
-) -> Result<Arc<LocalEmbedder>, String> {
+) -> Result<Arc<LocalEmbedder>, ModelFileError> {
     static MODELS: LazyLock<Mutex<HashMap<ModelKey, Arc<LocalEmbedder>>>> = LazyLock::new(Mutex::default);
     let key = (dir.to_path_buf(), pooling, normalize, max_tokens);
     // Held while loading, so two stages starting at once load the weights only once.

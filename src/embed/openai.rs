@@ -27,7 +27,7 @@ struct Item {
 
 impl OpenAiEmbedder {
     /// `base_url` is the API root, e.g. `https://api.openai.com` or `http://127.0.0.1:8000`.
-    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
+    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, StageError> {
         Ok(Self {
             endpoint: HttpEndpoint::new(base_url, "/v1/embeddings", model, key, timeout)?,
         })

@@ -19,6 +19,7 @@ use super::chain::Rejection;
 use crate::config::{PipelineConfig, SinkFormat};
 use crate::contracts::avro;
 use crate::core_api::{MessageContext, Payload, Record};
+use crate::error::StageError;
 use crate::telemetry::metrics::metrics;
 use crate::transport::registry::{RegisteredSink, SchemaRegistry};
 
@@ -73,10 +74,21 @@ pub enum OutputError {
     },
 }
 
+impl From<OutputError> for StageError {
+    /// A broker that did not acknowledge is the outside world's fault (worth a retry); an
+    /// unknown sink or a record that does not fit its schema is ragstream's own.
+    fn from(error: OutputError) -> Self {
+        match error {
+            OutputError::Produce { .. } => StageError::external(error.to_string()),
+            OutputError::UnknownSink(_) | OutputError::Encode { .. } => StageError::internal(error.to_string()),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::core_api::ProduceNow for Outputs {
-    async fn produce_now(&self, records: Vec<Record>) -> Result<(), String> {
-        self.produce(records).await.map_err(|e| e.to_string())
+    async fn produce_now(&self, records: Vec<Record>) -> Result<(), StageError> {
+        Ok(self.produce(records).await?)
     }
 }
 

@@ -8,8 +8,10 @@ use serde_json::json;
 
 use super::sse::SseParser;
 use super::{
-    send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink, HttpEndpoint, Role, Usage,
+    send_checked, CallError, CallErrorKind, ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink,
+    HttpEndpoint, Role, ToolCall, Usage,
 };
+use crate::error::StageError;
 use crate::secrets::ProviderKey;
 
 /// The API version this client speaks (sent as `anthropic-version`).
@@ -35,6 +37,37 @@ struct Block {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// `tool_use` blocks: the call's id, the tool and its input.
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+}
+
+/// A message in Anthropic's terms: tool calls are `tool_use` blocks of the assistant's message,
+/// tool results `tool_result` blocks of a user message.
+fn message_json(message: &ChatMessage) -> serde_json::Value {
+    match message.role {
+        Role::Tool => json!({ "role": "user", "content": [{
+            "type": "tool_result",
+            "tool_use_id": message.tool_call_id.as_deref().unwrap_or_default(),
+            "content": message.content,
+        }] }),
+        Role::Assistant if !message.tool_calls.is_empty() => {
+            let mut blocks = Vec::new();
+            if !message.content.is_empty() {
+                blocks.push(json!({ "type": "text", "text": message.content }));
+            }
+            for call in &message.tool_calls {
+                let input: serde_json::Value = serde_json::from_str(call.arguments()).unwrap_or_else(|_| json!({}));
+                blocks.push(json!({ "type": "tool_use", "id": call.id, "name": call.name(), "input": input }));
+            }
+            json!({ "role": "assistant", "content": blocks })
+        }
+        _ => json!({ "role": message.role, "content": message.content }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -47,7 +80,7 @@ struct ResponseUsage {
 
 impl AnthropicProvider {
     /// `base_url` is the API root (`https://api.anthropic.com`).
-    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
+    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, StageError> {
         Ok(Self {
             endpoint: HttpEndpoint::new(base_url, "/v1/messages", model, key, timeout)?,
         })
@@ -63,7 +96,12 @@ impl AnthropicProvider {
             .filter(|m| m.role == Role::System)
             .map(|m| m.content.as_str())
             .collect();
-        let messages: Vec<_> = request.messages.iter().filter(|m| m.role != Role::System).collect();
+        let messages: Vec<_> = request
+            .messages
+            .iter()
+            .filter(|m| m.role != Role::System)
+            .map(message_json)
+            .collect();
         let mut body = json!({
             "model": self.endpoint.model,
             "max_tokens": request.max_output_tokens,
@@ -72,6 +110,14 @@ impl AnthropicProvider {
         });
         if !system.is_empty() {
             body["system"] = json!(system.join("\n\n"));
+        }
+        if !request.tools.is_empty() {
+            let tools: Vec<serde_json::Value> = request
+                .tools
+                .iter()
+                .map(|tool| json!({ "name": tool.name, "description": tool.description, "input_schema": tool.parameters }))
+                .collect();
+            body["tools"] = json!(tools);
         }
         body
     }
@@ -106,18 +152,26 @@ impl ChatProvider for AnthropicProvider {
         let bytes = response.bytes().await.map_err(CallError::from_transport)?;
         let body: Response = serde_json::from_slice(&bytes)
             .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable message response: {e}")))?;
-        let text: String = body
-            .content
-            .into_iter()
-            .filter(|block| block.kind == "text")
-            .filter_map(|block| block.text)
-            .collect();
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        for block in body.content {
+            match block.kind.as_str() {
+                "text" => text.push_str(block.text.as_deref().unwrap_or_default()),
+                "tool_use" => tool_calls.push(ToolCall::new(
+                    block.id.unwrap_or_default(),
+                    block.name.unwrap_or_default(),
+                    block.input.unwrap_or_else(|| json!({})).to_string(),
+                )),
+                _ => {}
+            }
+        }
         let usage = body.usage.map_or_else(Usage::default, |u| Usage {
             prompt_tokens: u.input_tokens,
             completion_tokens: u.output_tokens,
         });
         Ok(Completion {
             text,
+            tool_calls,
             usage,
             finish_reason: body.stop_reason,
         })
@@ -130,6 +184,7 @@ impl ChatProvider for AnthropicProvider {
         let mut parser = SseParser::default();
         let mut completion = Completion {
             text: String::new(),
+            tool_calls: Vec::new(),
             usage: Usage::default(),
             finish_reason: None,
         };
@@ -210,9 +265,7 @@ mod tests {
             )
                 .into_response()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/messages", post(handler))).await });
+        let url = crate::llm::serve_for_test(Router::new().route("/v1/messages", post(handler))).await;
         let provider = AnthropicProvider::new(
             &url,
             "claude",
@@ -222,6 +275,7 @@ mod tests {
         .unwrap();
         let completion = provider
             .complete(&ChatRequest {
+                tools: Vec::new(),
                 messages: vec![
                     ChatMessage::new(Role::System, "be brief"),
                     ChatMessage::new(Role::User, "capital?"),
@@ -257,13 +311,12 @@ mod tests {
             assert_eq!(request["stream"], true);
             ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body).into_response()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, Router::new().route("/v1/messages", post(handler))).await });
+        let url = crate::llm::serve_for_test(Router::new().route("/v1/messages", post(handler))).await;
         let provider =
             AnthropicProvider::new(&url, "claude", ProviderKey::fixed(None), Duration::from_secs(5)).unwrap();
         let (sink, mut receiver) = DeltaSink::channel();
         let request = ChatRequest {
+            tools: Vec::new(),
             messages: vec![ChatMessage::new(Role::User, "capital?")],
             max_output_tokens: 8,
             temperature: 0.0,

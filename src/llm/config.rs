@@ -13,7 +13,7 @@ use super::{
     RetryPolicy, Usage,
 };
 use crate::error::{ConfigError, StageError};
-use crate::secrets::{KeySource, ProviderKey, VaultKey};
+use crate::secrets::{ApiKeySettings, ProviderKey};
 
 /// Which API a model is reached through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -63,15 +63,9 @@ pub struct ModelConfig {
     /// The model to ask for (`openai` / `anthropic`).
     #[serde(default)]
     pub model: Option<String>,
-    /// Name of the environment variable holding the API key (never the key itself).
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// A file holding the API key (e.g. a mounted Kubernetes Secret).
-    #[serde(default)]
-    pub api_key_file: Option<PathBuf>,
-    /// The API key in HashiCorp Vault's KV v2 engine (read once, at start).
-    #[serde(default)]
-    pub api_key_vault: Option<VaultKey>,
+    /// Where the API key comes from: `api_key_env`, `api_key_file` or `api_key_vault`.
+    #[serde(flatten)]
+    pub api_key: ApiKeySettings,
     /// `local`: the GGUF file.
     #[serde(default)]
     pub model_path: Option<PathBuf>,
@@ -202,18 +196,10 @@ fn default_open_ms() -> u64 {
 }
 
 impl ModelConfig {
-    fn key_source(&self) -> KeySource<'_> {
-        KeySource {
-            env: self.api_key_env.as_deref(),
-            file: self.api_key_file.as_ref(),
-            vault: self.api_key_vault.as_ref(),
-        }
-    }
-
     /// Appends the problems of this model (at `at`) to `errors`; `max_output_tokens` is the
     /// answer's bound, which must leave room in the context window.
     pub fn validate(&self, at: &str, max_output_tokens: u32, errors: &mut Vec<ConfigError>) {
-        self.key_source().validate(at, errors);
+        self.api_key.validate(at, errors);
         let mut require = |field: &str, present: bool| {
             if !present {
                 errors.push(ConfigError::new(
@@ -256,14 +242,18 @@ impl ModelConfig {
         let base_url = self.base_url.as_deref().unwrap_or_default();
         let name = self.model.as_deref().unwrap_or_default();
         Ok(match self.provider {
-            ModelProvider::Openai => Arc::new(
-                OpenAiProvider::new(base_url, name, ProviderKey::load(self.key_source()).await?, timeout)
-                    .map_err(StageError::internal)?,
-            ),
-            ModelProvider::Anthropic => Arc::new(
-                AnthropicProvider::new(base_url, name, ProviderKey::load(self.key_source()).await?, timeout)
-                    .map_err(StageError::internal)?,
-            ),
+            ModelProvider::Openai => Arc::new(OpenAiProvider::new(
+                base_url,
+                name,
+                ProviderKey::load(&self.api_key).await?,
+                timeout,
+            )?),
+            ModelProvider::Anthropic => Arc::new(AnthropicProvider::new(
+                base_url,
+                name,
+                ProviderKey::load(&self.api_key).await?,
+                timeout,
+            )?),
             ModelProvider::Local => {
                 let path = self
                     .model_path

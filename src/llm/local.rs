@@ -270,6 +270,7 @@ impl LocalChatModel {
             }
         }
         Ok(Completion {
+            tool_calls: Vec::new(),
             text,
             usage: Usage {
                 prompt_tokens: prompt.len() as u64,
@@ -377,6 +378,8 @@ impl LocalChatModel {
                     Role::System => "system",
                     Role::User => "user",
                     Role::Assistant => "assistant",
+                    // Never sent to a local model (it calls no tools), named as chat templates do.
+                    Role::Tool => "tool",
                 };
                 Value::from(BTreeMap::from([
                     ("role", Value::from(role)),
@@ -893,6 +896,7 @@ mod tests {
     async fn provider_answers_and_reports_local_failures() {
         let provider = LocalProvider::new(model());
         let mut request = ChatRequest {
+            tools: Vec::new(),
             messages: question("Say hello."),
             max_output_tokens: 4,
             temperature: 0.0,

@@ -22,6 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::error::StageError;
+
 pub use anthropic::AnthropicProvider;
 pub use breaker::CircuitBreaker;
 pub use config::{price_of, BreakerConfig, LlmRetryConfig, ModelConfig, ModelProvider, Price};
@@ -38,6 +40,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering the assistant's call with the same `tool_call_id`.
+    Tool,
 }
 
 /// One message of a conversation.
@@ -45,6 +49,12 @@ pub enum Role {
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// The tools an assistant message calls (OpenAI's shape; other providers convert).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a [`Role::Tool`] message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -52,7 +62,77 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
+    }
+
+    /// The assistant's turn that calls `calls` (with any text it wrote beside them).
+    pub fn calling(text: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::new(Role::Assistant, text)
+        }
+    }
+
+    /// The result of the call `call_id`.
+    pub fn tool_result(call_id: &str, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.to_owned()),
+            ..Self::new(Role::Tool, content)
+        }
+    }
+}
+
+/// A tool as offered to a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (an object).
+    pub parameters: serde_json::Value,
+}
+
+/// A model's call of a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id of the call, which the result must name.
+    pub id: String,
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+/// What a [`ToolCall`] calls: the tool and its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments as the model wrote them: a JSON object, as text.
+    pub arguments: String,
+}
+
+fn function_kind() -> String {
+    "function".to_owned()
+}
+
+impl ToolCall {
+    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind: function_kind(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.function.name
+    }
+
+    pub fn arguments(&self) -> &str {
+        &self.function.arguments
     }
 }
 
@@ -67,6 +147,8 @@ pub struct ChatRequest {
     pub temperature: f32,
     /// Ask the provider for a JSON object (OpenAI `response_format`), where it supports it.
     pub json_output: bool,
+    /// Tools the model may call; empty: none.
+    pub tools: Vec<ToolSpec>,
 }
 
 /// Tokens a call consumed, as the provider reported them (or counted locally).
@@ -80,6 +162,8 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub text: String,
+    /// The tools the model calls instead of (or beside) answering.
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     /// Why generation stopped (`stop`, `length`…), when the provider says.
     pub finish_reason: Option<String>,
@@ -253,11 +337,11 @@ pub trait ChatProvider: Send + Sync {
 }
 
 /// An HTTP client whose calls give up after `timeout` (for providers and embedding APIs).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, StageError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .build()
-        .map_err(|e| format!("cannot build HTTP client: {e}"))
+        .map_err(|e| StageError::internal(format!("cannot build HTTP client: {e}")))
 }
 
 /// One model behind one HTTP endpoint: what every API client (chat, messages, embeddings) holds.
@@ -278,7 +362,7 @@ impl HttpEndpoint {
         model: &str,
         key: crate::secrets::ProviderKey,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StageError> {
         Ok(Self {
             client: http_client(timeout)?,
             url: format!("{}{path}", base_url.trim_end_matches('/')),
@@ -318,4 +402,13 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .ok()
         .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
         .map(Duration::from_secs_f64)
+}
+
+/// Serves `router` on a free loopback port for a provider test; returns its base URL.
+#[cfg(test)]
+pub(crate) async fn serve_for_test(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
 }

@@ -9,8 +9,9 @@ use serde_json::json;
 use super::sse::SseParser;
 use super::{
     estimate_tokens, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink,
-    HttpEndpoint, Usage,
+    HttpEndpoint, ToolCall, Usage,
 };
+use crate::error::StageError;
 use crate::secrets::ProviderKey;
 
 /// A client for one `/v1/chat/completions` endpoint and model.
@@ -27,11 +28,21 @@ struct Response {
 
 #[derive(Deserialize)]
 struct Choice {
-    message: Message,
+    message: ResponseMessage,
     #[serde(default)]
     finish_reason: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct ResponseMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCall>,
+}
+
+/// A streamed piece of a message (tool calls are not streamed: the tool loop asks for whole
+/// completions).
 #[derive(Deserialize)]
 struct Message {
     #[serde(default)]
@@ -70,7 +81,7 @@ struct ResponseUsage {
 impl OpenAiProvider {
     /// `base_url` is the API root (`https://api.openai.com`, `http://127.0.0.1:11434`); the
     /// path `/v1/chat/completions` is added. `timeout` bounds one call.
-    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, String> {
+    pub fn new(base_url: &str, model: &str, key: ProviderKey, timeout: Duration) -> Result<Self, StageError> {
         Ok(Self {
             endpoint: HttpEndpoint::new(base_url, "/v1/chat/completions", model, key, timeout)?,
         })
@@ -87,6 +98,18 @@ impl OpenAiProvider {
         });
         if request.json_output {
             body["response_format"] = json!({ "type": "json_object" });
+        }
+        if !request.tools.is_empty() {
+            let tools: Vec<serde_json::Value> = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({ "type": "function", "function": {
+                        "name": tool.name, "description": tool.description, "parameters": tool.parameters,
+                    } })
+                })
+                .collect();
+            body["tools"] = json!(tools);
         }
         body
     }
@@ -115,6 +138,7 @@ fn parse_completion(bytes: &[u8]) -> Result<Completion, CallError> {
         .ok_or_else(|| CallError::new(CallErrorKind::Malformed, "chat completion has no choices"))?;
     Ok(Completion {
         text: choice.message.content.unwrap_or_default(),
+        tool_calls: choice.message.tool_calls,
         usage: body.usage.map_or_else(Usage::default, ResponseUsage::into_usage),
         finish_reason: choice.finish_reason,
     })
@@ -218,6 +242,7 @@ impl ChatProvider for OpenAiProvider {
         });
         Ok(Completion {
             text,
+            tool_calls: Vec::new(),
             usage,
             finish_reason,
         })
@@ -243,16 +268,13 @@ mod tests {
             }
             response
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(
-            async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(handler))).await },
-        );
+        let url = crate::llm::serve_for_test(Router::new().route("/v1/chat/completions", post(handler))).await;
         url
     }
 
     fn request() -> ChatRequest {
         ChatRequest {
+            tools: Vec::new(),
             messages: vec![ChatMessage::new(Role::System, "s"), ChatMessage::new(Role::User, "q")],
             max_output_tokens: 10,
             temperature: 0.0,
@@ -319,19 +341,15 @@ mod tests {
                 (StatusCode::UNAUTHORIZED, r#"{"error":{"message":"invalid key"}}"#)
             }
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(
-            async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(handler))).await },
-        );
+        let url = crate::llm::serve_for_test(Router::new().route("/v1/chat/completions", post(handler))).await;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "sk-old").unwrap();
-        let source = crate::secrets::KeySource {
-            file: Some(&file),
+        let source = crate::secrets::ApiKeySettings {
+            api_key_file: Some(file.clone()),
             ..Default::default()
         };
-        async fn provider(url: &str, source: crate::secrets::KeySource<'_>) -> OpenAiProvider {
+        async fn provider(url: &str, source: &crate::secrets::ApiKeySettings) -> OpenAiProvider {
             OpenAiProvider::new(
                 url,
                 "m",
@@ -341,14 +359,10 @@ mod tests {
             .unwrap()
         }
         // Not rotated: read again, still refused, and the refusal is the caller's.
-        let error = provider(&url, source.clone())
-            .await
-            .complete(&request())
-            .await
-            .unwrap_err();
+        let error = provider(&url, &source).await.complete(&request()).await.unwrap_err();
         assert_eq!((error.kind, error.status), (CallErrorKind::Rejected, Some(401)));
         // Rotated after the provider read it: the 401 has it read again, and the call succeeds.
-        let rotated = provider(&url, source).await;
+        let rotated = provider(&url, &source).await;
         std::fs::write(&file, "sk-new").unwrap();
         assert_eq!(rotated.complete(&request()).await.unwrap().text, "ok");
     }
@@ -358,11 +372,7 @@ mod tests {
             assert_eq!(request["stream"], true);
             ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body).into_response()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(
-            async move { axum::serve(listener, Router::new().route("/v1/chat/completions", post(handler))).await },
-        );
+        let url = crate::llm::serve_for_test(Router::new().route("/v1/chat/completions", post(handler))).await;
         let provider = OpenAiProvider::new(&url, "m", ProviderKey::fixed(None), Duration::from_secs(5)).unwrap();
         let (sink, mut receiver) = DeltaSink::channel();
         let result = provider.stream(&request(), &sink).await;

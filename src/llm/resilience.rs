@@ -275,6 +275,7 @@ mod tests {
             self.calls.lock().unwrap().push(Instant::now());
             let next = self.script.lock().unwrap().pop_front().unwrap_or(Ok("default"));
             next.map(|text| Completion {
+                tool_calls: Vec::new(),
                 text: text.to_owned(),
                 usage: Usage::default(),
                 finish_reason: None,
@@ -313,6 +314,7 @@ mod tests {
 
     fn request() -> ChatRequest {
         ChatRequest {
+            tools: Vec::new(),
             messages: Vec::new(),
             max_output_tokens: 1,
             temperature: 0.0,

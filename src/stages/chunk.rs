@@ -79,7 +79,7 @@ impl StageBuilder for ChunkConfig {
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
-        let tokenizer = ModelTokenizer::from_model_dir(&self.model_dir).map_err(StageError::internal)?;
+        let tokenizer = ModelTokenizer::from_model_dir(&self.model_dir)?;
         Ok(Box::new(ChunkStage {
             counter: Box::new(tokenizer),
             limits: ChunkLimits {
@@ -146,12 +146,9 @@ impl ChunkStage {
 #[async_trait]
 impl Stage for ChunkStage {
     async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let document: Document = record.payload.into_typed().map_err(|error| {
-            StageError::input(format!("not a decoded document (put decode_document first): {error}"))
-        })?;
+        let document: Document = record.payload.typed("a decoded document (put decode_document first)")?;
         let chunked = self.chunk(document)?;
-        let payload = Payload::from_typed(&chunked)
-            .map_err(|error| StageError::internal(format!("cannot serialize chunks: {error}")))?;
+        let payload = Payload::holding(&chunked, "chunks")?;
         Ok(vec![Record { payload, ..record }])
     }
 }

@@ -12,7 +12,7 @@ use crate::contracts::ChunkedDocument;
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::embed::{shared_local_model, EmbedBatcher, OpenAiEmbedder, Pooling};
 use crate::error::{ConfigError, StageError};
-use crate::secrets::{KeySource, ProviderKey, VaultKey};
+use crate::secrets::{ApiKeySettings, ProviderKey};
 
 /// Which model embeds the chunks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -44,16 +44,9 @@ pub struct EmbedConfig {
     /// OpenAI-compatible: the model to ask for, e.g. `text-embedding-3-small`.
     #[serde(default)]
     pub model: Option<String>,
-    /// OpenAI-compatible: name of the environment variable holding the API key (the key itself
-    /// never appears in the topology, logs or errors).
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// OpenAI-compatible: a file holding the API key (a Kubernetes secret mount).
-    #[serde(default)]
-    pub api_key_file: Option<PathBuf>,
-    /// OpenAI-compatible: the API key in Vault's KV v2 engine (token from `token_env`).
-    #[serde(default)]
-    pub api_key_vault: Option<VaultKey>,
+    /// Where the API key comes from: `api_key_env`, `api_key_file` or `api_key_vault`.
+    #[serde(flatten)]
+    pub api_key: ApiKeySettings,
     /// OpenAI-compatible: timeout of one request.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -128,7 +121,7 @@ impl StageBuilder for EmbedConfig {
                         ));
                     }
                 }
-                self.key_source().validate(path, errors);
+                self.api_key.validate(path, errors);
             }
         }
         if !(1..=1024).contains(&self.batch_size) {
@@ -158,16 +151,6 @@ impl StageBuilder for EmbedConfig {
             embedder: Embedder::build(self)?,
             model_name,
         }))
-    }
-}
-
-impl EmbedConfig {
-    fn key_source(&self) -> KeySource<'_> {
-        KeySource {
-            env: self.api_key_env.as_deref(),
-            file: self.api_key_file.as_ref(),
-            vault: self.api_key_vault.as_ref(),
-        }
     }
 }
 
@@ -206,10 +189,9 @@ impl Embedder {
                 let client = OpenAiEmbedder::new(
                     self.config.base_url.as_deref().unwrap_or_default(),
                     self.config.model.as_deref().unwrap_or_default(),
-                    ProviderKey::load(self.config.key_source()).await?,
+                    ProviderKey::load(&self.config.api_key).await?,
                     Duration::from_millis(self.config.timeout_ms),
-                )
-                .map_err(StageError::internal)?;
+                )?;
                 let _ = slot.set(client);
                 return Ok(());
             }
@@ -223,8 +205,7 @@ impl Embedder {
             shared_local_model(&dir, config.pooling, config.normalize, config.max_tokens)
         })
         .await
-        .map_err(|error| StageError::internal(format!("model loading panicked: {error}")))?
-        .map_err(StageError::internal)?;
+        .map_err(|error| StageError::internal(format!("model loading panicked: {error}")))??;
         let batcher = EmbedBatcher::spawn(
             model,
             self.config.batch_size,
@@ -268,18 +249,14 @@ impl Stage for EmbedStage {
     }
 
     async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let mut document: ChunkedDocument = record
-            .payload
-            .into_typed()
-            .map_err(|error| StageError::input(format!("not a chunked document (put chunk first): {error}")))?;
+        let mut document: ChunkedDocument = record.payload.typed("a chunked document (put chunk first)")?;
         let texts: Vec<String> = document.chunks.iter().map(|chunk| chunk.text.clone()).collect();
         let vectors = self.embedder.vectors(texts).await?;
         for (chunk, vector) in document.chunks.iter_mut().zip(vectors) {
             chunk.vector = Some(vector);
         }
         document.embedding_model = Some(self.model_name.clone());
-        let payload = Payload::from_typed(&document)
-            .map_err(|error| StageError::internal(format!("cannot serialize embedded chunks: {error}")))?;
+        let payload = Payload::holding(&document, "embedded chunks")?;
         Ok(vec![Record { payload, ..record }])
     }
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::StageBuilder;
-use crate::audit::QuestionEvent;
+use crate::audit::{QuestionEvent, ToolEvent};
 use crate::contracts::millis;
 use crate::contracts::{AnswerDraft, AnswerStatus};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
@@ -51,20 +51,19 @@ struct EmitAnswer {
 #[async_trait]
 impl Stage for EmitAnswer {
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let draft: AnswerDraft = record
-            .payload
-            .into_typed()
-            .map_err(|error| StageError::input(format!("not an answer draft: {error}")))?;
+        let draft: AnswerDraft = record.payload.typed("an answer draft")?;
         let answer = draft.clone().into_answer(millis(context.received_at.elapsed()));
-        let mut outputs = Vec::with_capacity(2);
+        let mut outputs = Vec::with_capacity(2 + draft.tool_calls.len());
         if let Some(sink) = &self.audit_sink {
+            for tool_event in ToolEvent::all_of(&draft, context) {
+                outputs.push(tool_event.into_record(Some(sink.clone()))?);
+            }
             let mut event = QuestionEvent::new(&draft, answer.status, context);
-            event.reason = answer.reason.clone();
+            event.provenance.reason = answer.provenance.reason.clone();
             outputs.push(event.into_record(Some(sink.clone()))?);
         }
         record_metrics(&draft, answer.status);
-        let payload = Payload::from_typed(&answer)
-            .map_err(|error| StageError::internal(format!("cannot serialize the answer: {error}")))?;
+        let payload = Payload::holding(&answer, "the answer")?;
         outputs.push(Record {
             key: Some(answer.request_id.into_bytes()),
             payload,
@@ -89,18 +88,18 @@ fn record_metrics(draft: &AnswerDraft, status: AnswerStatus) {
                 .inc_by(u64::from(*n));
         }
     }
-    if let Some(model) = &draft.model {
+    if let Some(model) = &draft.provenance.model {
         let task = draft.task.as_str();
         let tokens = &metrics.llm_tokens;
         tokens
             .with_label_values(&[&draft.tenant, model, task, "prompt"])
-            .inc_by(draft.usage.prompt_tokens);
+            .inc_by(draft.provenance.usage.prompt_tokens);
         tokens
             .with_label_values(&[&draft.tenant, model, task, "completion"])
-            .inc_by(draft.usage.completion_tokens);
+            .inc_by(draft.provenance.usage.completion_tokens);
         metrics
             .llm_cost_usd
             .with_label_values(&[&draft.tenant, model, task])
-            .inc_by(draft.cost_usd);
+            .inc_by(draft.provenance.cost_usd);
     }
 }

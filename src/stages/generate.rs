@@ -18,11 +18,12 @@ use crate::answering::replay::{ReplayConfig, ReplayLayer};
 use crate::answering::route::{RouteLayer, Routing};
 use crate::answering::{Answering, Layer};
 use crate::clock;
-use crate::contracts::AnswerDraft;
+use crate::contracts::{AnswerDraft, AnswerStatus};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::cost::{CostControlConfig, CostControls};
 use crate::error::{ConfigError, StageError};
 use crate::llm::{BreakerConfig, LlmRetryConfig, ModelChain, ModelConfig};
+use crate::tools::{Toolbox, ToolsConfig};
 
 /// Answers questions (the output of `retrieve`) with the first model of `models` that
 /// succeeds; retries, circuit breakers and the fallback order are per model. When every model
@@ -81,6 +82,9 @@ pub struct GenerateConfig {
     /// second model call.
     #[serde(default)]
     pub replay: ReplayConfig,
+    /// Tools the models may call while answering (see "Function calling" in the README).
+    #[serde(default)]
+    pub tools: Option<ToolsConfig>,
 }
 
 fn default_true() -> bool {
@@ -146,6 +150,9 @@ impl StageBuilder for GenerateConfig {
         for (index, model) in self.models.iter().enumerate() {
             model.validate(&format!("{path}.models[{index}]"), self.max_output_tokens, errors);
         }
+        if let Some(tools) = &self.tools {
+            tools.validate(&format!("{path}.tools"), errors);
+        }
         if self.retry.max_attempts == 0 {
             errors.push(ConfigError::new(
                 &format!("{path}.retry.max_attempts"),
@@ -195,7 +202,7 @@ struct Generate {
 
 impl Generate {
     /// The layers around the model call, outermost first (see [`crate::answering`]).
-    async fn layers(&self) -> Result<Vec<Box<dyn Layer>>, StageError> {
+    async fn layers(&self) -> Result<(Vec<Box<dyn Layer>>, Option<Arc<Toolbox>>), StageError> {
         let config = &self.config;
         let chain = Arc::new(ModelChain::connect(&config.models, &config.retry, &config.circuit_breaker).await?);
         let meaning = match &config.extractive_model_dir {
@@ -219,15 +226,20 @@ impl Generate {
             None => None,
         };
         let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+        let mut tool_records = None;
         if config.replay.ttl_s > 0 {
             let shared = config
                 .cost_control
                 .as_ref()
                 .map(|c| (c.store.as_str(), c.key_prefix.as_str()));
-            layers.push(Box::new(
-                ReplayLayer::connect(&config.replay, shared, clock::system()).await?,
-            ));
+            let replay = ReplayLayer::connect(&config.replay, shared, clock::system()).await?;
+            tool_records = Some(replay.tool_records());
+            layers.push(Box::new(replay));
         }
+        let tools = match &config.tools {
+            Some(tools) if !tools.definitions.is_empty() => Some(Arc::new(Toolbox::build(tools, tool_records).await?)),
+            _ => None,
+        };
         layers.push(Box::new(RouteLayer {
             routing: Routing {
                 models: config.models.clone(),
@@ -256,32 +268,34 @@ impl Generate {
             models: config.models.clone(),
             partials_sink: config.partials_sink.clone(),
             fallback,
+            tools: tools.clone(),
         }));
-        Ok(layers)
+        Ok((layers, tools))
     }
 }
 
 #[async_trait]
 impl Stage for Generate {
     async fn start(&self) -> Result<(), StageError> {
-        let _ = self.answering.set(Answering::new(self.layers().await?));
+        let (layers, tools) = self.layers().await?;
+        let _ = self.answering.set(Answering::new(layers, tools));
         Ok(())
     }
 
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let mut draft: AnswerDraft = record
-            .payload
-            .into_typed()
-            .map_err(|error| StageError::input(format!("not an answer draft (put retrieve first): {error}")))?;
+        let mut draft: AnswerDraft = record.payload.typed("an answer draft (put retrieve first)")?;
+        let answering = self
+            .answering
+            .get()
+            .ok_or_else(|| StageError::internal("generate stage used before start"))?;
+        // Nothing in the documents: the tools may still know (an order's status).
+        if draft.status == Some(AnswerStatus::NoContext) && answering.offers_tools(&draft) {
+            draft.reopen();
+        }
         if !draft.is_decided() {
-            let answering = self
-                .answering
-                .get()
-                .ok_or_else(|| StageError::internal("generate stage used before start"))?;
             answering.answer(&mut draft, context).await?;
         }
-        let payload = Payload::from_typed(&draft)
-            .map_err(|error| StageError::internal(format!("cannot serialize the answer draft: {error}")))?;
+        let payload = Payload::holding(&draft, "the answer draft")?;
         Ok(vec![Record { payload, ..record }])
     }
 }

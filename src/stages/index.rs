@@ -164,9 +164,9 @@ impl Stage for IndexStage {
             .writer
             .get()
             .ok_or_else(|| StageError::internal("index stage used before start"))?;
-        let document: ChunkedDocument = record.payload.into_typed().map_err(|error| {
-            StageError::input(format!("not an embedded document (put chunk and embed first): {error}"))
-        })?;
+        let document: ChunkedDocument = record
+            .payload
+            .typed("an embedded document (put chunk and embed first)")?;
         let (tenant, doc_id, version) = (document.tenant.clone(), document.doc_id.clone(), document.version);
         let embedding_model = document.embedding_model.clone();
         let outcome = writer

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::StageBuilder;
 use crate::audit::Subject;
-use crate::contracts::{AnswerDraft, AnswerStatus, Question, SCHEMA_VERSION};
+use crate::contracts::{AnswerDraft, AnswerStatus, Question};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::{ConfigError, StageError};
 use crate::pii::{Detector, PiiKind, PiiScope};
@@ -145,10 +145,7 @@ struct MaskPii {
 #[async_trait]
 impl Stage for MaskPii {
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let question: Question = record
-            .payload
-            .into_typed()
-            .map_err(|error| StageError::input(format!("not a question (put decode_question first): {error}")))?;
+        let question: Question = record.payload.typed("a question (put decode_question first)")?;
         let policy = self.tenants.get(&question.tenant).unwrap_or(&self.default_policy);
         // A retry of this stage finds the scope already set: reuse it, so placeholders keep
         // their numbers.
@@ -160,30 +157,15 @@ impl Stage for MaskPii {
             .map(|kind| kind.label())
             .collect();
         let mut draft = AnswerDraft {
-            schema_version: SCHEMA_VERSION,
-            request_id: question.request_id,
-            tenant: question.tenant,
-            user: question.user,
-            task: question.task,
-            question: masked,
             options: question.options,
             pii_counts: counts.iter().map(|(kind, n)| (kind.label().to_owned(), *n)).collect(),
-            context_pii_counts: BTreeMap::new(),
-            passages: Vec::new(),
-            status: None,
-            reason: None,
-            answer: None,
-            data: None,
-            citations: Vec::new(),
-            model: None,
-            fallback_reason: None,
-            usage: Default::default(),
-            cost_usd: 0.0,
-            attempts: Vec::new(),
-            invented_placeholders: 0,
-            route: None,
-            cached: false,
-            question_vector: Vec::new(),
+            ..AnswerDraft::new(
+                &question.tenant,
+                &question.request_id,
+                &question.user,
+                question.task,
+                &masked,
+            )
         };
         // From here on a failure is answered (status failed), not only dead-lettered.
         context.set_failure_report(Arc::new(Subject::Question {
@@ -202,8 +184,7 @@ impl Stage for MaskPii {
                 )),
             );
         }
-        let payload = Payload::from_typed(&draft)
-            .map_err(|error| StageError::internal(format!("cannot serialize the answer draft: {error}")))?;
+        let payload = Payload::holding(&draft, "the answer draft")?;
         Ok(vec![Record { payload, ..record }])
     }
 }
@@ -266,7 +247,7 @@ mod tests {
         let config = "actions: {card: block}\ntenants:\n  open:\n    actions: {email: allow}\n";
         let (draft, _) = run(config, "acme", "charge 4111 1111 1111 1111 please").await;
         assert_eq!(draft.status, Some(AnswerStatus::Blocked));
-        assert!(draft.reason.as_deref().unwrap().ends_with("CARD"));
+        assert!(draft.provenance.reason.as_deref().unwrap().ends_with("CARD"));
         let (draft, _) = run(config, "open", "mail mary@example.com, card 4111 1111 1111 1111").await;
         assert_eq!(draft.question, "mail mary@example.com, card [CARD_1]");
         assert_eq!(draft.status, None);

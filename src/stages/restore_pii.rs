@@ -49,10 +49,7 @@ fn restore_json(value: &mut Value, scope: &PiiScope, invented: &mut u32) {
 #[async_trait]
 impl Stage for RestorePii {
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let mut draft: AnswerDraft = record
-            .payload
-            .into_typed()
-            .map_err(|error| StageError::input(format!("not an answer draft (put generate first): {error}")))?;
+        let mut draft: AnswerDraft = record.payload.typed("an answer draft (put generate first)")?;
         let scope = context
             .extension::<PiiScope>()
             .ok_or_else(|| StageError::internal("no placeholders in the message context (mask_pii did not run)"))?;
@@ -66,8 +63,7 @@ impl Stage for RestorePii {
             draft.invented_placeholders = restored.invented;
             draft.answer = Some(restored.text);
         }
-        let payload = Payload::from_typed(&draft)
-            .map_err(|error| StageError::internal(format!("cannot serialize the answer draft: {error}")))?;
+        let payload = Payload::holding(&draft, "the answer draft")?;
         Ok(vec![Record { payload, ..record }])
     }
 }

@@ -181,10 +181,7 @@ impl Stage for Retrieve {
     }
 
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let mut draft: AnswerDraft = record
-            .payload
-            .into_typed()
-            .map_err(|error| StageError::input(format!("not an answer draft (put mask_pii first): {error}")))?;
+        let mut draft: AnswerDraft = record.payload.typed("an answer draft (put mask_pii first)")?;
         if !draft.is_decided() {
             let limit = draft
                 .options
@@ -236,8 +233,7 @@ impl Stage for Retrieve {
                 );
             }
         }
-        let payload = Payload::from_typed(&draft)
-            .map_err(|error| StageError::internal(format!("cannot serialize the answer draft: {error}")))?;
+        let payload = Payload::holding(&draft, "the answer draft")?;
         Ok(vec![Record { payload, ..record }])
     }
 }

@@ -78,6 +78,22 @@ async fn chunk_ids(store: &ChunkStore) -> Vec<String> {
     ids
 }
 
+/// Version 2 of `a/d1` (one chunk) and the delete of `a/d2`, reported the same way the first
+/// time and on a redelivery.
+async fn apply_second_versions(store: &mut ChunkStore) {
+    let outcomes = store
+        .apply(&[upsert("a", "d1", 2, 1), delete("a", "d2", 2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Indexed { chunks: 1 },
+            WriteOutcome::Deleted { removed: 2 }
+        ]
+    );
+}
+
 #[tokio::test]
 async fn versions_replace_deletes_remove_and_late_versions_are_ignored() {
     let (_dir, mut store) = store().await;
@@ -94,17 +110,7 @@ async fn versions_replace_deletes_remove_and_late_versions_are_ignored() {
 
     // A new version with fewer chunks replaces all old ones; a delete removes; the same doc id
     // of another tenant is untouched.
-    let outcomes = store
-        .apply(&[upsert("a", "d1", 2, 1), delete("a", "d2", 2)])
-        .await
-        .unwrap();
-    assert_eq!(
-        outcomes,
-        [
-            WriteOutcome::Indexed { chunks: 1 },
-            WriteOutcome::Deleted { removed: 2 }
-        ]
-    );
+    apply_second_versions(&mut store).await;
     assert_eq!(chunk_ids(&store).await, ["d1:1:0", "d1:2:0"], "b/d1 v1 and a/d1 v2");
 
     // Late old versions, after an update and after a delete, change nothing.
@@ -119,17 +125,7 @@ async fn versions_replace_deletes_remove_and_late_versions_are_ignored() {
     assert_eq!(chunk_ids(&store).await, ["d1:1:0", "d1:2:0"]);
 
     // Redelivery of applied versions changes nothing and is reported as before.
-    let outcomes = store
-        .apply(&[upsert("a", "d1", 2, 1), delete("a", "d2", 2)])
-        .await
-        .unwrap();
-    assert_eq!(
-        outcomes,
-        [
-            WriteOutcome::Indexed { chunks: 1 },
-            WriteOutcome::Deleted { removed: 2 }
-        ]
-    );
+    apply_second_versions(&mut store).await;
     assert_eq!(store.count_chunks(None).await.unwrap(), 2);
 
     // Within one batch the newest version wins whatever the order.

@@ -58,6 +58,11 @@ pub struct Metrics {
     pub llm_attempts: IntCounterVec,
     /// Tokens consumed by answered questions, by kind (`prompt`, `completion`).
     pub llm_tokens: IntCounterVec,
+    /// Tool calls by tool and outcome (`ok`, `unknown_tool`, `not_allowed`, `invalid_arguments`,
+    /// `timeout`, `failed`), replayed ones included.
+    pub tool_calls: IntCounterVec,
+    /// Time of one tool call (check, call and masking), by tool; replayed calls not included.
+    pub tool_call_seconds: HistogramVec,
     /// What answered questions cost, by the configured prices.
     pub llm_cost_usd: CounterVec,
     /// Answers emitted, by status.
@@ -250,6 +255,23 @@ impl Metrics {
                 "ragstream_llm_attempts_total",
                 "Calls to language models by outcome (ok, rate_limited, server, timeout, connection, malformed, rejected, circuit_open, local).",
                 &["model", "outcome"],
+            ),
+            tool_calls: counter(
+                &registry,
+                "ragstream_tool_calls_total",
+                "Tool calls by tool and outcome (ok, unknown_tool, not_allowed, invalid_arguments, timeout, failed), replayed ones included.",
+                &["tool", "outcome"],
+            ),
+            tool_call_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "ragstream_tool_call_duration_seconds",
+                        "Time of one tool call (argument check, the call, masking the result), by tool; replayed calls not included.",
+                    )
+                    .buckets(seconds_buckets()),
+                    &["tool"],
+                ),
             ),
             llm_tokens: counter(
                 &registry,

@@ -626,8 +626,8 @@ async fn transient_provider_failures_are_absorbed_and_retry_after_is_honoured() 
         match answer.status {
             AnswerStatus::Ok => assert!(answer.answer.is_some()),
             // Retries ran out: the passages answer, and say why.
-            AnswerStatus::Extractive => assert!(answer.fallback_reason.is_some()),
-            AnswerStatus::Failed => assert!(answer.reason.is_some()),
+            AnswerStatus::Extractive => assert!(answer.provenance.fallback_reason.is_some()),
+            AnswerStatus::Failed => assert!(answer.provenance.reason.is_some()),
             other => panic!("unexpected status {other:?}"),
         }
     }
@@ -722,13 +722,21 @@ async fn an_open_circuit_sends_questions_to_the_fallback_model() {
     for i in 3..23 {
         let answer = &answers[&format!("fb-{i}")];
         assert_eq!(answer.status, AnswerStatus::Ok);
-        assert_eq!(answer.model.as_deref(), Some("fallback"));
-        assert_eq!(answer.fallback_reason.as_deref(), Some("primary failed (circuit_open)"));
+        assert_eq!(answer.provenance.model.as_deref(), Some("fallback"));
+        assert_eq!(
+            answer.provenance.fallback_reason.as_deref(),
+            Some("primary failed (circuit_open)")
+        );
     }
     for i in 0..3 {
         let answer = &answers[&format!("fb-{i}")];
-        assert_eq!(answer.model.as_deref(), Some("fallback"), "{answer:?}");
-        assert!(answer.fallback_reason.as_deref().unwrap().starts_with("primary failed"));
+        assert_eq!(answer.provenance.model.as_deref(), Some("fallback"), "{answer:?}");
+        assert!(answer
+            .provenance
+            .fallback_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("primary failed"));
     }
 }
 
@@ -882,7 +890,7 @@ async fn extract_answers_are_schema_valid_json_or_failed_with_the_validation_err
     );
     let bad = &answers["x-bad"];
     assert_eq!(bad.status, AnswerStatus::Failed);
-    let reason = bad.reason.as_deref().unwrap();
+    let reason = bad.provenance.reason.as_deref().unwrap();
     assert!(
         reason.contains("/refund_days") && reason.contains("not of type"),
         "{reason}"
@@ -918,7 +926,7 @@ async fn no_context_and_blocked_questions_call_no_model() {
     let answers = answers_for(&running.topology.output, &ids, Duration::from_secs(60)).await;
     assert_eq!(answers["n-1"].status, AnswerStatus::NoContext);
     assert_eq!(answers["n-2"].status, AnswerStatus::Blocked);
-    assert!(answers["n-2"].reason.as_deref().unwrap().ends_with("SSN"));
+    assert!(answers["n-2"].provenance.reason.as_deref().unwrap().ends_with("SSN"));
     assert!(llm.bodies().is_empty());
     let audit = audit_events(&running.audit_topic, 2).await;
     assert!(audit.iter().all(|(_, text)| !text.contains("123-45-6789")));
@@ -979,7 +987,7 @@ async fn non_answers_are_never_ok() {
             let answer = &answers[&format!("{id}-{suffix}")];
             if extractive {
                 assert_eq!(answer.status, AnswerStatus::Extractive, "{answer:?}");
-                assert_eq!(answer.model.as_deref(), Some("extractive"));
+                assert_eq!(answer.provenance.model.as_deref(), Some("extractive"));
                 assert!(
                     !answer.citations.is_empty(),
                     "an extractive answer shows its sources: {answer:?}"
@@ -990,7 +998,10 @@ async fn non_answers_are_never_ok() {
                 );
             } else {
                 assert_eq!(answer.status, AnswerStatus::LowConfidence, "{answer:?}");
-                assert!(answer.reason.as_deref().unwrap_or_default().contains(why), "{answer:?}");
+                assert!(
+                    answer.provenance.reason.as_deref().unwrap_or_default().contains(why),
+                    "{answer:?}"
+                );
             }
         }
         let audit = audit_events(&running.audit_topic, asked.len()).await;
@@ -1029,11 +1040,11 @@ async fn the_local_model_answers_from_the_passages_offline() {
     // passages answer and say why. Either way the asker gets the fact, with its source.
     match answer.status {
         AnswerStatus::Ok => {
-            assert_eq!(answer.model.as_deref(), Some("smollm2"));
-            assert!(answer.fallback_reason.is_none(), "{answer:?}");
+            assert_eq!(answer.provenance.model.as_deref(), Some("smollm2"));
+            assert!(answer.provenance.fallback_reason.is_none(), "{answer:?}");
         }
         AnswerStatus::Extractive => {
-            let why = answer.fallback_reason.as_deref().unwrap_or_default();
+            let why = answer.provenance.fallback_reason.as_deref().unwrap_or_default();
             assert!(why.starts_with("the model's reply"), "{answer:?}");
         }
         _ => panic!("{answer:?}"),
@@ -1042,9 +1053,9 @@ async fn the_local_model_answers_from_the_passages_offline() {
     let text = answer.answer.as_deref().unwrap();
     assert!(!text.trim().is_empty());
     assert!(
-        answer.usage.prompt_tokens > 50 && answer.usage.completion_tokens > 0,
+        answer.provenance.usage.prompt_tokens > 50 && answer.provenance.usage.completion_tokens > 0,
         "{:?}",
-        answer.usage
+        answer.provenance.usage
     );
     let audit = audit_events(&running.audit_topic, 1).await;
     assert!(

@@ -7,27 +7,47 @@ use std::path::Path;
 
 use regex::Regex;
 
-/// `(file, struct, field)` of every field of every `deny_unknown_fields` struct under `src/`.
+/// `(file, struct, field)` of every field of every `deny_unknown_fields` struct under `src/`, and
+/// of the structs such a struct flattens into itself (`#[serde(flatten)]`).
 fn config_fields() -> Vec<(String, String, String)> {
-    let struct_start =
+    let config_struct =
         Regex::new(r"(?m)^#\[serde\(deny_unknown_fields\)\]\s*\npub(?:\(crate\))? struct (\w+) \{").unwrap();
+    let flattened = Regex::new(r"(?m)^    #\[serde\(flatten\)\]\s*\n    pub(?:\(crate\))? \w+: (\w+),").unwrap();
     let field = Regex::new(r"(?m)^    pub(?:\(crate\))? (\w+):").unwrap();
-    let mut found = Vec::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut sources = Vec::new();
     for entry in walkdir::WalkDir::new(&root) {
         let entry = entry.unwrap();
-        if entry.path().extension().is_none_or(|e| e != "rs") {
-            continue;
+        if entry.path().extension().is_some_and(|e| e == "rs") {
+            let file = entry.path().strip_prefix(&root).unwrap().display().to_string();
+            sources.push((file, std::fs::read_to_string(entry.path()).unwrap()));
         }
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let file = entry.path().strip_prefix(&root).unwrap().display().to_string();
-        for start in struct_start.captures_iter(&text) {
-            let body_start = start.get(0).unwrap().end();
-            let body_end = text[body_start..]
-                .find("\n}")
-                .map_or(text.len(), |end| body_start + end);
-            for name in field.captures_iter(&text[body_start..body_end]) {
+    }
+    let body = |text: &str, start: usize| {
+        let end = text[start..].find("\n}").map_or(text.len(), |end| start + end);
+        text[start..end].to_owned()
+    };
+    let mut found = Vec::new();
+    let mut flattened_types = BTreeSet::new();
+    for (file, text) in &sources {
+        for start in config_struct.captures_iter(text) {
+            let fields = body(text, start.get(0).unwrap().end());
+            flattened_types.extend(flattened.captures_iter(&fields).map(|c| c[1].to_owned()));
+            // A flattened field is a group of settings, listed below, not a setting of its own.
+            let fields = flattened.replace_all(&fields, "");
+            for name in field.captures_iter(&fields) {
                 found.push((file.clone(), start[1].to_owned(), name[1].to_owned()));
+            }
+        }
+    }
+    for (file, text) in &sources {
+        for name in &flattened_types {
+            let Some(at) = text.find(&format!("\npub struct {name} {{")) else {
+                continue;
+            };
+            let fields = body(text, at + 1);
+            for field_name in field.captures_iter(&fields) {
+                found.push((file.clone(), name.clone(), field_name[1].to_owned()));
             }
         }
     }
@@ -66,5 +86,9 @@ fn the_check_finds_fields_of_stage_configs() {
     assert!(has("GenerateConfig", "partials_sink"));
     assert!(has("ReplayConfig", "ttl_s"));
     assert!(has("SinkConfig", "format"));
+    assert!(
+        has("ApiKeySettings", "api_key_vault"),
+        "fields of flattened settings are found too"
+    );
     assert!(has("SchemaRegistryConfig", "auto_register"));
 }

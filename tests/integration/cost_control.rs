@@ -100,7 +100,7 @@ async fn a_budget_holds_across_two_replicas() {
         count,
         "every question is answered or refused"
     );
-    let spent: f64 = answers.values().map(|a| a.cost_usd).sum();
+    let spent: f64 = answers.values().map(|a| a.provenance.cost_usd).sum();
     println!(
         "budget: ${budget}, {} answered for ${spent:.2}, {} refused budget_exceeded",
         ok.len(),
@@ -111,8 +111,10 @@ async fn a_budget_holds_across_two_replicas() {
     assert!(spent <= budget + largest, "spent ${spent} of a ${budget} budget");
     assert!(spent >= budget / 2.0, "only ${spent} of ${budget} was used");
     assert_eq!(llm.first_calls().len(), ok.len(), "a refused question calls no model");
-    assert!(exceeded.iter().all(|a| a.cost_usd == 0.0 && a.usage.prompt_tokens == 0));
-    let reason = exceeded[0].reason.as_deref().unwrap_or_default();
+    assert!(exceeded
+        .iter()
+        .all(|a| a.provenance.cost_usd == 0.0 && a.provenance.usage.prompt_tokens == 0));
+    let reason = exceeded[0].provenance.reason.as_deref().unwrap_or_default();
     assert!(
         reason.contains("per-day budget of $100.00 for tenant acme") && reason.contains("resets at"),
         "{reason}"
@@ -243,8 +245,22 @@ async fn killed_before_committing_pays_once(llm: &ScriptedLlm, setup: Setup) {
         assert_eq!(pair.len(), 2, "{request_id}");
         let (a, b) = (pair[0], pair[1]);
         assert_eq!(
-            (a.status, &a.answer, &a.citations, &a.model, a.usage, a.cost_usd),
-            (b.status, &b.answer, &b.citations, &b.model, b.usage, b.cost_usd),
+            (
+                a.status,
+                &a.answer,
+                &a.citations,
+                &a.provenance.model,
+                a.provenance.usage,
+                a.provenance.cost_usd
+            ),
+            (
+                b.status,
+                &b.answer,
+                &b.citations,
+                &b.provenance.model,
+                b.provenance.usage,
+                b.provenance.cost_usd
+            ),
             "{request_id}: the replayed answer differs"
         );
     }
@@ -283,16 +299,19 @@ async fn a_repeated_question_is_answered_from_cache_until_its_document_changes()
 
     produce_all(&running.topology.input, vec![ask("cache-1")]).await;
     let first = answer_of("cache-1").await;
-    assert_eq!((first.status, first.cached), (AnswerStatus::Ok, false));
+    assert_eq!((first.status, first.provenance.cached), (AnswerStatus::Ok, false));
     assert_eq!(llm.requests().len(), 1);
 
     produce_all(&running.topology.input, vec![ask("cache-2")]).await;
     let repeat = answer_of("cache-2").await;
-    assert_eq!((repeat.status, repeat.cached), (AnswerStatus::Ok, true));
+    assert_eq!((repeat.status, repeat.provenance.cached), (AnswerStatus::Ok, true));
     assert_eq!(repeat.answer, first.answer);
-    assert_eq!((repeat.cost_usd, repeat.usage.prompt_tokens), (0.0, 0));
+    assert_eq!(
+        (repeat.provenance.cost_usd, repeat.provenance.usage.prompt_tokens),
+        (0.0, 0)
+    );
     assert_eq!(llm.requests().len(), 1, "the repeat called no model");
-    assert_eq!(repeat.route.as_deref(), Some("cache hit"));
+    assert_eq!(repeat.provenance.route.as_deref(), Some("cache hit"));
 
     // In other words: the semantic cache (same passages, a similar question).
     produce_all(
@@ -301,9 +320,10 @@ async fn a_repeated_question_is_answered_from_cache_until_its_document_changes()
     )
     .await;
     let paraphrase = answer_of("cache-2b").await;
-    assert!(paraphrase.cached, "{paraphrase:?}");
+    assert!(paraphrase.provenance.cached, "{paraphrase:?}");
     assert!(
         paraphrase
+            .provenance
             .route
             .as_deref()
             .unwrap_or_default()
@@ -324,7 +344,7 @@ async fn a_repeated_question_is_answered_from_cache_until_its_document_changes()
     .await;
     produce_all(&running.topology.input, vec![ask("cache-3")]).await;
     let after = answer_of("cache-3").await;
-    assert_eq!((after.status, after.cached), (AnswerStatus::Ok, false));
+    assert_eq!((after.status, after.provenance.cached), (AnswerStatus::Ok, false));
     assert_eq!(
         llm.requests().len(),
         2,
@@ -496,12 +516,12 @@ async fn a_cached_answer_is_never_restored_with_another_requests_values() {
         }
     }
     assert!(
-        !answers[1].cached,
+        !answers[1].provenance.cached,
         "the paraphrase was answered by the model: {:?}",
         answers[1]
     );
     assert_eq!(
-        (answers[2].cached, answers[2].route.as_deref()),
+        (answers[2].provenance.cached, answers[2].provenance.route.as_deref()),
         (true, Some("cache hit")),
         "the same masked prompt reuses the answer"
     );

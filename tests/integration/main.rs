@@ -22,3 +22,4 @@ mod pii_labeled;
 mod schema_registry;
 mod schema_sync;
 mod state_store;
+mod tools;

@@ -156,8 +156,8 @@ async fn metrics_match_what_the_run_did() {
         count("ragstream_llm_request_duration_seconds_count", &[("model", "primary")]),
         calls
     );
-    let prompt: u64 = answers.values().map(|a| a.usage.prompt_tokens).sum();
-    let completion: u64 = answers.values().map(|a| a.usage.completion_tokens).sum();
+    let prompt: u64 = answers.values().map(|a| a.provenance.usage.prompt_tokens).sum();
+    let completion: u64 = answers.values().map(|a| a.provenance.usage.completion_tokens).sum();
     assert!(prompt > 0 && completion > 0);
     assert_eq!(
         count(
@@ -173,7 +173,7 @@ async fn metrics_match_what_the_run_did() {
         ),
         completion as f64
     );
-    let cost: f64 = answers.values().map(|a| a.cost_usd).sum();
+    let cost: f64 = answers.values().map(|a| a.provenance.cost_usd).sum();
     let expected_cost = (prompt as f64 * 3.0 + completion as f64 * 15.0) / 1e6;
     assert!((cost - expected_cost).abs() < 1e-9, "{cost} vs {expected_cost}");
     let counted_cost = count("ragstream_llm_cost_usd_total", &[("model", "primary")]);
