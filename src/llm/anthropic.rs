@@ -298,6 +298,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tools_calls_and_results_travel_as_anthropic_blocks() {
+        let handler = |Json(request): Json<serde_json::Value>| async move {
+            assert_eq!(request["tools"][0]["name"], "get_order_status");
+            assert_eq!(request["tools"][0]["input_schema"]["type"], "object");
+            let messages = request["messages"].as_array().unwrap();
+            // The assistant's call is a tool_use block, its result a user message's tool_result.
+            assert_eq!(messages[1]["content"][0]["type"], "tool_use");
+            assert_eq!(messages[1]["content"][0]["input"]["order_id"], 7);
+            assert_eq!(messages[2]["role"], "user");
+            assert_eq!(messages[2]["content"][0]["type"], "tool_result");
+            assert_eq!(messages[2]["content"][0]["tool_use_id"], "toolu_1");
+            (
+                StatusCode::OK,
+                r#"{"content":[{"type":"text","text":"Checking."},{"type":"tool_use","id":"toolu_2","name":"get_order_status","input":{"order_id":8}}],"stop_reason":"tool_use","usage":{"input_tokens":9,"output_tokens":2}}"#,
+            )
+                .into_response()
+        };
+        let url = crate::llm::serve_for_test(Router::new().route("/v1/messages", post(handler))).await;
+        let provider =
+            AnthropicProvider::new(&url, "claude", ProviderKey::fixed(None), Duration::from_secs(5)).unwrap();
+        let completion = provider
+            .complete(&ChatRequest {
+                tools: vec![crate::llm::ToolSpec {
+                    name: "get_order_status".into(),
+                    description: "status".into(),
+                    parameters: json!({ "type": "object", "properties": { "order_id": { "type": "integer" } } }),
+                }],
+                messages: vec![
+                    ChatMessage::new(Role::User, "order 7?"),
+                    ChatMessage::calling(
+                        "",
+                        vec![ToolCall::new("toolu_1", "get_order_status", r#"{"order_id":7}"#)],
+                    ),
+                    ChatMessage::tool_result("toolu_1", "in transit"),
+                ],
+                max_output_tokens: 8,
+                temperature: 0.0,
+                json_output: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(completion.text, "Checking.");
+        assert_eq!(
+            completion.tool_calls,
+            vec![ToolCall::new("toolu_2", "get_order_status", r#"{"order_id":8}"#)]
+        );
+    }
+
+    #[tokio::test]
     async fn streams_text_deltas_with_usage() {
         let body = concat!(
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9}}}\n\n",
