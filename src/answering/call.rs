@@ -75,8 +75,7 @@ impl CallLayer {
     /// The tools the model may call for `draft`, when it has any (questions and reports, not
     /// extraction, which must answer with JSON).
     pub(super) fn tools_for(&self, draft: &AnswerDraft) -> Option<&Toolbox> {
-        let toolbox = self.tools.as_deref()?;
-        (draft.task != Task::Extract && toolbox.offers_any(&draft.tenant)).then_some(toolbox)
+        self.tools.as_deref().filter(|toolbox| toolbox.serve(draft))
     }
 
     /// Calls the chain and records the calls on the draft; the answer text, or why none came.

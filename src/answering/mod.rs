@@ -112,8 +112,7 @@ impl Answering {
     /// Whether the model may call tools for `draft` (so a question without passages may still
     /// be answered).
     pub fn offers_tools(&self, draft: &AnswerDraft) -> bool {
-        draft.task != crate::contracts::Task::Extract
-            && self.tools.as_ref().is_some_and(|tools| tools.offers_any(&draft.tenant))
+        self.tools.as_ref().is_some_and(|tools| tools.serve(draft))
     }
 
     /// Decides `draft`.

@@ -13,7 +13,6 @@ mod http;
 mod records;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -21,7 +20,7 @@ use serde_json::Value;
 pub use config::{HttpToolConfig, ToolConfig, ToolsConfig};
 pub use records::{RecordedResult, ToolRecords};
 
-use crate::contracts::millis;
+use crate::contracts::{millis, AnswerDraft, Task};
 use crate::error::StageError;
 use crate::llm::{ToolCall, ToolSpec};
 use crate::pii::PiiScope;
@@ -117,9 +116,10 @@ impl Toolbox {
         })
     }
 
-    /// Whether `tenant` may use any tool.
-    pub fn offers_any(&self, tenant: &str) -> bool {
-        self.tools.values().any(|tool| tool.config.allowed_for(tenant))
+    /// Whether the model may call tools for `draft`: its tenant may use one, and it is not an
+    /// extraction (whose answer must be JSON).
+    pub fn serve(&self, draft: &AnswerDraft) -> bool {
+        draft.task != Task::Extract && self.tools.values().any(|tool| tool.config.allowed_for(&draft.tenant))
     }
 
     /// The tools `tenant` may use, as offered to the model.
@@ -285,6 +285,3 @@ fn cut(text: &str, max_chars: usize) -> String {
         None => text.to_owned(),
     }
 }
-
-/// Tools are shared by every message a stage processes.
-pub type SharedToolbox = Arc<Toolbox>;
