@@ -3,7 +3,9 @@
 # sample corpus (corpus/, two tenants) with `ragstream ingest`, feeds updates, a delete and a few
 # deliberately malformed documents, then answers the sample questions end to end offline (the
 # default topology answers with the documents' best sentence and its source, no model), one of them
-# full of personal data that is masked before retrieval and restored in the answer. Shows the answers, the audit events, tenant-scoped searches, the dead-letter topics and
+# full of personal data that is masked before retrieval and restored in the answer, and an order's
+# status looked up by a tool the model calls (a scripted stand-in for the model: SmolLM2 cannot call
+# tools). Shows the answers, the audit events, tenant-scoped searches, the dead-letter topics and
 # /metrics. Ctrl-C stops early; everything it started is stopped on exit.
 set -euo pipefail
 
@@ -31,10 +33,15 @@ if ! deploy/local/redis.sh status; then
   started_redis=true
 fi
 ragstream_pid=""
+orders_pid=""
+demo_servers=()
 cleanup() {
-  if [[ -n $ragstream_pid ]] && kill -0 "$ragstream_pid" 2>/dev/null; then
-    kill -TERM "$ragstream_pid"; wait "$ragstream_pid" || true
-  fi
+  for pid in "$ragstream_pid" "$orders_pid"; do
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"; wait "$pid" || true
+    fi
+  done
+  for pid in "${demo_servers[@]}"; do kill "$pid" 2>/dev/null || true; done
   if $started_broker; then deploy/local/broker.sh stop; fi
   if $started_redis; then deploy/local/redis.sh stop; fi
 }
@@ -99,6 +106,40 @@ done < .run/questions.tsv
 say "ragstream ask with personal data: the model sees placeholders, the answer has the values back"
 $BIN ask --tenant acme --brokers $BROKER --timeout 300 \
   "I am Maria Jensen (maria.jensen@example.com, +44 20 7946 0958). How many weeks of parental leave does a primary caregiver get?" || true
+
+say "function calling: an order's status from a tool, the customer's e-mail masked from the model"
+# topologies/order-status.yaml: a second pipeline whose model may call get_order_status. SmolLM2
+# cannot call tools, so its model is a scripted stand-in (scripts/demo/tool_model.py, not a language
+# model) and the tool a small order service (scripts/demo/order_service.py), both started here.
+ORDERS_TOPOLOGY=topologies/order-status.yaml
+ORDERS_TELEMETRY=127.0.0.1:9899
+rm -f .run/order-calls.log .run/model-requests.log
+python3 scripts/demo/order_service.py --port 8081 --log .run/order-calls.log &
+demo_servers+=($!)
+python3 scripts/demo/tool_model.py --port 8082 --log .run/model-requests.log &
+demo_servers+=($!)
+$BIN validate "$ORDERS_TOPOLOGY"
+RAGSTREAM_BROKERS=$BROKER $BIN topics create --topology "$ORDERS_TOPOLOGY"
+RAGSTREAM_BROKERS=$BROKER RAGSTREAM_TELEMETRY_LISTEN=$ORDERS_TELEMETRY $BIN run --topology "$ORDERS_TOPOLOGY" 2>.run/ragstream-orders.log &
+orders_pid=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://$ORDERS_TELEMETRY/readyz" >/dev/null 2>&1 && curl -fs http://127.0.0.1:8081/health >/dev/null 2>&1 \
+    && curl -fs http://127.0.0.1:8082/health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+$BIN ask --tenant acme --brokers $BROKER --timeout 120 \
+  --questions-topic orders.questions --answers-topic orders.answers --partials-topic orders.answers.partial \
+  --status-topic orders.status \
+  "What is the status of my order number 123? I am maria.jensen@example.com." || true
+echo "the order service was called with:"
+sed 's/^/  /' .run/order-calls.log
+if grep -q "maria.jensen@example.com" .run/model-requests.log; then
+  echo "the model saw the real e-mail (it should not have)"; exit 1
+else
+  echo "the model's $(wc -l < .run/model-requests.log) requests (.run/model-requests.log) hold placeholders only, never the e-mail"
+fi
+kill -TERM "$orders_pid"; wait "$orders_pid" || true
+orders_pid=""
 
 say "demo/questions.jsonl: a question, a summary and a malformed question (dead-lettered)"
 $KCAT -P -b $BROKER -t questions -K '|' -l demo/questions.jsonl

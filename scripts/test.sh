@@ -43,7 +43,8 @@ fi
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 echo "== clippy -D warnings + build of every target (lib, bins, tests, benches)"
 # RAGSTREAM_BUILD_TIMINGS=1 writes cargo's per-crate timing report (cargo-timings/ in the target dir).
-cargo test --quiet --workspace --all-targets --no-run ${RAGSTREAM_BUILD_TIMINGS:+--timings}
+# `model-files`: the unit tests that read the downloaded models run too.
+cargo test --quiet --workspace --all-targets --features model-files --no-run ${RAGSTREAM_BUILD_TIMINGS:+--timings}
 
 if ! wait $broker_install; then
   cat .run/broker-install.log >&2
@@ -86,7 +87,7 @@ echo "== cargo test"
 # Integration tests each spawn ragstream processes; three at a time fit 2 cores.
 # (Benchmarks are compiled by clippy above and run with `cargo bench`, not here.)
 log=$(mktemp)
-cargo test --workspace --lib --bins --tests -- --test-threads 3 2>&1 | tee "$log"
+cargo test --workspace --lib --bins --tests --features model-files -- --test-threads 3 2>&1 | tee "$log"
 echo "== deployment artefacts (scripts/check-deploy.sh)"
 deploy_status=0
 scripts/check-deploy.sh || deploy_status=$?

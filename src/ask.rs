@@ -9,7 +9,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaProperties;
-use crate::contracts::{Answer, PartialAnswer, Question, QuestionOptions, Task, SCHEMA_VERSION};
+use crate::contracts::{Answer, PartialAnswer, Question, QuestionOptions, StatusEvent, Step, Task, SCHEMA_VERSION};
 use crate::transport::kafka::{client_config, create_producer};
 
 /// What to ask and where: the arguments of `ragstream ask`.
@@ -39,6 +39,13 @@ pub struct AskOptions {
     /// while it is written.
     #[arg(long)]
     pub partials_topic: Option<String>,
+    /// Topic of status events (`decode_question`'s `status_sink`): show each step the question
+    /// goes through, as a live line on a terminal (as JSON lines with `--json`).
+    #[arg(long)]
+    pub status_topic: Option<String>,
+    /// Print the answer message as JSON instead of text (and status events as JSON lines).
+    #[arg(long)]
+    pub json: bool,
     /// Kafka bootstrap servers.
     #[arg(
         long = "brokers",
@@ -139,6 +146,7 @@ pub async fn ask(options: &AskOptions) -> anyhow::Result<Asked> {
     };
     let mut topics = vec![options.answers_topic.as_str()];
     topics.extend(options.partials_topic.as_deref());
+    topics.extend(options.status_topic.as_deref());
     let consumer = answers_consumer(&options.kafka, &topics)?;
     let producer =
         create_producer(&options.kafka, &KafkaProperties::new()).context("cannot create a Kafka producer")?;
@@ -152,9 +160,13 @@ pub async fn ask(options: &AskOptions) -> anyhow::Result<Asked> {
         )
         .await
         .map_err(|(error, _)| anyhow!("cannot produce the question to `{}`: {error}", options.questions_topic))?;
-    let answers_topic = options.answers_topic.clone();
+    let topics = Topics {
+        answers: options.answers_topic.clone(),
+        status: options.status_topic.clone(),
+    };
+    let status = StatusPrinter::new(options.json);
     let timeout = options.timeout;
-    tokio::task::spawn_blocking(move || wait_for_answer(&consumer, &request_id, &answers_topic, timeout)).await?
+    tokio::task::spawn_blocking(move || wait_for_answer(&consumer, &request_id, &topics, status, timeout)).await?
 }
 
 /// Prints partial answers as they come: the text of the current attempt, and a note when a
@@ -181,6 +193,11 @@ impl PartialPrinter {
             self.attempt = Some(attempt);
             self.text.clear();
         }
+        if let Some(tool) = &partial.calling {
+            // Not part of the answer's text: a note of what the answer waits for.
+            println!("{}[calling {tool}…]", if self.text.is_empty() { "" } else { "\n" });
+            self.printed = true;
+        }
         self.text.push_str(&partial.delta);
         print!("{}", partial.delta);
         self.printed |= !partial.delta.is_empty();
@@ -188,7 +205,82 @@ impl PartialPrinter {
     }
 }
 
-fn wait_for_answer(consumer: &BaseConsumer, request_id: &str, topic: &str, timeout: Duration) -> anyhow::Result<Asked> {
+/// The topics `ask` reads besides the partial answers.
+struct Topics {
+    answers: String,
+    status: Option<String>,
+}
+
+/// Shows status events: one line rewritten in place on a terminal, JSON lines with `--json`,
+/// nothing when stderr is not a terminal (a script reads the answer, not the progress).
+struct StatusPrinter {
+    json: bool,
+    live: bool,
+    /// A progress line is on screen and must be cleared before other output.
+    shown: bool,
+}
+
+impl StatusPrinter {
+    fn new(json: bool) -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            json,
+            live: !json && std::io::stderr().is_terminal(),
+            shown: false,
+        }
+    }
+
+    fn print(&mut self, event: &StatusEvent, raw: &[u8]) {
+        use std::io::Write as _;
+        if self.json {
+            println!("{}", String::from_utf8_lossy(raw));
+        } else if self.live {
+            eprint!(
+                "\r\x1b[2K[{:>6.1} s] {}",
+                event.elapsed_ms / 1000.0,
+                describe(&event.step)
+            );
+            let _ = std::io::stderr().flush();
+            self.shown = true;
+        }
+    }
+
+    /// Clears the progress line before the answer is printed.
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+            self.shown = false;
+        }
+    }
+}
+
+/// A step as a person reads it.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::Received => "received".to_owned(),
+        Step::Queued { wait_ms } => format!("queued behind a limit for {:.1} s", wait_ms / 1000.0),
+        Step::Retrieving => "searching the documents".to_owned(),
+        Step::Generating { model, attempt } => format!("asking {model} (attempt {attempt})"),
+        Step::Retrying {
+            model,
+            reason,
+            backoff_ms,
+            ..
+        } => format!("{model} failed ({reason}); retrying in {:.1} s", backoff_ms / 1000.0),
+        Step::CallingTool { tool } => format!("calling {tool}"),
+        Step::Answered { status } => format!("answered ({})", status.as_str()),
+        Step::Failed { status, .. } | Step::Refused { status, .. } => status.as_str().replace('_', " "),
+    }
+}
+
+fn wait_for_answer(
+    consumer: &BaseConsumer,
+    request_id: &str,
+    topics: &Topics,
+    mut status: StatusPrinter,
+    timeout: Duration,
+) -> anyhow::Result<Asked> {
+    let topic = topics.answers.as_str();
     let deadline = std::time::Instant::now() + timeout;
     let mut partials = PartialPrinter::default();
     while std::time::Instant::now() < deadline {
@@ -200,13 +292,22 @@ fn wait_for_answer(consumer: &BaseConsumer, request_id: &str, topic: &str, timeo
             continue;
         }
         let payload = message.payload().unwrap_or_default();
+        if Some(message.topic()) == topics.status.as_deref() {
+            // Progress only: an unreadable event is skipped.
+            if let Ok(event) = serde_json::from_slice::<StatusEvent>(payload) {
+                status.print(&event, payload);
+            }
+            continue;
+        }
         if message.topic() != topic {
+            status.clear();
             // A partial answer: progress only, so an unreadable one is skipped.
             if let Ok(partial) = serde_json::from_slice::<PartialAnswer>(payload) {
                 partials.print(partial);
             }
             continue;
         }
+        status.clear();
         if partials.printed {
             println!("\n");
         }

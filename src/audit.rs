@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contracts::{millis, AnswerDraft, AnswerStatus, ModelAttempt, Provenance, Task, ToolUse, SCHEMA_VERSION};
+use crate::contracts::{
+    millis, AnswerDraft, AnswerStatus, ModelAttempt, Provenance, Step, Task, ToolUse, SCHEMA_VERSION,
+};
 use crate::core_api::{FailureReport, MessageContext, Payload, Record};
 use crate::error::StageError;
 use crate::pseudonym::user_ref;
+use crate::status::StatusReporter;
 
 /// What a message is about, as far as audit events are concerned. Set on the message context
 /// by the stage that decodes it.
@@ -348,6 +351,9 @@ impl FailureReport for Subject {
                     records.push(
                         QuestionEvent::new(&draft, AnswerStatus::Failed, context).into_record(Some(sink.to_owned()))?,
                     );
+                }
+                if let Some(status) = context.extension::<StatusReporter>() {
+                    records.extend(status.record(Step::terminal(AnswerStatus::Failed, Some(reason.clone()))));
                 }
                 let answer = draft.into_answer(millis(context.received_at.elapsed()));
                 let payload = Payload::holding(&answer, "the answer")?;

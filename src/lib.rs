@@ -24,6 +24,7 @@ pub use ragstream_pii as pii;
 pub mod secrets;
 pub mod stages;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

@@ -87,9 +87,6 @@ enum Command {
     Ask {
         #[command(flatten)]
         options: AskOptions,
-        /// Print the answer message as JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// Manage the topics a topology uses.
     Topics {
@@ -226,10 +223,10 @@ async fn dispatch(command: Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Ask { options, json } => {
+        Command::Ask { options } => {
             match ask(&options).await {
                 Ok(Asked { answer, streamed }) => {
-                    if json {
+                    if options.json {
                         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
                     } else if streamed && answer.answer.is_some() {
                         // The text is on screen already.

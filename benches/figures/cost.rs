@@ -87,7 +87,7 @@ pub async fn run() {
         for i in 0..calls {
             let mut draft = draft(i, "What is the refund policy?");
             let started = Instant::now();
-            let admission = controls.admit(&draft, &estimate).await.expect("admit");
+            let admission = controls.admit(&draft, &estimate, &|_| {}).await.expect("admit");
             admits.push(started.elapsed());
             let Admission::Admitted { reservation, .. } = admission else {
                 panic!("refused: {admission:?}");

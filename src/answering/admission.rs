@@ -1,16 +1,20 @@
 //! Budgets and rate limits as a layer: the call is admitted (perhaps to a cheaper model of the
 //! tier), delayed, answered from the passages, or refused; whatever the call used is settled
-//! on the way out, also when it failed, so what it did not use goes back to the budgets.
+//! on the way out, also when it failed, so what it did not use goes back to the budgets. A tool
+//! loop's later turns are admitted one by one through the [`TurnGate`] this layer hands the call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::fallback::Fallback;
 use super::{join_route, Layer, Next, Turn};
-use crate::contracts::Task;
-use crate::cost::{Admission, CostControls};
+use crate::contracts::{millis, AnswerDraft, Step, Task};
+use crate::cost::limits::Refusal;
+use crate::cost::{Admission, CostControls, Estimate, Reservation, Used};
 use crate::error::StageError;
+use crate::status::StatusReporter;
 
 /// Reserves a call's expected tokens and cost, and settles them after it.
 pub struct AdmissionLayer {
@@ -22,8 +26,9 @@ pub struct AdmissionLayer {
 impl Layer for AdmissionLayer {
     async fn answer(&self, turn: &mut Turn<'_>, next: Next<'_>) -> Result<(), StageError> {
         let estimates = turn.planned()?.estimates.clone();
+        let status = turn.context.extension::<StatusReporter>();
         let draft = &mut *turn.draft;
-        let reservation = match self.controls.admit(draft, &estimates).await? {
+        let reservation = match self.controls.admit(draft, &estimates, &queued(&status)).await? {
             Admission::Admitted {
                 index,
                 reservation,
@@ -49,8 +54,73 @@ impl Layer for AdmissionLayer {
                 return Ok(());
             }
         };
+        // A tool loop's later turns are admitted one by one as they come.
+        let gate = Arc::new(TurnGate {
+            controls: self.controls.clone(),
+            reservations: Mutex::new(vec![(reservation, Used::of(turn.draft))]),
+            status,
+        });
+        turn.planned()?.later_turns = Some(gate.clone());
         let answered = next.answer(turn).await;
-        self.controls.settle(turn.draft, reservation).await?;
+        gate.settle(turn.draft).await?;
         answered
+    }
+}
+
+/// The budgets and rate limits of one question's later model turns: each turn reserves what it
+/// is expected to take before it is made, and every reservation is settled with what its own
+/// turn used.
+pub struct TurnGate {
+    controls: Arc<CostControls>,
+    /// Each turn's reservation, with what the draft had used when the turn began.
+    reservations: Mutex<Vec<(Reservation, Used)>>,
+    /// Hears of a turn held back by a limit.
+    status: Option<Arc<StatusReporter>>,
+}
+
+/// Reports a wait for a limit as the question's `queued` step.
+fn queued(status: &Option<Arc<StatusReporter>>) -> impl Fn(Duration) + Send + Sync + '_ {
+    move |wait| {
+        if let Some(status) = status {
+            status.report(Step::Queued { wait_ms: millis(wait) });
+        }
+    }
+}
+
+impl TurnGate {
+    /// Reserves `estimate` for the next turn of `draft`; the refusal, when a limit refuses it.
+    pub async fn admit(&self, draft: &AnswerDraft, estimate: &Estimate) -> Result<Result<(), Refusal>, StageError> {
+        let on_wait = queued(&self.status);
+        match self
+            .controls
+            .admit(draft, std::slice::from_ref(estimate), &on_wait)
+            .await?
+        {
+            Admission::Admitted { reservation, .. } => {
+                self.reservations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((reservation, Used::of(draft)));
+                Ok(Ok(()))
+            }
+            Admission::Refused { refusal, .. } => Ok(Err(refusal)),
+        }
+    }
+
+    /// Settles every turn's reservation with what that turn used.
+    async fn settle(&self, draft: &AnswerDraft) -> Result<(), StageError> {
+        let reservations = std::mem::take(&mut *self.reservations.lock().unwrap_or_else(|p| p.into_inner()));
+        let marks: Vec<Used> = reservations
+            .iter()
+            .map(|(_, mark)| *mark)
+            .skip(1)
+            .chain([Used::of(draft)])
+            .collect();
+        for ((reservation, began), ended) in reservations.into_iter().zip(marks) {
+            self.controls
+                .settle_used(&draft.tenant, reservation, ended.since(began))
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::fallback::Fallback;
-use super::partial::PartialStream;
+use super::partial::Progress;
+use super::tool_loop::LoopServices;
 use super::{CallPlan, Layer, Next, Turn};
 use crate::contracts::{AnswerDraft, AnswerStatus, Task};
 use crate::error::StageError;
@@ -41,31 +42,34 @@ impl Layer for CallLayer {
             .as_mut()
             .ok_or_else(|| StageError::internal("call runs before route"))?;
         let models = plan.models();
-        if let Some(toolbox) = self.tools_for(draft) {
-            // Tool turns are not streamed: the answer comes with the last turn.
-            let scope = context.extension::<PiiScope>();
-            let reply = self
-                .call_with_tools(toolbox, draft, &plan.request, &models, scope.as_deref())
-                .await;
-            self.decide(draft, plan, reply, &models).await?;
-            return Ok(());
-        }
+        // Partial answers are text: not for an extraction, whose answer is JSON.
         let sink = self
             .partials_sink
             .as_deref()
             .filter(|_| draft.task != Task::Extract && context.can_produce_now());
-        let Some(sink) = sink else {
-            let reply = self.call(draft, &plan.request, None, &models).await;
-            self.decide(draft, plan, reply, &models).await?;
-            return Ok(());
+        let mut stream = Progress::new(context, sink, draft);
+        let reply = match (self.tools_for(draft), stream.as_mut()) {
+            (Some(toolbox), stream) => {
+                let scope = context.extension::<PiiScope>();
+                let gate = plan.later_turns.clone();
+                let with = LoopServices {
+                    scope: scope.as_deref(),
+                    gate: gate.as_deref(),
+                    stream,
+                };
+                self.call_with_tools(toolbox, draft, &plan.request, &models, with).await
+            }
+            (None, Some(stream)) => self.call_streaming(draft, &plan.request, stream, &models).await,
+            (None, None) => self.call(draft, &plan.request, None, &models).await,
         };
-        let mut stream = PartialStream::new(context, sink, draft);
-        let reply = self.call_streaming(draft, &plan.request, &mut stream, &models).await;
         // The stream ends with the reply when it is the answer, else with the answer given.
-        if self.decide(draft, plan, reply, &models).await? {
-            stream.finish().await;
-        } else {
-            stream.replace_with(draft).await;
+        let answered = self.decide(draft, plan, reply, &models).await?;
+        if let Some(stream) = &mut stream {
+            if answered {
+                stream.finish().await;
+            } else {
+                stream.replace_with(draft).await;
+            }
         }
         Ok(())
     }
@@ -127,15 +131,16 @@ impl CallLayer {
         Ok(answered.completion)
     }
 
-    /// [`call`](Self::call) in streaming mode, its text forwarded to `stream` as it comes.
+    /// [`call`](Self::call) followed by `stream`: its attempts, and its text as it comes when
+    /// partial answers are streamed.
     async fn call_streaming(
         &self,
         draft: &mut AnswerDraft,
         request: &ChatRequest,
-        stream: &mut PartialStream<'_>,
+        stream: &mut Progress<'_>,
         models: &[String],
     ) -> Result<String, String> {
-        let (deltas, receiver) = DeltaSink::channel();
+        let (deltas, receiver) = stream.sink();
         let call = async move {
             let reply = self.call(draft, request, Some(&deltas), models).await;
             drop(deltas); // ends the forwarding below

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::contracts::{AnswerDraft, AnswerStatus, Task};
-use crate::embed::{shared_local_model, Pooling};
+use crate::embed::{local_model_identity, shared_local_model, LocalEmbedder, Pooling};
 use crate::error::StageError;
 use crate::llm::grounding::NonAnswer;
 use crate::llm::{extractive_answer_by_meaning, Extracted, Meaning};
@@ -20,25 +20,58 @@ pub struct Fallback {
     /// No model is configured: the passages answer every question, and may say they cannot.
     pub passages_only: bool,
     /// Ranks the passages' sentences by closeness in meaning to the question too.
-    pub meaning: Option<Arc<Meaning>>,
+    pub meaning: Option<MeaningModel>,
 }
 
-/// Closeness in meaning by a local sentence-embedding model (BERT family, mean pooling, as the
-/// `embed` stage loads it; the same weights are shared when it names the same directory).
-pub fn meaning_by_model(model_dir: &Path) -> Result<Arc<Meaning>, StageError> {
-    let model = shared_local_model(model_dir, Pooling::Mean, true, 256)?;
-    Ok(Arc::new(move |question: &str, sentences: &[&str]| {
-        let texts: Vec<&str> = std::iter::once(question).chain(sentences.iter().copied()).collect();
-        let vectors = model.embed(&texts).ok()?;
-        let (asked, sentences) = vectors.split_first()?;
-        // The vectors are unit length: the dot product is the cosine.
-        Some(
-            sentences
-                .iter()
-                .map(|vector| vector.iter().zip(asked).map(|(a, b)| a * b).sum())
-                .collect(),
-        )
-    }))
+/// A local sentence-embedding model (BERT family, mean pooling, as the `embed` stage loads it;
+/// the same weights are shared when it names the same directory) that ranks sentences by
+/// closeness in meaning to the question.
+#[derive(Clone)]
+pub struct MeaningModel {
+    model: Arc<LocalEmbedder>,
+    /// Vectors of this identity come from the same model and settings (see
+    /// [`local_model_identity`]): retrieval's vector of the question is reused when it matches.
+    identity: String,
+}
+
+impl MeaningModel {
+    /// Loads the model in `model_dir` (once per process).
+    pub fn load(model_dir: &Path) -> Result<Self, StageError> {
+        let (pooling, normalize, max_tokens) = (Pooling::Mean, true, 256);
+        Ok(Self {
+            model: shared_local_model(model_dir, pooling, normalize, max_tokens)?,
+            identity: local_model_identity(model_dir, pooling, normalize, max_tokens),
+        })
+    }
+
+    /// Closeness in meaning to `draft`'s question, reusing its vector from retrieval when that
+    /// came from this model (the question is then not embedded a second time).
+    fn for_question(&self, draft: &AnswerDraft) -> Arc<Meaning> {
+        let model = self.model.clone();
+        let asked = (draft.question_vector_model.as_deref() == Some(self.identity.as_str())
+            && !draft.question_vector.is_empty())
+        .then(|| draft.question_vector.clone());
+        Arc::new(move |question: &str, sentences: &[&str]| {
+            let (asked, vectors) = match &asked {
+                Some(asked) => (asked.clone(), model.embed(sentences).ok()?),
+                None => {
+                    let texts: Vec<&str> = std::iter::once(question).chain(sentences.iter().copied()).collect();
+                    let mut vectors = model.embed(&texts).ok()?;
+                    if vectors.is_empty() {
+                        return None;
+                    }
+                    (vectors.remove(0), vectors)
+                }
+            };
+            // The vectors are unit length: the dot product is the cosine.
+            Some(
+                vectors
+                    .iter()
+                    .map(|vector| vector.iter().zip(&asked).map(|(a, b)| a * b).sum())
+                    .collect(),
+            )
+        })
+    }
 }
 
 impl Fallback {
@@ -77,7 +110,7 @@ impl Fallback {
         // After a model's failed attempt the passages answer what they can; with no model they
         // answer every question, and may say they cannot.
         let (max_passages, may_refuse) = (self.passages, self.passages_only);
-        let extracted = match self.meaning.clone() {
+        let extracted = match self.meaning.as_ref().map(|model| model.for_question(draft)) {
             // Ranking by meaning runs a model over every sentence: off the async threads.
             Some(meaning) => {
                 let (question, passages) = (draft.question.clone(), draft.passages.clone());

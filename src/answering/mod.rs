@@ -58,6 +58,9 @@ pub struct CallPlan {
     /// The models that may answer, in order, each with what its call is expected to cost.
     /// [`admission`] drops those a limit rules out.
     pub estimates: Vec<Estimate>,
+    /// Admits every model turn after the first (a tool loop's) against the same budgets and
+    /// rate limits: set by [`admission`] when they apply.
+    pub later_turns: Option<Arc<admission::TurnGate>>,
 }
 
 impl CallPlan {

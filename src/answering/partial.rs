@@ -1,17 +1,24 @@
-//! Partial answers while a model writes: its streamed text, personal data restored, produced to
-//! the partials sink as it comes; the stream always ends with the answer actually given.
+//! What a caller sees while the models work: partial answers (the streamed text, personal data
+//! restored, produced to the partials sink as it comes; the stream always ends with the answer
+//! actually given) and status events (each model attempt, retry and tool call).
+
+use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::contracts::{millis, Step};
 use crate::contracts::{AnswerDraft, PartialAnswer, SCHEMA_VERSION};
 use crate::core_api::{MessageContext, Payload, Record};
-use crate::llm::StreamEvent;
+use crate::llm::{DeltaSink, StreamEvent};
 use crate::pii::{PiiScope, StreamRestorer};
+use crate::status::StatusReporter;
 
-/// Turns a streaming call's events into partial answers, personal data restored.
-pub(super) struct PartialStream<'a> {
+/// Turns a call's events into partial answers (personal data restored) and status events.
+pub(super) struct Progress<'a> {
     context: &'a MessageContext,
-    sink: String,
+    /// Where partial answers go; none: the text is not streamed.
+    partials_sink: Option<String>,
+    status: Option<Arc<StatusReporter>>,
     request_id: String,
     tenant: String,
     seq: u64,
@@ -20,17 +27,38 @@ pub(super) struct PartialStream<'a> {
     restorer: StreamRestorer,
 }
 
-impl<'a> PartialStream<'a> {
-    /// A stream of partial answers to `sink` for `draft`'s request.
-    pub(super) fn new(context: &'a MessageContext, sink: &str, draft: &AnswerDraft) -> Self {
-        Self {
+impl<'a> Progress<'a> {
+    /// Progress of `draft`'s request: partial answers to `partials_sink`, status events when
+    /// the message has a status reporter; none when there is neither.
+    pub(super) fn new(context: &'a MessageContext, partials_sink: Option<&str>, draft: &AnswerDraft) -> Option<Self> {
+        let status = context.extension::<StatusReporter>();
+        if partials_sink.is_none() && status.is_none() {
+            return None;
+        }
+        Some(Self {
             context,
-            sink: sink.to_owned(),
+            partials_sink: partials_sink.map(str::to_owned),
+            status,
             request_id: draft.request_id.clone(),
             tenant: draft.tenant.clone(),
             seq: 0,
             current: None,
             restorer: StreamRestorer::default(),
+        })
+    }
+
+    /// Where a call sends its events: the text too when partial answers are streamed.
+    pub(super) fn sink(&self) -> (DeltaSink, UnboundedReceiver<StreamEvent>) {
+        if self.partials_sink.is_some() {
+            DeltaSink::channel()
+        } else {
+            DeltaSink::observer()
+        }
+    }
+
+    fn report(&self, step: Step) {
+        if let Some(status) = &self.status {
+            status.report(step);
         }
     }
 
@@ -51,11 +79,30 @@ impl<'a> PartialStream<'a> {
                         records.extend(self.partial(std::mem::take(&mut text), false));
                         // What the failed attempt held back is void with it.
                         self.restorer = StreamRestorer::default();
+                        self.report(Step::Generating {
+                            model: model.clone(),
+                            attempt,
+                        });
                         self.current = Some((model, attempt));
+                    }
+                    StreamEvent::Retrying { reason, backoff } => {
+                        if let Some((model, attempt)) = self.current.clone() {
+                            self.report(Step::Retrying {
+                                model,
+                                attempt,
+                                reason,
+                                backoff_ms: millis(backoff),
+                            });
+                        }
                     }
                     StreamEvent::Text(piece) => {
                         let restored = self.restore(&piece);
                         text.push_str(&restored);
+                    }
+                    StreamEvent::Calling(tool) => {
+                        records.extend(self.partial(std::mem::take(&mut text), false));
+                        self.report(Step::CallingTool { tool: tool.clone() });
+                        records.extend(self.calling(tool));
                     }
                 }
             }
@@ -117,8 +164,19 @@ impl<'a> PartialStream<'a> {
     }
 
     fn partial_always(&mut self, delta: String, done: bool) -> Option<Record> {
+        self.record(delta, done, None)
+    }
+
+    /// A partial saying the model calls `tool`.
+    fn calling(&mut self, tool: String) -> Option<Record> {
+        self.record(String::new(), false, Some(tool))
+    }
+
+    fn record(&mut self, delta: String, done: bool, calling: Option<String>) -> Option<Record> {
+        let sink = self.partials_sink.clone()?;
         let (model, attempt) = self.current.clone()?;
         let partial = PartialAnswer {
+            calling,
             schema_version: SCHEMA_VERSION,
             request_id: self.request_id.clone(),
             tenant: self.tenant.clone(),
@@ -133,7 +191,7 @@ impl<'a> PartialStream<'a> {
             key: Some(self.request_id.clone().into_bytes()),
             payload: Payload::from_typed(&partial).ok()?,
             headers: Vec::new(),
-            sink: Some(self.sink.clone()),
+            sink: Some(sink),
         })
     }
 

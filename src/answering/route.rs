@@ -53,6 +53,28 @@ impl Layer for RouteLayer {
     }
 }
 
+/// What asking `name` with `request` is expected to take: its prompt counted with the model's
+/// own tokenizer where known, and the answer's bound, at the model's price.
+pub(super) fn estimate(chain: &ModelChain, prices: &[ModelConfig], name: &str, request: &ChatRequest) -> Estimate {
+    let text: String = request
+        .messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let prompt = chain.count_tokens_for(name, &text) as u64;
+    let output = u64::from(request.max_output_tokens);
+    let usage = Usage {
+        prompt_tokens: prompt,
+        completion_tokens: output,
+    };
+    Estimate {
+        model: name.to_owned(),
+        tokens: (prompt + output) as f64,
+        cost_usd: price_of(prices, name).cost(usage),
+    }
+}
+
 impl RouteLayer {
     /// The prompt and the models that may answer it; sets the draft's route (why those).
     fn plan(&self, draft: &mut AnswerDraft) -> CallPlan {
@@ -79,27 +101,9 @@ impl RouteLayer {
             json_output: draft.task == Task::Extract,
         };
         let (names, mut route) = self.tier(draft);
-        let text: String = request
-            .messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let output = u64::from(request.max_output_tokens);
         let mut estimates: Vec<Estimate> = names
             .iter()
-            .map(|name| {
-                let prompt = self.chain.count_tokens_for(name, &text) as u64;
-                let usage = Usage {
-                    prompt_tokens: prompt,
-                    completion_tokens: output,
-                };
-                Estimate {
-                    model: name.clone(),
-                    tokens: (prompt + output) as f64,
-                    cost_usd: price_of(&routing.models, name).cost(usage),
-                }
-            })
+            .map(|name| estimate(&self.chain, &routing.models, name, &request))
             .collect();
         if let Some(ceiling) = routing.max_cost_per_request_usd {
             let (fit, over): (Vec<Estimate>, Vec<Estimate>) =
@@ -117,6 +121,7 @@ impl RouteLayer {
             prompt,
             request,
             estimates,
+            later_turns: None,
         }
     }
 

@@ -1,14 +1,27 @@
 //! The tool loop of the call layer: while the model calls tools, run them (a turn's calls at
 //! once) and hand their results back, within the bounds of [`ToolLimits`]: turns, failures in a
-//! row, and one deadline for the whole loop.
+//! row, and one deadline for the whole loop. Every turn after the first is admitted by the
+//! budgets and rate limits before it is made, like the first.
 
 use futures::future::join_all;
 
+use super::admission::TurnGate;
 use super::call::CallLayer;
+use super::partial::Progress;
+use super::route::estimate;
 use crate::contracts::{AnswerDraft, ToolUse};
 use crate::llm::{ChatMessage, ChatRequest};
 use crate::pii::PiiScope;
 use crate::tools::{CallSite, Toolbox};
+
+/// What the tool loop works with besides the question: the request's personal-data vault, the
+/// budgets' gate for later turns, and the partial-answer stream, each when there is one.
+pub(super) struct LoopServices<'s, 'c> {
+    pub scope: Option<&'s PiiScope>,
+    pub gate: Option<&'s TurnGate>,
+    /// Each turn's text and the tools it calls are streamed here as they come.
+    pub stream: Option<&'s mut Progress<'c>>,
+}
 
 impl CallLayer {
     /// Asks the models with `toolbox`'s tools for the draft's tenant until one answers without
@@ -21,16 +34,43 @@ impl CallLayer {
         draft: &mut AnswerDraft,
         request: &ChatRequest,
         models: &[String],
-        scope: Option<&PiiScope>,
+        with: LoopServices<'_, '_>,
     ) -> Result<String, String> {
+        let LoopServices {
+            scope,
+            gate,
+            mut stream,
+        } = with;
         let limits = toolbox.limits;
-        let (tenant, request_id) = (draft.tenant.clone(), draft.request_id.clone());
+        let (tenant, request_id, task) = (draft.tenant.clone(), draft.request_id.clone(), draft.task);
         let mut request = request.clone();
-        request.tools = toolbox.specs_for(&tenant);
+        request.tools = toolbox.specs_for(&tenant, task);
         let turns = async {
             let mut failures_in_row = 0;
             for iteration in 0..limits.max_iterations {
-                let completion = self.turn(draft, &request, None, models).await?;
+                if let (Some(gate), Some(model), true) = (gate, models.first(), iteration > 0) {
+                    let estimate = estimate(&self.chain, &self.models, model, &request);
+                    if let Err(refusal) = gate.admit(draft, &estimate).await.map_err(|e| e.reason)? {
+                        return Err(format!(
+                            "turn {} of the tool loop was not admitted: {}",
+                            iteration + 1,
+                            refusal.reason
+                        ));
+                    }
+                }
+                let completion = match stream.as_deref_mut() {
+                    Some(stream) => {
+                        let (deltas, receiver) = stream.sink();
+                        let (asking, request) = (&mut *draft, &request);
+                        let call = async move {
+                            let completion = self.turn(asking, request, Some(&deltas), models).await;
+                            drop(deltas); // ends the forwarding below
+                            completion
+                        };
+                        tokio::join!(call, stream.forward(receiver)).0?
+                    }
+                    None => self.turn(draft, &request, None, models).await?,
+                };
                 if completion.tool_calls.is_empty() {
                     return Ok(completion.text);
                 }
@@ -38,6 +78,7 @@ impl CallLayer {
                 let sites: Vec<CallSite<'_>> = (0..calls.len())
                     .map(|index| CallSite {
                         tenant: &tenant,
+                        task,
                         request_id: &request_id,
                         iteration,
                         index,

@@ -268,7 +268,7 @@ pub struct SinkConfig {
     #[serde(default)]
     pub format: SinkFormat,
     /// For `format: avro`: which of ragstream's schemas (`schemas/avro/<schema>.avsc`) the
-    /// records follow: `answers`, `partial_answers`, `audit`, `documents` or `questions`.
+    /// records follow: `answers`, `partial_answers`, `audit`, `documents`, `questions` or `status`.
     #[serde(default)]
     pub schema: Option<String>,
 }

@@ -18,7 +18,7 @@ use serde_json::{Map, Number, Value as Json};
 const JSON_TEXT_ATTRIBUTE: &str = "ragstream.json_text";
 
 /// The schema files, by the name a sink's `schema` setting uses.
-const SCHEMA_FILES: [(&str, &str); 5] = [
+const SCHEMA_FILES: [(&str, &str); 6] = [
     ("answers", include_str!("../../schemas/avro/answers.avsc")),
     ("audit", include_str!("../../schemas/avro/audit.avsc")),
     ("documents", include_str!("../../schemas/avro/documents.avsc")),
@@ -27,6 +27,7 @@ const SCHEMA_FILES: [(&str, &str); 5] = [
         include_str!("../../schemas/avro/partial_answers.avsc"),
     ),
     ("questions", include_str!("../../schemas/avro/questions.avsc")),
+    ("status", include_str!("../../schemas/avro/status.avsc")),
 ];
 
 /// One of ragstream's message schemas.

@@ -7,8 +7,10 @@
 
 pub mod avro;
 mod outcome;
+mod status;
 
 pub use outcome::StoredOutcome;
+pub use status::{StatusEvent, Step};
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -261,6 +263,10 @@ pub struct PartialAnswer {
     pub delta: String,
     /// Set on the last partial of the attempt that answered.
     pub done: bool,
+    /// The tool the model is calling (such a partial carries no text): progress for a user
+    /// waiting while the answer depends on a tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calling: Option<String>,
 }
 
 /// A chunk found for a question, as the answering stages pass it on.
@@ -353,9 +359,14 @@ pub struct AnswerDraft {
     /// The tools the model called, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolUse>,
-    /// The masked question's embedding (set by `retrieve`), for the semantic response cache.
+    /// The masked question's embedding (set by `retrieve`), for the semantic response cache
+    /// and the meaning ranker of the passages' answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub question_vector: Vec<f32>,
+    /// What `question_vector` came from (model and settings): only a ranker using the same
+    /// model may reuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_vector_model: Option<String>,
 }
 
 impl AnswerDraft {
@@ -400,6 +411,7 @@ impl AnswerDraft {
             invented_placeholders: 0,
             tool_calls: Vec::new(),
             question_vector: Vec::new(),
+            question_vector_model: None,
         }
     }
 
@@ -487,6 +499,13 @@ impl Contract {
                 include_str!("../../schemas/partial_answers.schema.json"),
             )
         });
+        &CONTRACT
+    }
+
+    /// The status contract (`schemas/status.schema.json`): the steps a question goes through.
+    pub fn status() -> &'static Contract {
+        static CONTRACT: LazyLock<Contract> =
+            LazyLock::new(|| Contract::compile("status event", include_str!("../../schemas/status.schema.json")));
         &CONTRACT
     }
 

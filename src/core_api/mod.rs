@@ -8,4 +8,4 @@ mod record;
 mod stage;
 
 pub use record::{MessageContext, Payload, ProduceNow, Record};
-pub use stage::{FailureReport, Stage};
+pub use stage::{FailureReport, Stage, StageEnvironment};

@@ -173,6 +173,12 @@ impl MessageContext {
         self.early_outputs.is_some()
     }
 
+    /// The producer behind [`produce_now`](Self::produce_now), for work that outlives a call
+    /// (a task producing a question's status events in order).
+    pub fn early_outputs(&self) -> Option<Arc<dyn ProduceNow>> {
+        self.early_outputs.as_ref().map(|EarlyOutputs(outputs)| outputs.clone())
+    }
+
     /// Produces `records` now (see [`ProduceNow`]); without early outputs there is nowhere to
     /// send them and they are dropped.
     pub async fn produce_now(&self, records: Vec<Record>) -> Result<(), StageError> {

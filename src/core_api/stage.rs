@@ -1,5 +1,7 @@
 //! The contract between the engine and the stages it runs.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 
 use super::{MessageContext, Record};
@@ -14,12 +16,20 @@ pub trait Stage: Send + Sync {
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError>;
 
     /// Called once before the first message (open connections, load models).
-    async fn start(&self) -> Result<(), StageError> {
+    async fn start(&self, _environment: &StageEnvironment) -> Result<(), StageError> {
         Ok(())
     }
 
     /// Called once after the last message (flush buffers, close connections).
     async fn stop(&self) {}
+}
+
+/// What a stage may use of the process around it when it starts.
+#[derive(Debug, Clone, Default)]
+pub struct StageEnvironment {
+    /// The librdkafka properties the topology's clients share (`kafka:`, at least
+    /// `bootstrap.servers`), for a stage that talks to the bus itself (a tool on a topic).
+    pub kafka: BTreeMap<String, String>,
 }
 
 /// What readers of a pipeline's outputs still expect when a message is dead-lettered after a

@@ -29,6 +29,35 @@ pub struct Reservation {
     cost_usd: f64,
 }
 
+/// Told of a wait before it begins (a question's status: `queued`).
+pub type OnWait<'a> = dyn Fn(Duration) + Send + Sync + 'a;
+
+/// What calls used: tokens (prompt and answer) and dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Used {
+    pub tokens: f64,
+    pub cost_usd: f64,
+}
+
+impl Used {
+    /// What every call made for `draft` so far used.
+    pub fn of(draft: &AnswerDraft) -> Self {
+        let usage = &draft.provenance.usage;
+        Self {
+            tokens: (usage.prompt_tokens + usage.completion_tokens) as f64,
+            cost_usd: draft.provenance.cost_usd,
+        }
+    }
+
+    /// What was used since `earlier`.
+    pub fn since(self, earlier: Used) -> Self {
+        Self {
+            tokens: (self.tokens - earlier.tokens).max(0.0),
+            cost_usd: (self.cost_usd - earlier.cost_usd).max(0.0),
+        }
+    }
+}
+
 /// Whether and how a call may go ahead.
 #[derive(Debug)]
 pub enum Admission {
@@ -53,15 +82,21 @@ impl CostControls {
     }
 
     /// Admits the call of the first estimate whose model fits every limit (the later ones only
-    /// with `downgrade`), reserving its tokens and cost; refuses otherwise.
-    pub async fn admit(&self, draft: &AnswerDraft, estimates: &[Estimate]) -> Result<Admission, StageError> {
+    /// with `downgrade`), reserving its tokens and cost; refuses otherwise. `on_wait` hears of
+    /// every wait `on_exceeded: delay` makes before it begins.
+    pub async fn admit(
+        &self,
+        draft: &AnswerDraft,
+        estimates: &[Estimate],
+        on_wait: &OnWait<'_>,
+    ) -> Result<Admission, StageError> {
         let mut first_refusal = None;
         for (index, estimate) in estimates.iter().enumerate() {
             // Only a cheaper model can help once one did not fit.
             if index > 0 && estimate.cost_usd >= estimates[0].cost_usd && estimate.tokens >= estimates[0].tokens {
                 continue;
             }
-            match self.admit_one(draft, estimate).await? {
+            match self.admit_one(draft, estimate, on_wait).await? {
                 Ok(reservation) => {
                     let downgraded = first_refusal
                         .as_ref()
@@ -100,6 +135,7 @@ impl CostControls {
         &self,
         draft: &AnswerDraft,
         estimate: &Estimate,
+        on_wait: &OnWait<'_>,
     ) -> Result<Result<Reservation, Refusal>, StageError> {
         let scopes = self.scopes(draft);
         let prefix = &self.config.key_prefix;
@@ -117,6 +153,7 @@ impl CostControls {
                         reason: rates[slowest].exceeded(wait),
                     }));
                 }
+                on_wait(wait);
                 self.clock.sleep(wait).await;
             }
             // Budget windows are read after any wait: a wait may have crossed into a new one.
@@ -153,15 +190,21 @@ impl CostControls {
                     reason: budgets[index].exceeded(),
                 }));
             }
+            on_wait(until_reset);
             self.clock.sleep(until_reset).await;
         }
     }
 
-    /// Settles a reservation with what the call used (nothing, if it failed), and updates the
-    /// remaining-budget gauge of the tenant.
+    /// Settles a reservation with what the draft's calls used (nothing, if they failed), and
+    /// updates the remaining-budget gauge of the tenant.
     pub async fn settle(&self, draft: &AnswerDraft, reservation: Reservation) -> Result<(), StageError> {
-        let used_tokens = (draft.provenance.usage.prompt_tokens + draft.provenance.usage.completion_tokens) as f64;
-        let actual = (used_tokens, draft.provenance.cost_usd);
+        self.settle_used(&draft.tenant, reservation, Used::of(draft)).await
+    }
+
+    /// Settles a reservation of `tenant` with what its call used.
+    pub async fn settle_used(&self, tenant: &str, reservation: Reservation, used: Used) -> Result<(), StageError> {
+        let used_tokens = used.tokens;
+        let actual = (used.tokens, used.cost_usd);
         let reserved = (reservation.tokens, reservation.cost_usd);
         let mut corrections: Vec<(String, f64)> = reservation
             .budgets
@@ -193,10 +236,7 @@ impl CostControls {
             remaining = Some(remaining.map_or(left, |r: f64| r.min(left)));
         }
         if let Some(left) = remaining {
-            metrics()
-                .budget_remaining_ratio
-                .with_label_values(&[&draft.tenant])
-                .set(left);
+            metrics().budget_remaining_ratio.with_label_values(&[tenant]).set(left);
         }
         Ok(())
     }
@@ -283,8 +323,8 @@ mod tests {
             .await
             .unwrap();
         let started = clock.now();
-        let first = reservation(controls.admit(&draft(), &dollar()).await.unwrap());
-        let second = reservation(controls.admit(&draft(), &dollar()).await.unwrap());
+        let first = reservation(controls.admit(&draft(), &dollar(), &|_| {}).await.unwrap());
+        let second = reservation(controls.admit(&draft(), &dollar(), &|_| {}).await.unwrap());
         assert!(
             second.budgets[0].resets_at > first.budgets[0].resets_at,
             "the second request was admitted in a later window"
@@ -304,8 +344,8 @@ mod tests {
              tenant: { cost_usd_per_day: 1.0 } }",
         )
         .await;
-        reservation(controls.admit(&draft(), &dollar()).await.unwrap());
-        let refused = controls.admit(&draft(), &dollar()).await.unwrap();
+        reservation(controls.admit(&draft(), &dollar(), &|_| {}).await.unwrap());
+        let refused = controls.admit(&draft(), &dollar(), &|_| {}).await.unwrap();
         let Admission::Refused { refusal, extractive } = refused else {
             panic!("admitted over the budget");
         };
@@ -318,8 +358,8 @@ mod tests {
     #[tokio::test]
     async fn reject_does_not_wait_for_a_reset() {
         let controls = controls("{ store: memory, single_replica: true, tenant: { cost_usd_per_minute: 1.0 } }").await;
-        reservation(controls.admit(&draft(), &dollar()).await.unwrap());
-        let refused = controls.admit(&draft(), &dollar()).await.unwrap();
+        reservation(controls.admit(&draft(), &dollar(), &|_| {}).await.unwrap());
+        let refused = controls.admit(&draft(), &dollar(), &|_| {}).await.unwrap();
         assert!(matches!(
             refused,
             Admission::Refused {

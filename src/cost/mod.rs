@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 
-pub use admission::{Admission, Estimate, Reservation};
+pub use admission::{Admission, Estimate, OnWait, Reservation, Used};
 pub use config::{CostControlConfig, ExceededPolicy};
 
 use crate::clock::{self, Clock};

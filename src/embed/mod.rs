@@ -37,6 +37,12 @@ pub fn tune_allocator() {
 /// What makes two loaded models interchangeable: directory, pooling, normalisation, limit.
 type ModelKey = (PathBuf, Pooling, bool, usize);
 
+/// Names a local model with the settings that shape its vectors: two vectors with the same
+/// identity can be compared (the question's vector from retrieval, reused by the meaning ranker).
+pub fn local_model_identity(dir: &Path, pooling: Pooling, normalize: bool, max_tokens: usize) -> String {
+    format!("local:{}:{pooling:?}:{normalize}:{max_tokens}", dir.display())
+}
+
 /// Loads a local model once per process: ingestion and retrieval stages naming the same
 /// directory share one copy of the weights.
 pub fn shared_local_model(

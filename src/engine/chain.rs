@@ -8,8 +8,8 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::config::{PipelineConfig, RetryConfig};
-use crate::core_api::Stage;
 use crate::core_api::{MessageContext, Record};
+use crate::core_api::{Stage, StageEnvironment};
 use crate::error::{Fault, StageError};
 use crate::telemetry::metrics::metrics;
 
@@ -38,12 +38,18 @@ pub struct StageChain {
     pipeline: String,
     stages: Vec<ChainStage>,
     retry: RetryConfig,
+    /// What the stages get when they start.
+    environment: StageEnvironment,
 }
 
 impl StageChain {
     /// Builds every stage of `config`, after `source_step` (named `source`: it reads the
     /// message's wire format) when the chain has stages; an empty chain copies bytes unchanged.
-    pub fn build(config: &PipelineConfig, source_step: Option<Box<dyn Stage>>) -> Result<Self, Rejection> {
+    pub fn build(
+        config: &PipelineConfig,
+        source_step: Option<Box<dyn Stage>>,
+        environment: StageEnvironment,
+    ) -> Result<Self, Rejection> {
         let mut stages: Vec<ChainStage> = config
             .stages
             .iter()
@@ -73,13 +79,14 @@ impl StageChain {
             pipeline: config.name.clone(),
             stages,
             retry: config.retry.clone(),
+            environment,
         })
     }
 
     /// Calls every stage's start hook.
     pub async fn start(&self) -> Result<(), Rejection> {
         for stage in &self.stages {
-            stage.stage.start().await.map_err(|error| Rejection {
+            stage.stage.start(&self.environment).await.map_err(|error| Rejection {
                 stage: stage.name.clone(),
                 error,
             })?;
@@ -242,6 +249,7 @@ mod tests {
                 initial_backoff_ms: 1,
                 max_backoff_ms: 2,
             },
+            environment: StageEnvironment::default(),
         }
     }
 

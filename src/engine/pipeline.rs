@@ -16,8 +16,8 @@ use super::chain::{Rejection, StageChain, SOURCE_STEP};
 use super::outputs::Outputs;
 use super::wire_format::WireFormatDecoder;
 use crate::config::{KafkaProperties, PipelineConfig};
-use crate::core_api::Stage;
 use crate::core_api::{MessageContext, Payload, Record};
+use crate::core_api::{Stage, StageEnvironment};
 use crate::error::{Fault, StageError};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::Readiness;
@@ -56,7 +56,8 @@ impl Pipeline {
         let producer = kafka::create_producer(shared, &config.producer)
             .with_context(|| format!("pipeline `{}`: cannot create producer", config.name))?;
         let source_step: Box<dyn Stage> = Box::new(WireFormatDecoder::new(registry.clone()));
-        let chain = StageChain::build(config, Some(source_step)).map_err(|rejection| {
+        let environment = StageEnvironment { kafka: shared.clone() };
+        let chain = StageChain::build(config, Some(source_step), environment).map_err(|rejection| {
             anyhow::anyhow!(
                 "pipeline `{}`: cannot build stage `{}`: {}",
                 config.name,

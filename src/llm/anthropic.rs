@@ -9,7 +9,7 @@ use serde_json::json;
 use super::sse::SseParser;
 use super::{
     send_checked, CallError, CallErrorKind, ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink,
-    HttpEndpoint, Role, ToolCall, Usage,
+    HttpEndpoint, Role, StreamedToolCalls, ToolCall, Usage,
 };
 use crate::error::StageError;
 use crate::secrets::ProviderKey;
@@ -188,6 +188,7 @@ impl ChatProvider for AnthropicProvider {
             usage: Usage::default(),
             finish_reason: None,
         };
+        let mut tool_calls = StreamedToolCalls::default();
         let mut stopped = false;
         let mut body_ended = false;
         while !stopped && !body_ended {
@@ -206,10 +207,23 @@ impl ChatProvider for AnthropicProvider {
                         completion.usage.prompt_tokens =
                             tokens_at(&event, "/message/usage/input_tokens").unwrap_or_default();
                     }
+                    "content_block_start" if event.pointer("/content_block/type") == Some(&json!("tool_use")) => {
+                        let block = &event["content_block"];
+                        tool_calls.push(
+                            block_index(&event),
+                            block["id"].as_str(),
+                            block["name"].as_str(),
+                            None,
+                            deltas,
+                        );
+                    }
                     "content_block_delta" => {
                         if let Some(piece) = event.pointer("/delta/text").and_then(|t| t.as_str()) {
                             deltas.text(piece);
                             completion.text.push_str(piece);
+                        }
+                        if let Some(piece) = event.pointer("/delta/partial_json").and_then(|t| t.as_str()) {
+                            tool_calls.push(block_index(&event), None, None, Some(piece), deltas);
                         }
                     }
                     "message_delta" => {
@@ -239,14 +253,20 @@ impl ChatProvider for AnthropicProvider {
                 "the stream broke off before the answer was complete",
             ));
         }
+        completion.tool_calls = tool_calls.finish();
         Ok(completion)
     }
+}
+
+/// The content block a stream event belongs to.
+fn block_index(event: &serde_json::Value) -> usize {
+    event["index"].as_u64().unwrap_or_default() as usize
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::ChatMessage;
+    use crate::llm::{ChatMessage, StreamEvent};
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
     use axum::routing::post;
@@ -347,12 +367,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn streams_text_deltas_with_usage() {
+    async fn streams_text_and_tool_use_deltas_with_usage() {
         let body = concat!(
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9}}}\n\n",
             "event: ping\ndata: {\"type\":\"ping\"}\n\n",
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Par\"}}\n\n",
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"is\"}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_order_status\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"order_id\\\":\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" 7}\"}}\n\n",
             "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
         );
@@ -386,6 +409,17 @@ mod tests {
         while let Some(event) = receiver.recv().await {
             pieces.push(event);
         }
-        assert_eq!(pieces.len(), 2);
+        assert_eq!(
+            pieces,
+            [
+                StreamEvent::Text("Par".into()),
+                StreamEvent::Text("is".into()),
+                StreamEvent::Calling("get_order_status".into()),
+            ]
+        );
+        assert_eq!(
+            completion.tool_calls,
+            [ToolCall::new("toolu_1", "get_order_status", "{\"order_id\": 7}")]
+        );
     }
 }

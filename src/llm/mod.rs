@@ -284,33 +284,119 @@ pub enum StreamEvent {
     Attempt { model: String, attempt: u32 },
     /// The next piece of the answer text of the current attempt.
     Text(String),
+    /// The model of the current attempt calls the tool `name` (its arguments still coming).
+    Calling(String),
+    /// The current attempt failed with `reason`; the same model is asked again after `backoff`.
+    Retrying {
+        reason: String,
+        backoff: std::time::Duration,
+    },
 }
 
-/// Where a streaming call sends its events. Sending never blocks the call: the receiver
-/// drains at its own pace (an unbounded channel: an answer is at most a few thousand pieces).
+/// Where a call sends its events. Sending never blocks the call: the receiver drains at its
+/// own pace (an unbounded channel: an answer is at most a few thousand pieces).
 #[derive(Debug, Clone)]
-pub struct DeltaSink(tokio::sync::mpsc::UnboundedSender<StreamEvent>);
+pub struct DeltaSink {
+    sender: tokio::sync::mpsc::UnboundedSender<StreamEvent>,
+    /// Whether the models are asked to stream their text; else only attempts, retries and tool
+    /// calls are reported.
+    streams_text: bool,
+}
 
 impl DeltaSink {
-    /// A sink and the receiver of what is sent to it.
+    /// A sink for a streaming call and the receiver of what is sent to it.
     pub fn channel() -> (Self, tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) {
+        Self::new(true)
+    }
+
+    /// A sink that follows a call's attempts, retries and tool calls without streaming its text.
+    pub fn observer() -> (Self, tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) {
+        Self::new(false)
+    }
+
+    fn new(streams_text: bool) -> (Self, tokio::sync::mpsc::UnboundedReceiver<StreamEvent>) {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        (Self(sender), receiver)
+        (Self { sender, streams_text }, receiver)
+    }
+
+    /// Whether the models are asked to stream their text.
+    pub fn streams_text(&self) -> bool {
+        self.streams_text
     }
 
     /// Reports the next piece of text (nothing for an empty one).
     pub fn text(&self, piece: &str) {
         if !piece.is_empty() {
             // A receiver that stopped listening only loses progress reports.
-            let _ = self.0.send(StreamEvent::Text(piece.to_owned()));
+            let _ = self.sender.send(StreamEvent::Text(piece.to_owned()));
         }
     }
 
+    /// Reports a completion that came in one piece: its text, then its tool calls.
+    pub fn whole(&self, completion: &Completion) {
+        self.text(&completion.text);
+        for call in &completion.tool_calls {
+            self.calling(call.name());
+        }
+    }
+
+    /// Reports that the model calls the tool `name`.
+    pub fn calling(&self, name: &str) {
+        let _ = self.sender.send(StreamEvent::Calling(name.to_owned()));
+    }
+
+    /// Reports that the attempt failed with `reason` and is tried again after `backoff`.
+    fn retrying(&self, reason: String, backoff: std::time::Duration) {
+        let _ = self.sender.send(StreamEvent::Retrying { reason, backoff });
+    }
+
     fn attempt(&self, model: &str, attempt: u32) {
-        let _ = self.0.send(StreamEvent::Attempt {
+        let _ = self.sender.send(StreamEvent::Attempt {
             model: model.to_owned(),
             attempt,
         });
+    }
+}
+
+/// Tool calls put together from a stream's pieces: each call's id and name when they come,
+/// its arguments (JSON text) appended piece by piece, the calls in the order of their index.
+#[derive(Debug, Default)]
+pub(crate) struct StreamedToolCalls(std::collections::BTreeMap<usize, ToolCall>);
+
+impl StreamedToolCalls {
+    /// A piece of the call at `index`; the first piece that names it is reported to `deltas`.
+    pub(crate) fn push(
+        &mut self,
+        index: usize,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+        deltas: &DeltaSink,
+    ) {
+        let call = self.0.entry(index).or_insert_with(|| ToolCall::new("", "", ""));
+        if let Some(id) = id.filter(|id| !id.is_empty()) {
+            call.id = id.to_owned();
+        }
+        if let Some(name) = name.filter(|name| !name.is_empty() && call.function.name.is_empty()) {
+            call.function.name = name.to_owned();
+            deltas.calling(name);
+        }
+        if let Some(arguments) = arguments {
+            call.function.arguments.push_str(arguments);
+        }
+    }
+
+    /// The calls, in order (a call without an id gets one from its index).
+    pub(crate) fn finish(self) -> Vec<ToolCall> {
+        self.0
+            .into_iter()
+            .map(|(index, mut call)| {
+                if call.id.is_empty() {
+                    call.id = format!("call_{index}");
+                }
+                call
+            })
+            .collect()
     }
 }
 
@@ -325,7 +411,7 @@ pub trait ChatProvider: Send + Sync {
     /// one piece at the end.
     async fn stream(&self, request: &ChatRequest, deltas: &DeltaSink) -> Result<Completion, CallError> {
         let completion = self.complete(request).await?;
-        deltas.text(&completion.text);
+        deltas.whole(&completion);
         Ok(completion)
     }
 

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::sse::SseParser;
 use super::{
     estimate_tokens, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink,
-    HttpEndpoint, ToolCall, Usage,
+    HttpEndpoint, StreamedToolCalls, ToolCall, Usage,
 };
 use crate::error::StageError;
 use crate::secrets::ProviderKey;
@@ -41,12 +41,32 @@ struct ResponseMessage {
     tool_calls: Vec<ToolCall>,
 }
 
-/// A streamed piece of a message (tool calls are not streamed: the tool loop asks for whole
-/// completions).
+/// A streamed piece of a message: text, or pieces of tool calls.
 #[derive(Deserialize)]
 struct Message {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCallPiece>,
+}
+
+/// A piece of a streamed tool call: the first names it, the rest carry its arguments.
+#[derive(Deserialize)]
+struct ToolCallPiece {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionPiece>,
+}
+
+#[derive(Deserialize)]
+struct FunctionPiece {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 /// One `data:` event of a streamed completion.
@@ -181,11 +201,12 @@ impl ChatProvider for OpenAiProvider {
             // A server that ignores `stream` answers in one piece.
             let bytes = response.bytes().await.map_err(CallError::from_transport)?;
             let completion = parse_completion(&bytes)?;
-            deltas.text(&completion.text);
+            deltas.whole(&completion);
             return Ok(completion);
         }
         let mut parser = SseParser::default();
         let mut text = String::new();
+        let mut tool_calls = StreamedToolCalls::default();
         let mut usage = None;
         let mut finish_reason = None;
         let mut done = false;
@@ -216,9 +237,21 @@ impl ChatProvider for OpenAiProvider {
                     usage = Some(reported.into_usage());
                 }
                 for choice in chunk.choices {
-                    if let Some(piece) = choice.delta.and_then(|d| d.content) {
-                        deltas.text(&piece);
-                        text.push_str(&piece);
+                    if let Some(delta) = choice.delta {
+                        if let Some(piece) = delta.content {
+                            deltas.text(&piece);
+                            text.push_str(&piece);
+                        }
+                        for (position, piece) in delta.tool_calls.into_iter().enumerate() {
+                            let function = piece.function.as_ref();
+                            tool_calls.push(
+                                piece.index.unwrap_or(position),
+                                piece.id.as_deref(),
+                                function.and_then(|f| f.name.as_deref()),
+                                function.and_then(|f| f.arguments.as_deref()),
+                                deltas,
+                            );
+                        }
                     }
                     finish_reason = choice.finish_reason.or(finish_reason);
                 }
@@ -242,7 +275,7 @@ impl ChatProvider for OpenAiProvider {
         });
         Ok(Completion {
             text,
-            tool_calls: Vec::new(),
+            tool_calls: tool_calls.finish(),
             usage,
             finish_reason,
         })
@@ -403,6 +436,38 @@ mod tests {
             [
                 crate::llm::StreamEvent::Text("Par".into()),
                 crate::llm::StreamEvent::Text("is [1]".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn streamed_tool_calls_are_put_together_and_announced() {
+        // Two calls in one turn, as OpenAI streams them: a piece naming each, then its arguments.
+        let (result, events) = stream_from(concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Checking.\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_order_status\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"order_id\\\": \"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"123}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        ))
+        .await;
+        let completion = result.unwrap();
+        assert_eq!(completion.text, "Checking.");
+        assert_eq!(
+            completion.tool_calls,
+            [
+                ToolCall::new("call_a", "get_order_status", "{\"order_id\": 123}"),
+                ToolCall::new("call_b", "get_weather", "{}"),
+            ]
+        );
+        assert_eq!(completion.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(
+            events,
+            [
+                crate::llm::StreamEvent::Text("Checking.".into()),
+                crate::llm::StreamEvent::Calling("get_order_status".into()),
+                crate::llm::StreamEvent::Calling("get_weather".into()),
             ]
         );
     }

@@ -179,12 +179,12 @@ impl ModelChain {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let started = Instant::now();
+            if let Some(deltas) = deltas {
+                deltas.attempt(&model.name, attempt);
+            }
             let call = async {
-                match deltas {
-                    Some(deltas) => {
-                        deltas.attempt(&model.name, attempt);
-                        model.provider.stream(request, deltas).await
-                    }
+                match deltas.filter(|deltas| deltas.streams_text()) {
+                    Some(deltas) => model.provider.stream(request, deltas).await,
                     None => model.provider.complete(request).await,
                 }
             };
@@ -225,6 +225,9 @@ impl ModelChain {
             if Instant::now() + delay >= deadline {
                 // Waiting as asked would overrun the bound: give the next model the time left.
                 return Err(error);
+            }
+            if let Some(deltas) = deltas {
+                deltas.retrying(error.to_string(), delay);
             }
             tokio::time::sleep(delay).await;
             waited = delay;
@@ -395,11 +398,12 @@ mod tests {
         assert!(outcome.attempts.len() <= 3, "{:?}", outcome.attempts);
     }
 
-    #[tokio::test]
-    async fn streaming_announces_every_attempt_before_its_text() {
-        let primary = Scripted::new(vec![Err(error(CallErrorKind::Server, None)), Ok("fine")]);
-        let (sink, mut receiver) = DeltaSink::channel();
-        let outcome = chain(vec![("a", primary)], policy())
+    /// Asks model `a` (answering "fine" in the end) with `sink` following: the events it saw.
+    async fn answer_followed_by(
+        model: Arc<Scripted>,
+        (sink, mut receiver): (DeltaSink, tokio::sync::mpsc::UnboundedReceiver<crate::llm::StreamEvent>),
+    ) -> Vec<crate::llm::StreamEvent> {
+        let outcome = chain(vec![("a", model)], policy())
             .complete_streaming(&request(), Some(&sink))
             .await;
         drop(sink);
@@ -408,11 +412,36 @@ mod tests {
         while let Some(event) = receiver.recv().await {
             events.push(event);
         }
+        events
+    }
+
+    #[tokio::test]
+    async fn streaming_announces_every_attempt_before_its_text() {
+        let primary = Scripted::new(vec![Err(error(CallErrorKind::Server, None)), Ok("fine")]);
+        let events = answer_followed_by(primary, DeltaSink::channel()).await;
         use crate::llm::StreamEvent;
         let attempt = |n| StreamEvent::Attempt {
             model: "a".into(),
             attempt: n,
         };
-        assert_eq!(events, [attempt(1), attempt(2), StreamEvent::Text("fine".into())]);
+        assert_eq!(events.len(), 4, "{events:?}");
+        assert_eq!(events[0], attempt(1));
+        assert!(
+            matches!(&events[1], StreamEvent::Retrying { reason, .. } if reason.starts_with("server")),
+            "{events:?}"
+        );
+        assert_eq!(events[2..], [attempt(2), StreamEvent::Text("fine".into())]);
+    }
+
+    #[tokio::test]
+    async fn an_observer_follows_attempts_without_streaming_text() {
+        let events = answer_followed_by(Scripted::new(vec![Ok("fine")]), DeltaSink::observer()).await;
+        assert_eq!(
+            events,
+            [crate::llm::StreamEvent::Attempt {
+                model: "a".into(),
+                attempt: 1
+            }]
+        );
     }
 }

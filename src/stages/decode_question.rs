@@ -7,6 +7,7 @@ use super::StageBuilder;
 use crate::contracts::{Contract, Question};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
+use crate::status::StatusReporter;
 
 /// Decodes and validates questions (`schemas/questions.schema.json`). Invalid UTF-8, invalid
 /// JSON, schema violations and a key that differs from `request_id` are dead-lettered.
@@ -16,26 +17,45 @@ pub struct DecodeQuestionConfig {
     /// Accept a message whose key is not its `request_id` (the key is then replaced).
     #[serde(default)]
     pub allow_foreign_key: bool,
+    /// The sink for status events (`schemas/status.schema.json`): each step a question goes
+    /// through, for a caller following it; none: no status events.
+    #[serde(default)]
+    pub status_sink: Option<String>,
 }
 
 impl StageBuilder for DecodeQuestionConfig {
+    fn sinks(&self) -> Vec<(&'static str, &str)> {
+        self.status_sink
+            .iter()
+            .map(|sink| ("status_sink", sink.as_str()))
+            .collect()
+    }
+
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
         Ok(Box::new(DecodeQuestion {
             allow_foreign_key: self.allow_foreign_key,
+            status_sink: self.status_sink.clone(),
         }))
     }
 }
 
 struct DecodeQuestion {
     allow_foreign_key: bool,
+    status_sink: Option<String>,
 }
 
 #[async_trait]
 impl Stage for DecodeQuestion {
-    async fn process(&self, record: Record, _context: &MessageContext) -> Result<Vec<Record>, StageError> {
+    async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
         let bytes = record.payload.to_bytes();
         let (question, value): (Question, _) = Contract::questions().decode(&bytes)?;
         let key = checked_key(record.key, &question.request_id, "request_id", self.allow_foreign_key)?;
+        // Started once per delivery (a retried stage finds the reporter of its first attempt).
+        if let (Some(sink), None) = (&self.status_sink, context.extension::<StatusReporter>()) {
+            if let Some(reporter) = StatusReporter::start(context, sink, &question.request_id, &question.tenant) {
+                context.extension_or_insert_with(|| reporter);
+            }
+        }
         Ok(vec![Record {
             key: Some(key),
             payload: Payload::Json(value),

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::StageBuilder;
 use crate::contracts::ChunkedDocument;
-use crate::core_api::{MessageContext, Payload, Record, Stage};
-use crate::embed::{shared_local_model, EmbedBatcher, OpenAiEmbedder, Pooling};
+use crate::core_api::{MessageContext, Payload, Record, Stage, StageEnvironment};
+use crate::embed::{local_model_identity, shared_local_model, EmbedBatcher, OpenAiEmbedder, Pooling};
 use crate::error::{ConfigError, StageError};
 use crate::secrets::{ApiKeySettings, ProviderKey};
 
@@ -215,6 +215,21 @@ impl Embedder {
         Ok(())
     }
 
+    /// What the vectors come from: vectors of the same identity can be compared.
+    pub(super) fn identity(&self) -> String {
+        let config = &self.config;
+        match (&self.backend, &config.model_dir) {
+            (Backend::Local(_), Some(dir)) => {
+                local_model_identity(dir, config.pooling, config.normalize, config.max_tokens)
+            }
+            _ => format!(
+                "openai:{}:{}",
+                config.base_url.as_deref().unwrap_or_default(),
+                config.model.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+
     pub(super) async fn vectors(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StageError> {
         match &self.backend {
             Backend::Local(batcher) => {
@@ -244,7 +259,7 @@ struct EmbedStage {
 
 #[async_trait]
 impl Stage for EmbedStage {
-    async fn start(&self) -> Result<(), StageError> {
+    async fn start(&self, _environment: &StageEnvironment) -> Result<(), StageError> {
         self.embedder.start().await
     }
 
@@ -318,7 +333,7 @@ mod tests {
         config.validate("stage", &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         let stage = config.build().unwrap();
-        stage.start().await.unwrap();
+        stage.start(&StageEnvironment::default()).await.unwrap();
         let out = stage.process(chunked(&["a", "bb", "ccc"]), &context()).await.unwrap();
         let Payload::Json(value) = &out[0].payload else {
             panic!("json expected")

@@ -6,9 +6,10 @@ use serde::Deserialize;
 use super::StageBuilder;
 use crate::audit::{QuestionEvent, ToolEvent};
 use crate::contracts::millis;
-use crate::contracts::{AnswerDraft, AnswerStatus};
+use crate::contracts::{AnswerDraft, AnswerStatus, Step};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
+use crate::status::StatusReporter;
 use crate::telemetry::metrics::metrics;
 
 /// Emits one answer per question to the pipeline's default sink (key `request_id`;
@@ -61,6 +62,12 @@ impl Stage for EmitAnswer {
             let mut event = QuestionEvent::new(&draft, answer.status, context);
             event.provenance.reason = answer.provenance.reason.clone();
             outputs.push(event.into_record(Some(sink.clone()))?);
+        }
+        if let Some(status) = context.extension::<StatusReporter>() {
+            // After every earlier step, and produced with the answer itself.
+            status.flush().await;
+            let terminal = Step::terminal(answer.status, answer.provenance.reason.clone());
+            outputs.extend(status.record(terminal));
         }
         record_metrics(&draft, answer.status);
         let payload = Payload::holding(&answer, "the answer")?;

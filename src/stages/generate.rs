@@ -13,13 +13,13 @@ use super::StageBuilder;
 use crate::answering::admission::AdmissionLayer;
 use crate::answering::cache::CacheLayer;
 use crate::answering::call::CallLayer;
-use crate::answering::fallback::{meaning_by_model, Fallback};
+use crate::answering::fallback::{Fallback, MeaningModel};
 use crate::answering::replay::{ReplayConfig, ReplayLayer};
 use crate::answering::route::{RouteLayer, Routing};
 use crate::answering::{Answering, Layer};
 use crate::clock;
 use crate::contracts::{AnswerDraft, AnswerStatus};
-use crate::core_api::{MessageContext, Payload, Record, Stage};
+use crate::core_api::{MessageContext, Payload, Record, Stage, StageEnvironment};
 use crate::cost::{CostControlConfig, CostControls};
 use crate::error::{ConfigError, StageError};
 use crate::llm::{BreakerConfig, LlmRetryConfig, ModelChain, ModelConfig};
@@ -202,13 +202,16 @@ struct Generate {
 
 impl Generate {
     /// The layers around the model call, outermost first (see [`crate::answering`]).
-    async fn layers(&self) -> Result<(Vec<Box<dyn Layer>>, Option<Arc<Toolbox>>), StageError> {
+    async fn layers(
+        &self,
+        environment: &StageEnvironment,
+    ) -> Result<(Vec<Box<dyn Layer>>, Option<Arc<Toolbox>>), StageError> {
         let config = &self.config;
         let chain = Arc::new(ModelChain::connect(&config.models, &config.retry, &config.circuit_breaker).await?);
         let meaning = match &config.extractive_model_dir {
             Some(dir) => {
                 let dir = dir.clone();
-                let loaded = tokio::task::spawn_blocking(move || meaning_by_model(&dir))
+                let loaded = tokio::task::spawn_blocking(move || MeaningModel::load(&dir))
                     .await
                     .map_err(|error| StageError::internal(format!("model loading panicked: {error}")))?;
                 Some(loaded?)
@@ -237,7 +240,9 @@ impl Generate {
             layers.push(Box::new(replay));
         }
         let tools = match &config.tools {
-            Some(tools) if !tools.definitions.is_empty() => Some(Arc::new(Toolbox::build(tools, tool_records).await?)),
+            Some(tools) if !tools.definitions.is_empty() => {
+                Some(Arc::new(Toolbox::build(tools, &environment.kafka, tool_records).await?))
+            }
             _ => None,
         };
         layers.push(Box::new(RouteLayer {
@@ -276,8 +281,8 @@ impl Generate {
 
 #[async_trait]
 impl Stage for Generate {
-    async fn start(&self) -> Result<(), StageError> {
-        let (layers, tools) = self.layers().await?;
+    async fn start(&self, environment: &StageEnvironment) -> Result<(), StageError> {
+        let (layers, tools) = self.layers(environment).await?;
         let _ = self.answering.set(Answering::new(layers, tools));
         Ok(())
     }

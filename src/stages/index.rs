@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::StageBuilder;
 use crate::audit::{DocumentEvent, DocumentEventKind};
 use crate::contracts::ChunkedDocument;
-use crate::core_api::{MessageContext, Record, Stage};
+use crate::core_api::{MessageContext, Record, Stage, StageEnvironment};
 use crate::error::{ConfigError, StageError};
 use crate::store::{
     ChunkStore, DocumentWrite, IndexWriter, MaintenancePolicy, VectorIndexKind, WriteOutcome, WriterSettings,
@@ -135,7 +135,7 @@ fn is_local_path(uri: &str) -> bool {
 
 #[async_trait]
 impl Stage for IndexStage {
-    async fn start(&self) -> Result<(), StageError> {
+    async fn start(&self, _environment: &StageEnvironment) -> Result<(), StageError> {
         let config = &self.config;
         if is_local_path(&config.uri) {
             std::fs::create_dir_all(&config.uri)

@@ -10,10 +10,11 @@ use tokio::sync::Mutex;
 
 use super::embed::Embedder;
 use super::{EmbedConfig, StageBuilder};
-use crate::contracts::{AnswerDraft, AnswerStatus, RetrievedPassage};
-use crate::core_api::{MessageContext, Payload, Record, Stage};
+use crate::contracts::{AnswerDraft, AnswerStatus, RetrievedPassage, Step};
+use crate::core_api::{MessageContext, Payload, Record, Stage, StageEnvironment};
 use crate::error::{ConfigError, StageError};
 use crate::pii::PiiScope;
+use crate::status;
 use crate::store::{ChunkStore, SearchHit, SearchMode};
 
 /// Searches the LanceDB chunks table of the question's tenant (the output of `mask_pii`). The
@@ -176,13 +177,14 @@ impl Retrieve {
 
 #[async_trait]
 impl Stage for Retrieve {
-    async fn start(&self) -> Result<(), StageError> {
+    async fn start(&self, _environment: &StageEnvironment) -> Result<(), StageError> {
         self.embedder.start().await
     }
 
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
         let mut draft: AnswerDraft = record.payload.typed("an answer draft (put mask_pii first)")?;
         if !draft.is_decided() {
+            status::report(context, Step::Retrieving);
             let limit = draft
                 .options
                 .as_ref()
@@ -195,8 +197,10 @@ impl Stage for Retrieve {
                 .pop()
                 .ok_or_else(|| StageError::internal("the embedder returned no vector"))?;
             let hits = self.search(&draft.tenant, &draft.question, &vector, limit).await?;
-            // Kept for the semantic response cache of `generate`; never emitted.
+            // Kept for the semantic response cache and the meaning ranker of `generate`; never
+            // emitted.
             draft.question_vector = vector;
+            draft.question_vector_model = Some(self.embedder.identity());
             let scope = context.extension::<PiiScope>().filter(|_| self.config.mask_passages);
             let mut context_counts: BTreeMap<String, u32> = BTreeMap::new();
             draft.passages = hits

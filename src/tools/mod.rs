@@ -1,5 +1,5 @@
 //! Tools the model may call while it answers: each defined in the topology with a JSON Schema
-//! for its arguments and an HTTP endpoint behind it.
+//! for its arguments and an HTTP endpoint or a pair of Kafka topics behind it.
 //!
 //! Personal data stays masked end to end: the model only ever sees placeholders, the real values
 //! are put back into a call's arguments right before the tool runs, and the tool's result is
@@ -10,6 +10,7 @@
 
 mod config;
 mod http;
+mod kafka;
 mod records;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use config::{HttpToolConfig, ToolConfig, ToolsConfig};
+pub use config::{HttpToolConfig, KafkaToolConfig, ToolConfig, ToolsConfig};
 pub use records::{RecordedResult, ToolRecords};
 
 use crate::contracts::{millis, AnswerDraft, Task};
@@ -30,6 +31,8 @@ use crate::telemetry::metrics::metrics;
 /// The tools of one `generate` stage, ready to run.
 pub struct Toolbox {
     tools: BTreeMap<String, Tool>,
+    /// The clients of the tools on the bus, when there are any.
+    kafka: Option<kafka::KafkaTools>,
     records: Option<ToolRecords>,
     pub limits: ToolLimits,
 }
@@ -46,6 +49,11 @@ pub struct ToolLimits {
 struct Tool {
     config: ToolConfig,
     schema: jsonschema::Validator,
+    /// The client of a tool behind HTTP; none for a tool on the bus.
+    http: Option<HttpClient>,
+}
+
+struct HttpClient {
     client: reqwest::Client,
     key: ProviderKey,
 }
@@ -54,6 +62,7 @@ struct Tool {
 #[derive(Debug, Clone)]
 pub struct CallSite<'a> {
     pub tenant: &'a str,
+    pub task: Task,
     pub request_id: &'a str,
     /// 0 for the model's first turn.
     pub iteration: u32,
@@ -83,9 +92,14 @@ impl ToolOutcome {
 }
 
 impl Toolbox {
-    /// Compiles the schemas, reads the keys and connects the result records (`records`: none
-    /// when replay records are off).
-    pub async fn build(config: &ToolsConfig, records: Option<ToolRecords>) -> Result<Self, StageError> {
+    /// Compiles the schemas, reads the keys, connects the tools on the bus (with the topology's
+    /// shared `kafka` client properties) and the result records (`records`: none when replay
+    /// records are off).
+    pub async fn build(
+        config: &ToolsConfig,
+        kafka_properties: &BTreeMap<String, String>,
+        records: Option<ToolRecords>,
+    ) -> Result<Self, StageError> {
         let mut tools = BTreeMap::new();
         for tool in &config.definitions {
             let schema = jsonschema::validator_for(&tool.parameters).map_err(|error| {
@@ -94,18 +108,31 @@ impl Toolbox {
                     tool.name
                 ))
             })?;
+            let http = match &tool.http {
+                Some(http) => Some(HttpClient {
+                    client: crate::llm::http_client(Duration::from_millis(http.timeout_ms))?,
+                    key: ProviderKey::load(&http.api_key).await?,
+                }),
+                None => None,
+            };
             tools.insert(
                 tool.name.clone(),
                 Tool {
                     config: tool.clone(),
                     schema,
-                    client: crate::llm::http_client(Duration::from_millis(tool.http.timeout_ms))?,
-                    key: ProviderKey::load(&tool.http.api_key).await?,
+                    http,
                 },
             );
         }
+        let on_the_bus: Vec<&KafkaToolConfig> = config.definitions.iter().filter_map(|t| t.kafka.as_ref()).collect();
+        let kafka = if on_the_bus.is_empty() {
+            None
+        } else {
+            Some(kafka::KafkaTools::connect(kafka_properties, on_the_bus).await?)
+        };
         Ok(Self {
             tools,
+            kafka,
             records,
             limits: ToolLimits {
                 max_iterations: config.max_iterations,
@@ -116,17 +143,19 @@ impl Toolbox {
         })
     }
 
-    /// Whether the model may call tools for `draft`: its tenant may use one, and it is not an
-    /// extraction (whose answer must be JSON).
+    /// Whether the model may call tools for `draft`: its tenant may use one for its task (never
+    /// an extraction, whose answer must be JSON).
     pub fn serve(&self, draft: &AnswerDraft) -> bool {
-        draft.task != Task::Extract && self.tools.values().any(|tool| tool.config.allowed_for(&draft.tenant))
-    }
-
-    /// The tools `tenant` may use, as offered to the model.
-    pub fn specs_for(&self, tenant: &str) -> Vec<ToolSpec> {
         self.tools
             .values()
-            .filter(|tool| tool.config.allowed_for(tenant))
+            .any(|tool| tool.config.allowed_for(&draft.tenant, draft.task))
+    }
+
+    /// The tools `tenant` may use for `task`, as offered to the model.
+    pub fn specs_for(&self, tenant: &str, task: Task) -> Vec<ToolSpec> {
+        self.tools
+            .values()
+            .filter(|tool| tool.config.allowed_for(tenant, task))
             .map(|tool| ToolSpec {
                 name: tool.config.name.clone(),
                 description: tool.config.description.clone(),
@@ -140,18 +169,24 @@ impl Toolbox {
     /// `scope`; the result masked with `scope` either way.
     pub async fn run(&self, call: &ToolCall, site: &CallSite<'_>, scope: Option<&PiiScope>) -> ToolOutcome {
         let started = Instant::now();
+        let idempotent = self.tools.get(call.name()).is_none_or(|tool| tool.config.idempotent());
         let (outcome, raw, replayed) = match self.recorded(site, call).await {
-            Some(recorded) => (recorded.outcome_name(), recorded.content, true),
-            None => {
-                let (outcome, raw) = self.call(call, site, scope).await;
-                if let Some(records) = &self.records {
-                    // A result that cannot be recorded is still used; the loss is a repeat
-                    // call after a redelivery, which the warning makes visible.
-                    let record = RecordedResult::new(call, outcome, &raw);
-                    if let Err(error) = records.record(site, &record).await {
-                        tracing::warn!(tool = %call.name(), reason = %error.reason, "cannot record a tool result");
-                    }
+            Some(recorded) if !recorded.is_started() => (recorded.outcome_name(), recorded.content, true),
+            // An earlier delivery called the tool and stopped before its result was recorded:
+            // a tool that is not idempotent is not called a second time.
+            Some(_) if !idempotent => (
+                "failed",
+                "error: an earlier delivery of this question called the tool and its result was lost; \
+                 the tool is not idempotent, so it is not called again"
+                    .to_owned(),
+                true,
+            ),
+            _ => {
+                if !idempotent {
+                    self.record(site, &RecordedResult::started(call), call).await;
                 }
+                let (outcome, raw) = self.call(call, site, scope).await;
+                self.record(site, &RecordedResult::new(call, outcome, &raw), call).await;
                 (outcome, raw, false)
             }
         };
@@ -176,6 +211,16 @@ impl Toolbox {
             outcome,
             latency_ms,
             replayed,
+        }
+    }
+
+    /// Records `record` for the call at `site`. A result that cannot be recorded is still used;
+    /// the loss is a repeat call after a redelivery, which the warning makes visible.
+    async fn record(&self, site: &CallSite<'_>, record: &RecordedResult, call: &ToolCall) {
+        if let Some(records) = &self.records {
+            if let Err(error) = records.record(site, record).await {
+                tracing::warn!(tool = %call.name(), reason = %error.reason, "cannot record a tool call");
+            }
         }
     }
 
@@ -206,7 +251,7 @@ impl Toolbox {
                 ),
             );
         };
-        if !tool.config.allowed_for(site.tenant) {
+        if !tool.config.allowed_for(site.tenant, site.task) {
             return (
                 "not_allowed",
                 format!("error: the tool `{}` is not available here", call.name()),
@@ -249,14 +294,26 @@ impl Toolbox {
             None => arguments,
         };
         let idempotency_key = format!("{}/{}/{}/{}", site.tenant, site.request_id, site.iteration, site.index);
-        match http::call(&tool.client, &tool.key, &tool.config.http, &arguments, &idempotency_key).await {
+        let result = match (&tool.http, &tool.config.http, &tool.config.kafka, &self.kafka) {
+            (Some(HttpClient { client, key }), Some(http), _, _) => {
+                http::call(client, key, http, &arguments, &idempotency_key).await
+            }
+            (None, _, Some(config), Some(bus)) => {
+                let on_the_bus = kafka::KafkaCall {
+                    correlation_id: &idempotency_key,
+                    tool: call.name(),
+                    tenant: site.tenant,
+                    request_id: site.request_id,
+                };
+                bus.call(config, &on_the_bus, &arguments).await
+            }
+            _ => Err(http::ToolError::Failed("the tool has no backend".to_owned())),
+        };
+        match result {
             Ok(result) => ("ok", result),
             Err(http::ToolError::Timeout) => (
                 "timeout",
-                format!(
-                    "error: the tool did not answer within {} ms",
-                    tool.config.http.timeout_ms
-                ),
+                format!("error: the tool did not answer within {} ms", tool.config.timeout_ms()),
             ),
             Err(http::ToolError::Failed(reason)) => ("failed", format!("error: {reason}")),
         }

@@ -41,6 +41,17 @@ impl RecordedResult {
         }
     }
 
+    /// The mark of a call to a tool that is not idempotent, recorded before it is made: found
+    /// without a result on a redelivery, the call may have happened.
+    pub fn started(call: &ToolCall) -> Self {
+        Self::new(call, STARTED, "")
+    }
+
+    /// Whether this is only the mark of a call made, without its result.
+    pub fn is_started(&self) -> bool {
+        self.outcome == STARTED
+    }
+
     /// Whether this is the result of `call` (same tool, same arguments).
     pub fn is_for(&self, call: &ToolCall) -> bool {
         self.tool == call.name() && self.arguments_sha256 == digest(call.arguments())
@@ -54,6 +65,9 @@ impl RecordedResult {
             .unwrap_or("failed")
     }
 }
+
+/// The outcome of a call recorded before it is made.
+const STARTED: &str = "started";
 
 fn digest(text: &str) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))

@@ -97,6 +97,7 @@ pub(crate) async fn write_facts(dir: &Path, tenant: &str, facts: &[(&str, &str)]
 /// Settings of one answering test.
 pub(crate) struct Setup {
     pub(crate) models: String,
+    pub(crate) decode_extra: String,
     pub(crate) generate_extra: String,
     pub(crate) retrieve_extra: String,
     pub(crate) mask_extra: String,
@@ -110,6 +111,7 @@ impl Setup {
             models: format!(
                 "[{{ name: primary, provider: openai, base_url: \"{url}\", model: scripted, timeout_ms: 1000 }}]"
             ),
+            decode_extra: String::new(),
             generate_extra: String::new(),
             retrieve_extra: ", min_score: 0.2".to_owned(),
             mask_extra: String::new(),
@@ -123,6 +125,8 @@ pub(crate) struct Running {
     pub(crate) audit_topic: String,
     /// Behind the sink `partials`, for a generate stage configured to stream.
     pub(crate) partials_topic: String,
+    /// Behind the sink `status`, for a decode_question stage configured to report steps.
+    pub(crate) status_topic: String,
     /// The process lives as long as the test (killed on drop).
     pub(crate) process: Ragstream,
     /// The LanceDB directory the retrieve stage reads.
@@ -144,12 +148,14 @@ pub(crate) async fn start_with_env(prefix: &str, setup: Setup, env: &[(&str, &st
     }
     let audit_topic = unique(&format!("{prefix}-audit"));
     let partials_topic = unique(&format!("{prefix}-partials"));
+    let status_topic = unique(&format!("{prefix}-status"));
     topology.extra_sinks = vec![
         ("audit".to_owned(), audit_topic.clone()),
         ("partials".to_owned(), partials_topic.clone()),
+        ("status".to_owned(), status_topic.clone()),
     ];
     topology.stages = format!(
-        "[{{ type: decode_question }}, \
+        "[{{ type: decode_question {decode} }}, \
           {{ type: mask_pii {mask} }}, \
           {{ type: retrieve, uri: \"{uri}\", embedding: {{ model_dir: \"{MODEL_DIR}\" }}, top_k: 3 {retrieve} }}, \
           {{ type: generate, models: {models}, \
@@ -158,6 +164,7 @@ pub(crate) async fn start_with_env(prefix: &str, setup: Setup, env: &[(&str, &st
           {{ type: emit_answer, audit_sink: audit }}]",
         uri = index.path().display(),
         models = setup.models,
+        decode = setup.decode_extra,
         mask = setup.mask_extra,
         retrieve = setup.retrieve_extra,
         generate = setup.generate_extra,
@@ -169,6 +176,7 @@ pub(crate) async fn start_with_env(prefix: &str, setup: Setup, env: &[(&str, &st
         topology,
         audit_topic,
         partials_topic,
+        status_topic,
         process,
         index_dir: index.path().to_path_buf(),
         _index: index,

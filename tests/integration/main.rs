@@ -22,4 +22,5 @@ mod pii_labeled;
 mod schema_registry;
 mod schema_sync;
 mod state_store;
+mod status;
 mod tools;

@@ -1,20 +1,26 @@
 //! Function calling through the real broker: a scripted OpenAI-compatible model that calls
 //! tools, a real HTTP tool server, and the whole answering chain between them.
 
-use crate::answering::{answers_for, question, start, Setup};
+use crate::answering::{answers_for, question, start, Running, Setup};
 use crate::common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::*;
-use ragstream::contracts::AnswerStatus;
+use ragstream::contracts::{Answer, AnswerStatus};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 /// What the scripted model does on a turn, from the conversation so far.
 type Turn = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
@@ -35,28 +41,79 @@ async fn serve(router: Router) -> String {
 
 impl ToolModel {
     async fn start(turn: Turn) -> Self {
+        Self::start_holding(turn, None).await
+    }
+
+    /// [`ToolModel::start`], holding every turn that follows a tool result while `hold` is
+    /// true (the held turns are counted in `held`).
+    async fn start_holding(turn: Turn, hold: Option<(watch::Receiver<bool>, Arc<AtomicUsize>)>) -> Self {
         let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = bodies.clone();
         let handler = move |body: String| {
-            let (turn, log) = (turn.clone(), log.clone());
+            let (turn, log, hold) = (turn.clone(), log.clone(), hold.clone());
             async move {
                 log.lock().unwrap().push(body.clone());
                 let request: Value = serde_json::from_str(&body).unwrap();
+                if let Some((mut gate, held)) = hold.filter(|_| !tool_results(&request).is_empty()) {
+                    if *gate.borrow() {
+                        held.fetch_add(1, Ordering::SeqCst);
+                        while *gate.borrow_and_update() {
+                            if gate.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
                 let message = turn(&request);
                 let finish = if message.get("tool_calls").is_some() {
                     "tool_calls"
                 } else {
                     "stop"
                 };
+                if request["stream"] == true {
+                    return (
+                        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                        streamed(&message, finish),
+                    )
+                        .into_response();
+                }
                 Json(json!({
                     "choices": [{ "message": message, "finish_reason": finish }],
                     "usage": { "prompt_tokens": 10, "completion_tokens": 5 }
                 }))
+                .into_response()
             }
         };
         let url = serve(Router::new().route("/v1/chat/completions", post(handler))).await;
         Self { url, bodies }
     }
+}
+
+/// `message` as OpenAI streams it: its text in two pieces, each tool call as a piece naming it
+/// and pieces of its arguments, then the finish reason and the usage.
+fn streamed(message: &Value, finish: &str) -> String {
+    let mut chunks = Vec::new();
+    let text = message["content"].as_str().unwrap_or_default();
+    let middle = text.char_indices().nth(text.chars().count() / 2).map_or(0, |(i, _)| i);
+    for piece in [&text[..middle], &text[middle..]].into_iter().filter(|p| !p.is_empty()) {
+        chunks.push(json!({ "choices": [{ "index": 0, "delta": { "content": piece } }] }));
+    }
+    for (index, call) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
+        chunks.push(json!({ "choices": [{ "index": 0, "delta": { "tool_calls": [{
+            "index": index, "id": call["id"], "type": "function",
+            "function": { "name": call["function"]["name"], "arguments": "" } }] } }] }));
+        let arguments = call["function"]["arguments"].as_str().unwrap();
+        let (first, rest) = arguments.split_at(arguments.len() / 2);
+        for piece in [first, rest] {
+            chunks.push(json!({ "choices": [{ "index": 0, "delta": { "tool_calls": [{
+                "index": index, "function": { "arguments": piece } }] } }] }));
+        }
+    }
+    chunks.push(json!({ "choices": [{ "index": 0, "delta": {}, "finish_reason": finish }] }));
+    chunks.push(json!({ "choices": [], "usage": { "prompt_tokens": 10, "completion_tokens": 5 } }));
+    let mut body: String = chunks.iter().map(|chunk| format!("data: {chunk}\n\n")).collect();
+    body.push_str("data: [DONE]\n\n");
+    body
 }
 
 /// The tool results so far in a conversation, in order.
@@ -157,6 +214,74 @@ impl OrderService {
     }
 }
 
+/// `count` customers asking for their orders' status: `{prefix}-{i}` about order
+/// `first_order + i`, each with a personal e-mail of its own.
+struct OrderQuestions {
+    prefix: &'static str,
+    count: usize,
+    first_order: usize,
+}
+
+impl OrderQuestions {
+    fn email(&self, i: usize) -> String {
+        format!("{}.customer.{i}@example-shop.io", self.prefix)
+    }
+
+    fn id(&self, i: usize) -> String {
+        format!("{}-{i}", self.prefix)
+    }
+
+    fn ids(&self) -> HashSet<String> {
+        (0..self.count).map(|i| self.id(i)).collect()
+    }
+
+    async fn produce(&self, topic: &str) {
+        let messages = (0..self.count)
+            .map(|i| {
+                let text = format!(
+                    "What is the status of my order number {}? I am {}.",
+                    self.first_order + i,
+                    self.email(i)
+                );
+                question(&self.id(i), "acme", &text, "qa", json!({}))
+            })
+            .collect();
+        produce_all(topic, messages).await;
+    }
+
+    /// Asks every question through `running` and checks every answer.
+    async fn ask_all(&self, running: &Running) {
+        self.produce(&running.topology.input).await;
+        let answers = answers_for(&running.topology.output, &self.ids(), Duration::from_secs(120)).await;
+        self.assert_answered(&answers);
+    }
+
+    /// Every answer is `ok`, quotes the tool's status and has its own real e-mail restored.
+    fn assert_answered(&self, answers: &HashMap<String, Answer>) {
+        for i in 0..self.count {
+            let answer = &answers[&self.id(i)];
+            assert_eq!(answer.status, AnswerStatus::Ok, "{answer:?}");
+            let text = answer.answer.as_deref().unwrap();
+            assert!(
+                text.contains("in transit") && text.contains(&self.email(i)),
+                "the tool's status and the real e-mail restored: {text}"
+            );
+        }
+    }
+}
+
+/// Asks `text` as tenant acme's question `id` and waits for its answer.
+async fn ask_one(running: &Running, id: &str, text: &str) -> Answer {
+    produce_all(
+        &running.topology.input,
+        vec![question(id, "acme", text, "qa", json!({}))],
+    )
+    .await;
+    let ids: HashSet<String> = [id.to_owned()].into();
+    let mut answers = answers_for(&running.topology.output, &ids, Duration::from_secs(60)).await;
+    answers.remove(id).expect("the answer")
+}
+
 fn tools_block(order_url: &str, extra: &str) -> String {
     format!(
         ", tools: {{ max_iterations: 3, max_consecutive_failures: 2 {extra}, definitions: [{{ \
@@ -174,33 +299,13 @@ async fn the_model_calls_a_tool_with_real_values_and_sees_only_placeholders() {
     let mut setup = Setup::openai(&model.url);
     setup.generate_extra = tools_block(&orders.url, "");
     let running = start("tools-order", setup).await;
-    let count = 100;
-    let email = |i: usize| format!("customer.{i}@example-shop.io");
-    let messages = (0..count)
-        .map(|i| {
-            question(
-                &format!("order-{i}"),
-                "acme",
-                &format!("What is the status of my order number {}? I am {}.", 1000 + i, email(i)),
-                "qa",
-                json!({}),
-            )
-        })
-        .collect();
-    produce_all(&running.topology.input, messages).await;
-    let ids: HashSet<String> = (0..count).map(|i| format!("order-{i}")).collect();
-    let answers = answers_for(&running.topology.output, &ids, Duration::from_secs(120)).await;
-
-    for i in 0..count {
-        let answer = &answers[&format!("order-{i}")];
-        assert_eq!(answer.status, AnswerStatus::Ok, "{answer:?}");
-        let text = answer.answer.as_deref().unwrap();
-        assert!(text.contains("in transit"), "{text}");
-        assert!(
-            text.contains(&email(i)),
-            "the answer has the real e-mail restored: {text}"
-        );
-    }
+    let asked = OrderQuestions {
+        prefix: "order",
+        count: 100,
+        first_order: 1000,
+    };
+    let (count, email) = (asked.count, |i: usize| asked.email(i));
+    asked.ask_all(&running).await;
     // The tool got the real values, once per question.
     let calls = orders.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), count);
@@ -327,17 +432,7 @@ async fn a_hanging_tool_is_cut_at_its_timeout() {
     let mut setup = Setup::openai(&model.url);
     setup.generate_extra = tools_block(&orders.url, "");
     let running = start("tools-hang", setup).await;
-    let message = question(
-        "hang",
-        "acme",
-        "What is the status of order 42? I am x@y.io.",
-        "qa",
-        json!({}),
-    );
-    produce_all(&running.topology.input, vec![message]).await;
-    let ids: HashSet<String> = ["hang".to_owned()].into();
-    let answers = answers_for(&running.topology.output, &ids, Duration::from_secs(60)).await;
-    let answer = &answers["hang"];
+    let answer = &ask_one(&running, "hang", "What is the status of order 42? I am x@y.io.").await;
     // The model got "did not answer within 2000 ms" and answered with it.
     assert!(
         answer
@@ -357,19 +452,13 @@ async fn a_redelivered_question_does_not_call_the_tool_again() {
     setup.generate_extra = tools_block(&orders.url, "");
     let running = start("tools-replay", setup).await;
     // The same request twice (a redelivery after a lost commit looks the same to the stage).
-    let ask = || {
-        question(
-            "again",
-            "acme",
-            "What is the status of my order 77? I am r@e.io.",
-            "qa",
-            json!({}),
-        )
-    };
-    produce_all(&running.topology.input, vec![ask()]).await;
-    let ids: HashSet<String> = ["again".to_owned()].into();
-    answers_for(&running.topology.output, &ids, Duration::from_secs(60)).await;
-    produce_all(&running.topology.input, vec![ask()]).await;
+    let text = "What is the status of my order 77? I am r@e.io.";
+    ask_one(&running, "again", text).await;
+    produce_all(
+        &running.topology.input,
+        vec![question("again", "acme", text, "qa", json!({}))],
+    )
+    .await;
     let mut reader = TopicReader::new(&running.topology.output);
     reader.read_at_least(2, Duration::from_secs(60)).await;
     assert_eq!(orders.calls.lock().unwrap().len(), 1, "the tool ran once");
@@ -379,4 +468,237 @@ async fn a_redelivered_question_does_not_call_the_tool_again() {
         HashSet::from(["acme/again/0/0".to_owned()]),
         "the idempotency key names the call"
     );
+}
+
+/// A tool on the bus: its calls read from `request_topic` by a consumer of the test, which
+/// replies with the order's status on the reply topic the call names. Every call is logged.
+async fn serve_tool_on_kafka(request_topic: &str, calls: Arc<Mutex<Vec<Value>>>) {
+    let consumer = reader(&unique("order-service"));
+    consumer.subscribe(&[request_topic]).unwrap();
+    let producer = producer();
+    tokio::spawn(async move {
+        loop {
+            let message = consumer.recv().await.unwrap();
+            let call: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            calls.lock().unwrap().push(call.clone());
+            let arguments = &call["arguments"];
+            let reply = json!({
+                "correlation_id": call["correlation_id"],
+                "result": { "order_id": arguments["order_id"], "status": "in transit", "contact": arguments["email"] },
+            })
+            .to_string();
+            let key = call["correlation_id"].as_str().unwrap().to_owned();
+            producer
+                .send(
+                    FutureRecord::to(call["reply_topic"].as_str().unwrap())
+                        .key(&key)
+                        .payload(&reply),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tool_on_kafka_topics_is_answered_by_a_consumer() {
+    let model = ToolModel::start(order_status_model()).await;
+    let requests = unique("tool-requests");
+    let replies = unique("tool-replies");
+    create_topics(&[&requests, &replies], 2).await;
+    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
+    serve_tool_on_kafka(&requests, calls.clone()).await;
+    let mut setup = Setup::openai(&model.url);
+    setup.generate_extra = format!(
+        ", tools: {{ definitions: [{{ \
+           name: get_order_status, description: \"The delivery status of an order\", tasks: [qa], \
+           parameters: {{ type: object, required: [order_id, email], properties: {{ \
+             order_id: {{ type: integer }}, email: {{ type: string }} }} }}, \
+           kafka: {{ request_topic: \"{requests}\", reply_topic: \"{replies}\", timeout_ms: 10000 }} }}] }}"
+    );
+    let running = start("tools-kafka", setup).await;
+    let asked = OrderQuestions {
+        prefix: "bus",
+        count: 20,
+        first_order: 500,
+    };
+    let (count, email) = (asked.count, |i: usize| asked.email(i));
+    asked.ask_all(&running).await;
+    // The service on the bus got each call once, with the real e-mail, the correlation id
+    // naming the call and the reply topic to answer on.
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), count);
+    for i in 0..count {
+        let call = calls
+            .iter()
+            .find(|c| c["request_id"] == format!("bus-{i}"))
+            .unwrap_or_else(|| panic!("no call for bus-{i}"));
+        assert_eq!(call["tool"], "get_order_status");
+        assert_eq!(call["arguments"]["email"], email(i));
+        assert_eq!(call["arguments"]["order_id"], 500 + i);
+        assert_eq!(call["correlation_id"], format!("acme/bus-{i}/0/0"));
+        assert_eq!(call["reply_topic"], replies.as_str());
+    }
+    let bodies = model.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2 * count);
+    assert!(bodies.iter().all(|body| !body.contains("@example-shop.io")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_dash_nine_between_tool_call_and_answer_calls_each_tool_once() {
+    // The model's second turn (after the tool's result) is held until released: the process
+    // is killed while every question has called its tool and waits for the final answer.
+    let (release, gate) = watch::channel(true);
+    let held = Arc::new(AtomicUsize::new(0));
+    let model = ToolModel::start_holding(order_status_model(), Some((gate, held.clone()))).await;
+    let orders = OrderService::start(Duration::ZERO).await;
+    let mut setup = Setup::openai(&model.url);
+    // Long enough for a held turn; the tool results are recorded in Redis, shared by the
+    // process that is killed and the one that takes over.
+    setup.models = format!(
+        "[{{ name: primary, provider: openai, base_url: \"{}\", model: scripted, timeout_ms: 300000 }}]",
+        model.url
+    );
+    let redis = std::env::var("RAGSTREAM_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    setup.generate_extra = format!(
+        "{}, replay: {{ store: \"{redis}\", key_prefix: \"{}\" }}",
+        tools_block(&orders.url, ", deadline_ms: 600000"),
+        unique("tools-crash")
+    );
+    let mut running = start("tools-crash", setup).await;
+    let asked = OrderQuestions {
+        prefix: "crash",
+        count: 50,
+        first_order: 2000,
+    };
+    let count = asked.count;
+    asked.produce(&running.topology.input).await;
+    // A condition, not a time: every question has its tool result and waits on the model.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while held.load(Ordering::SeqCst) < count || orders.calls.lock().unwrap().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{} held, {} tool calls:\n{}",
+            held.load(Ordering::SeqCst),
+            orders.calls.lock().unwrap().len(),
+            running.process.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.process.kill9();
+    release.send(false).unwrap();
+    running.process = common::Ragstream::start(&running.topology);
+    running.process.wait_ready(Duration::from_secs(60)).await;
+
+    let answers = answers_for(&running.topology.output, &asked.ids(), Duration::from_secs(180)).await;
+    asked.assert_answered(&answers);
+    // The order service (not idempotent) was called once per question: the process that took
+    // over read the recorded results back.
+    let calls = orders.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), count, "tool calls: {calls:?}");
+    let keys: HashSet<&str> = calls.iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(keys.len(), count);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_turn_of_the_loop_is_admitted_by_the_budget() {
+    // Keeps calling the tool: only the budget stops it.
+    let turn: Turn = Arc::new(|request: &Value| {
+        let n = tool_results(request).len();
+        json!({ "role": "assistant", "content": null, "tool_calls": [call(
+            &format!("c{n}"),
+            "get_order_status",
+            json!({ "order_id": n, "email": "[EMAIL_1]" }),
+        )] })
+    });
+    let model = ToolModel::start(turn).await;
+    let orders = OrderService::start(Duration::ZERO).await;
+    let redis = std::env::var("RAGSTREAM_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut setup = Setup::openai(&model.url);
+    // Prompts free, answers $0.1 a token: a turn is expected to take 16 tokens ($1.60) and
+    // takes 5 ($0.50, the scripted server's usage). A $4 day budget admits two turns' estimates.
+    setup.models = format!(
+        "[{{ name: primary, provider: openai, base_url: \"{}\", model: scripted, timeout_ms: 5000, \
+           price: {{ input_per_million: 0, output_per_million: 100000 }} }}]",
+        model.url
+    );
+    setup.generate_extra = format!(
+        "{}, max_output_tokens: 16, cost_control: {{ store: \"{redis}\", key_prefix: \"{}\", cache_ttl_s: 0, \
+           tenant: {{ cost_usd_per_day: 4 }} }}",
+        tools_block(&orders.url, ""),
+        unique("tools-budget")
+    );
+    let running = start("tools-budget", setup).await;
+    let answer = &ask_one(&running, "spender", "Where is order 9? I am s@p.io.").await;
+    assert_ne!(answer.status, AnswerStatus::Ok, "{answer:?}");
+    let reason = answer
+        .provenance
+        .reason
+        .clone()
+        .or(answer.provenance.fallback_reason.clone())
+        .unwrap_or_default();
+    assert!(reason.contains("turn 3 of the tool loop was not admitted"), "{reason}");
+    // Two turns were made, each calling the tool once; the third was refused before the model.
+    assert_eq!(orders.calls.lock().unwrap().len(), 2);
+    assert_eq!(model.bodies.lock().unwrap().len(), 2);
+    // Each turn's reservation was settled with what it used: $1 of $4 spent, 3/4 left.
+    let metrics = running.process.metrics().await.expect("metrics");
+    let left = metric(&metrics, "ragstream_budget_remaining_ratio", &[("tenant", "acme")]);
+    assert!((left - 0.75).abs() < 1e-9, "remaining ratio {left}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_answers_show_the_tool_being_called() {
+    let model = ToolModel::start(order_status_model()).await;
+    let orders = OrderService::start(Duration::ZERO).await;
+    let mut setup = Setup::openai(&model.url);
+    setup.generate_extra = format!("{}, partials_sink: partials", tools_block(&orders.url, ""));
+    let running = start("tools-partials", setup).await;
+    let answer = ask_one(
+        &running,
+        "follow",
+        "What is the status of my order number 31? I am f.ollower@example-shop.io.",
+    )
+    .await;
+    assert_eq!(answer.status, AnswerStatus::Ok, "{answer:?}");
+    // Both turns were asked streaming; the first streamed its call in pieces.
+    let bodies = model.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies
+        .iter()
+        .all(|b| serde_json::from_str::<Value>(b).unwrap()["stream"] == true));
+    let mut reader = TopicReader::new(&running.partials_topic);
+    reader
+        .read_until(
+            |received| {
+                received.iter().any(|r| {
+                    serde_json::from_slice::<ragstream::contracts::PartialAnswer>(&r.payload).is_ok_and(|p| p.done)
+                })
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    let partials: Vec<ragstream::contracts::PartialAnswer> = reader
+        .received
+        .iter()
+        .map(|r| {
+            let value: Value = serde_json::from_slice(&r.payload).unwrap();
+            ragstream::contracts::Contract::partial_answers()
+                .validate(&value)
+                .unwrap();
+            serde_json::from_value(value).unwrap()
+        })
+        .collect();
+    let calling = partials
+        .iter()
+        .position(|p| p.calling.as_deref() == Some("get_order_status"))
+        .expect("a partial says the tool is called");
+    assert!(partials[calling].delta.is_empty());
+    let text: String = partials[calling..].iter().map(|p| p.delta.as_str()).collect();
+    assert!(
+        text.contains("in transit") && text.contains("f.ollower@example-shop.io"),
+        "the answer streams after the call, personal data restored: {text}"
+    );
+    assert!(partials.last().unwrap().done);
 }
