@@ -245,6 +245,12 @@ impl StatusPrinter {
         }
     }
 
+    /// Clears the progress line and shows no more.
+    fn stop_live(&mut self) {
+        self.clear();
+        self.live = false;
+    }
+
     /// Clears the progress line before the answer is printed.
     fn clear(&mut self) {
         if self.shown {
@@ -300,7 +306,9 @@ fn wait_for_answer(
             continue;
         }
         if message.topic() != topic {
-            status.clear();
+            // From the first partial on, the text shows the progress: a live line would
+            // overwrite it.
+            status.stop_live();
             // A partial answer: progress only, so an unreadable one is skipped.
             if let Ok(partial) = serde_json::from_slice::<PartialAnswer>(payload) {
                 partials.print(partial);

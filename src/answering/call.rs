@@ -179,10 +179,14 @@ impl CallLayer {
         }
         draft.citations = parse_citations(&reply, &plan.prompt.passages);
         if draft.citations.is_empty() {
-            // The model cited nothing: its sources are the passages it took its words from.
-            draft.citations = grounding::supporting_passages(&reply, &passages)
+            // The model cited nothing: its sources are the passages it took its words from,
+            // unless it took them from a tool's result first (an order's status rests on the
+            // order service, not on a document sharing the word "order").
+            let support = grounding::supporting_passages(&reply, &passages);
+            let from_tool = support.first().is_some_and(|i| *i >= plan.prompt.passages.len());
+            draft.citations = support
                 .into_iter()
-                .filter(|i| *i < plan.prompt.passages.len())
+                .filter(|i| *i < plan.prompt.passages.len() && !from_tool)
                 .map(|i| citation(i + 1, &plan.prompt.passages[i]))
                 .collect();
         }

@@ -266,6 +266,11 @@ impl OrderQuestions {
                 text.contains("in transit") && text.contains(&self.email(i)),
                 "the tool's status and the real e-mail restored: {text}"
             );
+            assert!(
+                answer.citations.is_empty(),
+                "an answer resting on the tool's result cites no document: {:?}",
+                answer.citations
+            );
         }
     }
 }
