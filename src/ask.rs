@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaProperties;
 use crate::contracts::{Answer, PartialAnswer, Question, QuestionOptions, StatusEvent, Step, Task, SCHEMA_VERSION};
-use crate::transport::kafka::{client_config, create_producer};
+use crate::tail::{assign_from_end, tail_config};
+use crate::transport::kafka::create_producer;
 
 /// What to ask and where: the arguments of `ragstream ask`.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,34 +90,10 @@ fn new_request_id() -> String {
 /// A consumer positioned at the current end of every partition of `topics`, so it sees the
 /// answer to a question produced afterwards and little before it.
 fn answers_consumer(kafka: &KafkaProperties, topics: &[&str]) -> anyhow::Result<BaseConsumer> {
-    let mut config = client_config(kafka, &KafkaProperties::new());
-    config
-        .set("group.id", format!("ragstream-ask-{:08x}", rand::random::<u32>()))
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().context("cannot create a Kafka consumer")?;
-    let mut assignment = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot read the metadata of topic `{topic}`"))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            bail!("topic `{topic}` does not exist (create the topology's topics first: ragstream topics create)");
-        }
-        for partition in partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .with_context(|| format!("cannot read the end of `{topic}` partition {partition}"))?;
-            // Explicit offsets, not Offset::End: the end is resolved now, before the question
-            // is produced, so a fast answer cannot slip in before the consumer starts.
-            assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
-        }
-    }
-    consumer.assign(&assignment)?;
+    let consumer: BaseConsumer = tail_config(kafka, "ask")
+        .create()
+        .context("cannot create a Kafka consumer")?;
+    assign_from_end(&consumer, topics)?;
     Ok(consumer)
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::contracts::{
-    millis, AnswerDraft, AnswerStatus, ModelAttempt, Provenance, Step, Task, ToolUse, SCHEMA_VERSION,
+    millis, now_rfc3339, AnswerDraft, AnswerStatus, ModelAttempt, Provenance, Step, Task, ToolUse, SCHEMA_VERSION,
 };
 use crate::core_api::{FailureReport, MessageContext, Payload, Record};
 use crate::error::StageError;
@@ -93,6 +93,7 @@ fn event_record(event: &impl Serialize, key: String, sink: Option<String>) -> Re
 }
 
 /// An event about one version of a document (key: `doc_id`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DocumentEvent {
     pub schema_version: u32,
@@ -106,20 +107,15 @@ pub struct DocumentEvent {
     pub doc_id: String,
     pub version: u64,
     /// Chunks written (indexed) or removed (deleted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_count: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<String>,
     /// Milliseconds per stage, in chain order, plus `total` since the message was received.
     pub durations_ms: BTreeMap<String, f64>,
     /// Why a version was skipped or failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The stage that failed (failed events only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     /// Whose fault the failure was: `input` or `external` (failed events only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
     pub source: EventSource,
 }
@@ -132,7 +128,7 @@ impl DocumentEvent {
             schema_version: SCHEMA_VERSION,
             event_id: format!("{tenant}/{doc_id}:{version}:{}", kind.as_str()),
             event: kind,
-            occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            occurred_at: now_rfc3339(),
             pipeline: context.pipeline.to_string(),
             tenant: tenant.to_owned(),
             doc_id: doc_id.to_owned(),
@@ -164,24 +160,56 @@ pub struct ChunkUse {
     pub cited: bool,
 }
 
-/// The event for one tool call of a question (key: `request_id`).
+/// What every event about a question carries, whatever happened (flattened into the event).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolEvent {
+pub struct QuestionEnvelope {
     pub schema_version: u32,
-    /// `{tenant}/{request_id}:tool_called:{iteration}:{index}`.
+    /// `{tenant}/{request_id}:{event}` plus what tells repeats of one step apart.
     pub event_id: String,
-    /// Always `tool_called`.
     pub event: String,
+    /// RFC 3339, UTC, milliseconds.
     pub occurred_at: String,
     pub pipeline: String,
     pub tenant: String,
     pub request_id: String,
     /// A pseudonym of the user ([`user_ref`](crate::pseudonym::user_ref)).
     pub user_ref: String,
-    #[serde(flatten)]
-    pub call: ToolUse,
+    /// Milliseconds per stage, in chain order, plus `total` since the message was received.
     pub durations_ms: BTreeMap<String, f64>,
     pub source: EventSource,
+}
+
+impl QuestionEnvelope {
+    /// The envelope of an `event` about `draft`, whose id ends in `id_suffix`, timed from `context`.
+    fn new(event: &str, id_suffix: &str, draft: &AnswerDraft, context: &MessageContext) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            event_id: format!("{}/{}:{event}{id_suffix}", draft.tenant, draft.request_id),
+            event: event.to_owned(),
+            occurred_at: now_rfc3339(),
+            pipeline: context.pipeline.to_string(),
+            tenant: draft.tenant.clone(),
+            request_id: draft.request_id.clone(),
+            user_ref: user_ref(&draft.tenant, &draft.user),
+            durations_ms: durations_ms(context),
+            source: EventSource::of(context),
+        }
+    }
+
+    /// `event` as a record for `sink`, keyed by the request id.
+    fn record(&self, event: &impl Serialize, sink: Option<String>) -> Result<Record, StageError> {
+        event_record(event, self.request_id.clone(), sink)
+    }
+}
+
+/// The event for one tool call of a question (key: `request_id`, event `tool_called`, id
+/// suffix `:{iteration}:{index}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolEvent {
+    #[serde(flatten)]
+    pub envelope: QuestionEnvelope,
+    #[serde(flatten)]
+    pub call: ToolUse,
 }
 
 impl ToolEvent {
@@ -191,45 +219,29 @@ impl ToolEvent {
             .tool_calls
             .iter()
             .map(|call| Self {
-                schema_version: SCHEMA_VERSION,
-                event_id: format!(
-                    "{}/{}:tool_called:{}:{}",
-                    draft.tenant, draft.request_id, call.iteration, call.index
+                envelope: QuestionEnvelope::new(
+                    "tool_called",
+                    &format!(":{}:{}", call.iteration, call.index),
+                    draft,
+                    context,
                 ),
-                event: "tool_called".to_owned(),
-                occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                pipeline: context.pipeline.to_string(),
-                tenant: draft.tenant.clone(),
-                request_id: draft.request_id.clone(),
-                user_ref: user_ref(&draft.tenant, &draft.user),
                 call: call.clone(),
-                durations_ms: durations_ms(context),
-                source: EventSource::of(context),
             })
             .collect()
     }
 
     /// The event as a record for `sink`, keyed by `request_id`.
     pub fn into_record(self, sink: Option<String>) -> Result<Record, StageError> {
-        let key = self.request_id.clone();
-        event_record(&self, key, sink)
+        self.envelope.record(&self, sink)
     }
 }
 
 /// The event for an answered question (key: `request_id`), whatever its status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuestionEvent {
-    pub schema_version: u32,
-    /// `{tenant}/{request_id}:question_answered`.
-    pub event_id: String,
-    /// Always `question_answered`.
-    pub event: String,
-    pub occurred_at: String,
-    pub pipeline: String,
-    pub tenant: String,
-    pub request_id: String,
-    /// A pseudonym of the user ([`user_ref`](crate::pseudonym::user_ref)).
-    pub user_ref: String,
+    /// Event `question_answered`, no id suffix.
+    #[serde(flatten)]
+    pub envelope: QuestionEnvelope,
     pub task: Task,
     pub status: AnswerStatus,
     pub masked_question: String,
@@ -237,11 +249,9 @@ pub struct QuestionEvent {
     #[serde(flatten)]
     pub provenance: Provenance,
     pub attempts: Vec<ModelAttempt>,
-    pub durations_ms: BTreeMap<String, f64>,
     pub pii_counts: BTreeMap<String, u32>,
     pub context_pii_counts: BTreeMap<String, u32>,
     pub invented_placeholders: u32,
-    pub source: EventSource,
 }
 
 impl QuestionEvent {
@@ -249,14 +259,7 @@ impl QuestionEvent {
     pub fn new(draft: &AnswerDraft, status: AnswerStatus, context: &MessageContext) -> Self {
         let cited: Vec<&str> = draft.citations.iter().map(|c| c.chunk_id.as_str()).collect();
         Self {
-            schema_version: SCHEMA_VERSION,
-            event_id: format!("{}/{}:question_answered", draft.tenant, draft.request_id),
-            event: "question_answered".to_owned(),
-            occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            pipeline: context.pipeline.to_string(),
-            tenant: draft.tenant.clone(),
-            request_id: draft.request_id.clone(),
-            user_ref: user_ref(&draft.tenant, &draft.user),
+            envelope: QuestionEnvelope::new("question_answered", "", draft, context),
             task: draft.task,
             status,
             masked_question: draft.question.clone(),
@@ -272,18 +275,15 @@ impl QuestionEvent {
                 .collect(),
             provenance: draft.provenance.clone(),
             attempts: draft.attempts.clone(),
-            durations_ms: durations_ms(context),
             pii_counts: draft.pii_counts.clone(),
             context_pii_counts: draft.context_pii_counts.clone(),
             invented_placeholders: draft.invented_placeholders,
-            source: EventSource::of(context),
         }
     }
 
     /// The event as a record for `sink`, keyed by `request_id`.
     pub fn into_record(self, sink: Option<String>) -> Result<Record, StageError> {
-        let key = self.request_id.clone();
-        event_record(&self, key, sink)
+        self.envelope.record(&self, sink)
     }
 }
 

@@ -138,6 +138,18 @@ impl ConfigError {
     }
 }
 
+/// Where validation collects its findings: every problem is reported, not just the first.
+pub trait Findings {
+    /// A problem with the setting `field` of the settings at `path`.
+    fn report(&mut self, path: impl fmt::Display, field: &str, message: impl Into<String>);
+}
+
+impl Findings for Vec<ConfigError> {
+    fn report(&mut self, path: impl fmt::Display, field: &str, message: impl Into<String>) {
+        self.push(ConfigError::new(&format!("{path}.{field}"), message));
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)

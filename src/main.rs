@@ -10,6 +10,7 @@ use ragstream::config::{load_file, KafkaProperties, Topology};
 use ragstream::contracts::AnswerStatus;
 use ragstream::engine::{run_topology, Shutdown};
 use ragstream::ingest::{ingest, IngestOptions};
+use ragstream::serve::ServeOptions;
 use ragstream::telemetry::{init_logging, LogFormat, Verbosity};
 use ragstream::transport::kafka::create_topics;
 
@@ -87,6 +88,12 @@ enum Command {
     Ask {
         #[command(flatten)]
         options: AskOptions,
+    },
+    /// Serve questions over HTTP: POST a question, read its status and answer, or follow it as
+    /// Server-Sent Events; API keys per tenant (`--keys`).
+    Serve {
+        #[command(flatten)]
+        options: ServeOptions,
     },
     /// Manage the topics a topology uses.
     Topics {
@@ -245,6 +252,13 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::Serve { options } => match ragstream::serve::serve(options).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Pii { command } => run_pii(command),
         Command::Topics {
             command: TopicsCommand::Create { topology, partitions },

@@ -51,7 +51,6 @@ pub struct VaultKey {
     pub token_env: String,
     /// File holding the Vault token instead of `token_env`, read again at every read of the
     /// secret: the sink of a Vault Agent, which renews the token and rewrites the file.
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
 }
 
@@ -73,13 +72,10 @@ fn default_token_env() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ApiKeySettings {
     /// Name of the environment variable holding the API key (never the key itself).
-    #[serde(default)]
     pub api_key_env: Option<String>,
     /// A file holding the API key (e.g. a mounted Kubernetes Secret).
-    #[serde(default)]
     pub api_key_file: Option<PathBuf>,
     /// The API key in HashiCorp Vault's KV v2 engine (read at start and again when refused).
-    #[serde(default)]
     pub api_key_vault: Option<VaultKey>,
 }
 
@@ -215,7 +211,7 @@ impl ProviderKey {
 }
 
 /// Reads `field` of the latest version of a KV v2 secret.
-async fn read_vault(vault: &VaultKey) -> Result<Secret, StageError> {
+pub async fn read_vault(vault: &VaultKey) -> Result<Secret, StageError> {
     let token = match &vault.token_file {
         Some(file) => std::fs::read_to_string(file)
             .map(|text| text.trim().to_owned())

@@ -219,6 +219,48 @@ impl StateStore {
         }
     }
 
+    /// Sets `key` to `value` for `ttl` only if `key` holds nothing: whether this call took it.
+    /// Of replicas racing for the same key exactly one wins.
+    pub async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StageError> {
+        match self {
+            StateStore::Redis(manager) => {
+                let reply: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async(&mut manager.clone())
+                    .await
+                    .map_err(unavailable)?;
+                Ok(reply.is_some())
+            }
+            StateStore::Memory(memory) => {
+                let mut memory = lock(memory);
+                if memory.get(key).is_some() {
+                    return Ok(false);
+                }
+                memory.set(key, value.to_owned(), Some(ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes `key`.
+    pub async fn remove(&self, key: &str) -> Result<(), StageError> {
+        match self {
+            StateStore::Redis(manager) => redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut manager.clone())
+                .await
+                .map_err(unavailable),
+            StateStore::Memory(memory) => {
+                lock(memory).values.remove(key);
+                Ok(())
+            }
+        }
+    }
+
     /// The value at `key` read as JSON; `None` when it is missing or unreadable (a value written
     /// by an older version is treated as absent, not as an error).
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StageError> {

@@ -80,7 +80,7 @@ impl StatusReporter {
             tenant: self.tenant.clone(),
             seq: *seq,
             step,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            at: crate::contracts::now_rfc3339(),
             elapsed_ms: millis(self.received_at.elapsed()),
         };
         *seq += 1;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::{Layer, Next, Turn};
 use crate::clock::Clock;
 use crate::contracts::{AnswerDraft, AnswerStatus, StoredOutcome};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::state::{self, StateStore};
 use crate::telemetry::metrics::metrics;
@@ -21,19 +22,16 @@ use crate::tools::ToolRecords;
 
 /// Where and how long a `generate` stage keeps the outcome of each request.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReplayConfig {
     /// `redis://host:port[/db]`, shared by every replica, or `memory` (this process only: a
     /// question redelivered to another replica is answered again). Unset: the `cost_control`
     /// store when there is one, else `memory`.
-    #[serde(default)]
     pub store: Option<String>,
     /// Prefix of every key. Unset: `cost_control.key_prefix`, else `ragstream`.
-    #[serde(default)]
     pub key_prefix: Option<String>,
     /// How long a request's outcome is kept; 0: no replay records (a redelivered question is
     /// answered, and paid for, again).
-    #[serde(default = "default_ttl_s")]
     pub ttl_s: u64,
 }
 
@@ -42,20 +40,16 @@ impl Default for ReplayConfig {
         Self {
             store: None,
             key_prefix: None,
-            ttl_s: default_ttl_s(),
+            ttl_s: 7 * 24 * 3600,
         }
     }
-}
-
-fn default_ttl_s() -> u64 {
-    7 * 24 * 3600
 }
 
 impl ReplayConfig {
     /// Appends the problems of this block (at `path`) to `errors`.
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if let Err(problem) = self.store.as_deref().map_or(Ok(()), state::check_url) {
-            errors.push(ConfigError::new(&format!("{path}.store"), problem));
+            errors.report(path, "store", problem);
         }
     }
 }

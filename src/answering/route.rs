@@ -94,11 +94,9 @@ impl RouteLayer {
             &count_tokens,
         );
         let request = ChatRequest {
-            tools: Vec::new(),
-            messages: prompt.messages.clone(),
-            max_output_tokens: max_output,
             temperature: routing.temperature,
             json_output: draft.task == Task::Extract,
+            ..ChatRequest::new(prompt.messages.clone(), max_output)
         };
         let (names, mut route) = self.tier(draft);
         let mut estimates: Vec<Estimate> = names

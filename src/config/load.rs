@@ -7,6 +7,7 @@ use serde_yaml::Value;
 
 use super::model::{PipelineConfig, RawPipeline, RawTopology, StageSpec, Topology, COMMON_STAGE_KEYS};
 use super::{interpolate, validate, ConfigError, ConfigErrors};
+use crate::error::Findings;
 use crate::stages::StageConfig;
 
 /// Reads, interpolates (from the process environment), parses and validates a topology file.
@@ -77,6 +78,7 @@ impl Parts {
             topic_defaults: top.topic_defaults,
             schema_registry: top.schema_registry,
             pipelines,
+            schedules: top.schedules,
         })
     }
 }
@@ -145,10 +147,11 @@ fn build_stage(path: &str, value: Value, errors: &mut Vec<ConfigError>) -> Optio
         return None;
     };
     let Some(kind) = mapping.get("type").and_then(Value::as_str).map(str::to_owned) else {
-        errors.push(ConfigError::new(
-            &format!("{path}.type"),
+        errors.report(
+            path,
+            "type",
             format!("missing stage type (one of: {})", StageConfig::TYPES.join(", ")),
-        ));
+        );
         return None;
     };
     let mut common = serde_yaml::Mapping::new();

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::schedule::SchedulesConfig;
 use crate::stages::StageConfig;
 
 /// librdkafka client properties, passed through verbatim (e.g. `security.protocol`, `sasl.mechanism`).
@@ -32,6 +33,8 @@ pub struct Topology {
     pub schema_registry: Option<SchemaRegistryConfig>,
     /// The pipelines this process runs, each with its own consumer group.
     pub pipelines: Vec<PipelineConfig>,
+    /// Questions produced on a timetable (cron expressions in a time zone).
+    pub schedules: Option<SchedulesConfig>,
 }
 
 /// The top level of the file, with pipelines left raw so each can be checked on its own.
@@ -47,8 +50,8 @@ pub(crate) struct RawTopology {
     pub shutdown: ShutdownConfig,
     #[serde(default)]
     pub topic_defaults: TopicDefaults,
-    #[serde(default)]
     pub schema_registry: Option<SchemaRegistryConfig>,
+    pub schedules: Option<SchedulesConfig>,
     /// Checked pipeline by pipeline from the raw document; declared so the key is expected here.
     #[allow(dead_code)]
     pub pipelines: Vec<serde_yaml::Value>,
@@ -115,10 +118,8 @@ pub struct SchemaRegistryConfig {
     #[serde(default = "default_auto_register")]
     pub auto_register: bool,
     /// HTTP Basic user name, if the registry wants one.
-    #[serde(default)]
     pub username: Option<String>,
     /// HTTP Basic password (use `${ENV_VAR}`; never logged or printed).
-    #[serde(default)]
     pub password: Option<String>,
     /// Timeout of one registry request.
     #[serde(default = "default_registry_timeout_ms")]
@@ -148,29 +149,19 @@ impl std::fmt::Debug for SchemaRegistryConfig {
 
 /// Defaults used when `ragstream topics create` creates the topology's topics.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TopicDefaults {
     /// Number of partitions of each created topic.
-    #[serde(default = "default_partitions")]
     pub partitions: i32,
     /// Replication factor of each created topic.
-    #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
-}
-
-fn default_partitions() -> i32 {
-    3
-}
-
-fn default_replication_factor() -> i32 {
-    1
 }
 
 impl Default for TopicDefaults {
     fn default() -> Self {
         Self {
-            partitions: default_partitions(),
-            replication_factor: default_replication_factor(),
+            partitions: 3,
+            replication_factor: 1,
         }
     }
 }
@@ -224,7 +215,6 @@ pub(crate) struct RawPipeline {
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
     pub dead_letter: DeadLetterConfig,
-    #[serde(default)]
     pub audit_sink: Option<String>,
     #[serde(default, deserialize_with = "crate::config::kafka_props::deserialize")]
     pub producer: KafkaProperties,
@@ -269,7 +259,6 @@ pub struct SinkConfig {
     pub format: SinkFormat,
     /// For `format: avro`: which of ragstream's schemas (`schemas/avro/<schema>.avsc`) the
     /// records follow: `answers`, `partial_answers`, `audit`, `documents`, `questions` or `status`.
-    #[serde(default)]
     pub schema: Option<String>,
 }
 
@@ -294,37 +283,22 @@ pub struct DeadLetterConfig {
 
 /// Retry policy for failures that are an external service's fault.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in total, the first included; after the last one the message is dead-lettered.
-    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Delay before the first retry; it doubles each time, with full jitter.
-    #[serde(default = "default_initial_backoff_ms")]
     pub initial_backoff_ms: u64,
     /// Upper bound of a single delay.
-    #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
-}
-
-fn default_max_attempts() -> u32 {
-    5
-}
-
-fn default_initial_backoff_ms() -> u64 {
-    100
-}
-
-fn default_max_backoff_ms() -> u64 {
-    10_000
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            max_attempts: default_max_attempts(),
-            initial_backoff_ms: default_initial_backoff_ms(),
-            max_backoff_ms: default_max_backoff_ms(),
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use super::kafka_props::{MANAGED_CONSUMER_PROPERTIES, MANAGED_PRODUCER_PROPERTIES};
 use super::model::{KafkaProperties, PipelineConfig, RawTopology, SchemaRegistryConfig, SinkFormat};
 use super::ConfigError;
+use crate::error::Findings;
 
 /// The only topology format this build understands.
 pub const SUPPORTED_VERSION: u32 = 1;
@@ -26,13 +27,14 @@ pub(super) fn validate(top: Option<&RawTopology>, pipelines: &[Option<PipelineCo
         let path = format!("pipelines[{index}]");
         if let Some(first) = first_use.insert(&pipeline.name, index) {
             first_use.insert(&pipeline.name, first);
-            errors.push(ConfigError::new(
-                &format!("{path}.name"),
+            errors.report(
+                &path,
+                "name",
                 format!(
                     "duplicate pipeline name `{}` (also used by pipelines[{first}])",
                     pipeline.name
                 ),
-            ));
+            );
         }
         let registry = top.map(|top| top.schema_registry.is_some());
         validate_pipeline(&path, pipeline, shared, top.is_some(), errors);
@@ -77,6 +79,9 @@ fn validate_top_level(top: &RawTopology, errors: &mut Vec<ConfigError>) {
     if let Some(registry) = &top.schema_registry {
         validate_schema_registry(registry, errors);
     }
+    if let Some(schedules) = &top.schedules {
+        schedules.validate("schedules", errors);
+    }
     check_managed_keys("kafka", &top.kafka, MANAGED_CONSUMER_PROPERTIES, errors);
     check_managed_keys("kafka", &top.kafka, MANAGED_PRODUCER_PROPERTIES, errors);
     if top.pipelines.is_empty() {
@@ -117,29 +122,27 @@ fn validate_sink_formats(path: &str, pipeline: &PipelineConfig, registry: Option
         let sink_path = format!("{path}.sinks[{index}]");
         match (sink.format, &sink.schema) {
             (SinkFormat::Json, None) => {}
-            (SinkFormat::Json, Some(_)) => errors.push(ConfigError::new(
-                &format!("{sink_path}.schema"),
-                "only used with `format: avro`",
-            )),
+            (SinkFormat::Json, Some(_)) => errors.report(&sink_path, "schema", "only used with `format: avro`"),
             (SinkFormat::Avro, schema) => {
                 if registry == Some(false) {
-                    errors.push(ConfigError::new(
-                        &format!("{sink_path}.format"),
+                    errors.report(
+                        &sink_path,
+                        "format",
                         "`avro` needs the top-level `schema_registry` (with its `url`)",
-                    ));
+                    );
                 }
                 let known = crate::contracts::avro::schema_names().join(", ");
                 match schema {
-                    None => errors.push(ConfigError::new(
-                        &format!("{sink_path}.schema"),
+                    None => errors.report(
+                        &sink_path,
+                        "schema",
                         format!("`format: avro` needs the records' schema, one of: {known}"),
-                    )),
-                    Some(name) if crate::contracts::avro::message_schema(name).is_none() => {
-                        errors.push(ConfigError::new(
-                            &format!("{sink_path}.schema"),
-                            format!("unknown schema `{name}`, expected one of: {known}"),
-                        ))
-                    }
+                    ),
+                    Some(name) if crate::contracts::avro::message_schema(name).is_none() => errors.report(
+                        &sink_path,
+                        "schema",
+                        format!("unknown schema `{name}`, expected one of: {known}"),
+                    ),
                     Some(_) => {}
                 }
             }
@@ -157,7 +160,7 @@ fn validate_pipeline(
     check_identifier(&format!("{path}.name"), &pipeline.name, errors);
     check_topic(&format!("{path}.source.topic"), &pipeline.source.topic, errors);
     if pipeline.source.group.trim().is_empty() {
-        errors.push(ConfigError::new(&format!("{path}.source.group"), "must not be empty"));
+        errors.report(path, "source.group", "must not be empty");
     }
     check_managed_keys(
         &format!("{path}.source.kafka"),
@@ -176,39 +179,36 @@ fn validate_pipeline(
         && !has_bootstrap(shared)
         && !(has_bootstrap(&pipeline.source.kafka) && has_bootstrap(&pipeline.producer))
     {
-        errors.push(ConfigError::new(
-            &format!("{path}.source.kafka"),
+        errors.report(
+            path,
+            "source.kafka",
             "`bootstrap.servers` is not set (set it in the top-level `kafka` map)",
-        ));
+        );
     }
     check_in_flight(&format!("{path}.max_in_flight"), pipeline.max_in_flight, errors);
     if pipeline.max_message_bytes == 0 {
-        errors.push(ConfigError::new(
-            &format!("{path}.max_message_bytes"),
-            "must be greater than 0",
-        ));
+        errors.report(path, "max_message_bytes", "must be greater than 0");
     }
     if !(10..=60_000).contains(&pipeline.commit_interval_ms) {
-        errors.push(ConfigError::new(
-            &format!("{path}.commit_interval_ms"),
+        errors.report(
+            path,
+            "commit_interval_ms",
             format!("must be between 10 and 60000, got {}", pipeline.commit_interval_ms),
-        ));
+        );
     }
     let retry = &pipeline.retry;
     if retry.max_attempts == 0 {
-        errors.push(ConfigError::new(
-            &format!("{path}.retry.max_attempts"),
-            "must be at least 1, got 0",
-        ));
+        errors.report(path, "retry.max_attempts", "must be at least 1, got 0");
     }
     if retry.initial_backoff_ms > retry.max_backoff_ms {
-        errors.push(ConfigError::new(
-            &format!("{path}.retry.initial_backoff_ms"),
+        errors.report(
+            path,
+            "retry.initial_backoff_ms",
             format!(
                 "must not exceed retry.max_backoff_ms ({} > {})",
                 retry.initial_backoff_ms, retry.max_backoff_ms
             ),
-        ));
+        );
     }
     for (index, stage) in pipeline.stages.iter().enumerate() {
         let stage_path = format!("{path}.stages[{index}]");
@@ -218,31 +218,30 @@ fn validate_pipeline(
         stage.config.validate(&stage_path, errors);
     }
     if pipeline.sinks.is_empty() {
-        errors.push(ConfigError::new(
-            &format!("{path}.sinks"),
-            "at least one sink is required",
-        ));
+        errors.report(path, "sinks", "at least one sink is required");
     }
     let mut sink_names: HashMap<&str, usize> = HashMap::new();
     for (index, sink) in pipeline.sinks.iter().enumerate() {
         let sink_path = format!("{path}.sinks[{index}]");
         if let Some(first) = sink_names.insert(&sink.name, index) {
             sink_names.insert(&sink.name, first);
-            errors.push(ConfigError::new(
-                &format!("{sink_path}.name"),
+            errors.report(
+                &sink_path,
+                "name",
                 format!("duplicate sink name `{}` (also used by sinks[{first}])", sink.name),
-            ));
+            );
         }
         check_identifier(&format!("{sink_path}.name"), &sink.name, errors);
         check_topic(&format!("{sink_path}.topic"), &sink.topic, errors);
         if sink.topic == pipeline.source.topic {
-            errors.push(ConfigError::new(
-                &format!("{sink_path}.topic"),
+            errors.report(
+                sink_path,
+                "topic",
                 format!(
                     "`{}` is also the source topic; the pipeline would consume its own output",
                     sink.topic
                 ),
-            ));
+            );
         }
     }
     for (index, stage) in pipeline.stages.iter().enumerate() {
@@ -257,31 +256,34 @@ fn validate_pipeline(
         }
         if let Some(needed) = stage.config.needs_earlier() {
             if !pipeline.stages[..index].iter().any(|s| s.config.type_name() == needed) {
-                errors.push(ConfigError::new(
-                    &format!("{stage_path}.type"),
+                errors.report(
+                    stage_path,
+                    "type",
                     format!(
                         "`{}` needs a `{needed}` stage earlier in the same pipeline",
                         stage.config.type_name()
                     ),
-                ));
+                );
             }
         }
     }
     if let Some(audit_sink) = &pipeline.audit_sink {
         if !sink_names.contains_key(audit_sink.as_str()) {
-            errors.push(ConfigError::new(
-                &format!("{path}.audit_sink"),
+            errors.report(
+                path,
+                "audit_sink",
                 format!("`{audit_sink}` is not one of this pipeline's sinks"),
-            ));
+            );
         }
     }
     let dead_letter = &pipeline.dead_letter.topic;
     check_topic(&format!("{path}.dead_letter.topic"), dead_letter, errors);
     if *dead_letter == pipeline.source.topic {
-        errors.push(ConfigError::new(
-            &format!("{path}.dead_letter.topic"),
+        errors.report(
+            path,
+            "dead_letter.topic",
             format!("`{dead_letter}` is also the source topic; dead letters would be consumed again"),
-        ));
+        );
     }
 }
 

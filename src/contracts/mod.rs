@@ -24,6 +24,7 @@ use crate::error::StageError;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A document upsert or delete (topic `documents`, key `doc_id`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {
     pub schema_version: u32,
@@ -31,13 +32,10 @@ pub struct Document {
     pub tenant: String,
     pub op: DocumentOp,
     pub version: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
 
@@ -50,6 +48,7 @@ pub enum DocumentOp {
 }
 
 /// A question (topic `questions`, key `request_id`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Question {
     pub schema_version: u32,
@@ -58,7 +57,6 @@ pub struct Question {
     pub user: String,
     pub question: String,
     pub task: Task,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<QuestionOptions>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -87,22 +85,22 @@ impl Task {
 }
 
 /// Per-request options of a question.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QuestionOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_tier: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Only passages of documents indexed at or after this time (RFC 3339) are retrieved: what
+    /// changed since a schedule's last run.
+    pub changed_since: Option<String>,
     pub extract_schema: Option<Value>,
 }
 
 /// A document cut into chunks (the output of the `chunk` stage), ready to embed and index.
 /// A delete carries no chunks. Key: `doc_id`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkedDocument {
     pub schema_version: u32,
@@ -110,19 +108,17 @@ pub struct ChunkedDocument {
     pub tenant: String,
     pub op: DocumentOp,
     pub version: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
     /// Name of the model that embedded the chunks, once the `embed` stage has run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<String>,
     pub chunks: Vec<DocumentChunk>,
 }
 
 /// One chunk of a document.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DocumentChunk {
     /// `{doc_id}:{version}:{position}`: the same document version always yields the same ids,
@@ -136,7 +132,6 @@ pub struct DocumentChunk {
     /// Tokens of `text` in the embedding model's tokenizer (special tokens excluded).
     pub token_count: u32,
     /// The embedding of `text`, once the `embed` stage has run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<Vec<f32>>,
 }
 
@@ -180,13 +175,13 @@ impl AnswerStatus {
 }
 
 /// A passage an answer cites.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Citation {
     /// The `[n]` the answer cites.
     pub index: u32,
     pub doc_id: String,
     pub chunk_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     pub score: f32,
 }
@@ -200,19 +195,16 @@ pub struct TokenUsage {
 
 /// How an answer came about, declared once for the answer message, the draft, the stored
 /// outcome and the audit event: each carries it flattened, so their JSON stays flat.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// Why the status is what it is (a failure, a refusal, a low-confidence reply…).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The model that answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Why the answer is extractive: no model answered, or the model's reply was not an answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
     /// Why the models asked were chosen (tier, downgrade, cache hit, replay).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     #[serde(default)]
     pub usage: TokenUsage,
@@ -224,6 +216,7 @@ pub struct Provenance {
 }
 
 /// The answer to a question (topic `answers`, key `request_id`; `schemas/answers.schema.json`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub schema_version: u32,
@@ -232,9 +225,7 @@ pub struct Answer {
     pub user: String,
     pub task: Task,
     pub status: AnswerStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
     pub citations: Vec<Citation>,
     #[serde(flatten)]
@@ -249,6 +240,7 @@ pub struct Answer {
 /// `(model, attempt)` in `seq` order make up the text so far; a partial with a new
 /// `(model, attempt)` starts over, because the attempt before it failed. Personal data is
 /// restored, as in the answer.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartialAnswer {
     pub schema_version: u32,
@@ -265,16 +257,15 @@ pub struct PartialAnswer {
     pub done: bool,
     /// The tool the model is calling (such a partial carries no text): progress for a user
     /// waiting while the answer depends on a tool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calling: Option<String>,
 }
 
 /// A chunk found for a question, as the answering stages pass it on.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetrievedPassage {
     pub chunk_id: String,
     pub doc_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// The chunk's text with personal data masked (when `mask_pii` runs before retrieval).
     pub text: String,
@@ -283,6 +274,7 @@ pub struct RetrievedPassage {
 }
 
 /// One call to a model, as the audit event records it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelAttempt {
     pub model: String,
@@ -291,7 +283,6 @@ pub struct ModelAttempt {
     /// `ok`, or the error kind (`rate_limited`, `server`, `timeout`, `connection`, `malformed`,
     /// `rejected`, `circuit_open`, `local`).
     pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Wait before this call (backoff or Retry-After).
     pub waited_ms: f64,
@@ -320,6 +311,7 @@ pub struct ToolUse {
 /// A question on its way through the answering stages (between `mask_pii` and `emit_answer`).
 /// The question text is masked; the originals of its placeholders stay in the message
 /// context, so this struct can be logged or produced without leaking personal data.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnswerDraft {
     pub schema_version: u32,
@@ -329,7 +321,6 @@ pub struct AnswerDraft {
     pub task: Task,
     /// The question with personal data replaced by placeholders.
     pub question: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<QuestionOptions>,
     /// Personal data masked in the question, per kind label.
     #[serde(default)]
@@ -340,12 +331,9 @@ pub struct AnswerDraft {
     #[serde(default)]
     pub passages: Vec<RetrievedPassage>,
     /// Set once the outcome is decided; later stages leave a decided draft alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AnswerStatus>,
     /// The answer, placeholders still in until `restore_pii`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
     #[serde(default)]
     pub citations: Vec<Citation>,
@@ -365,7 +353,6 @@ pub struct AnswerDraft {
     pub question_vector: Vec<f32>,
     /// What `question_vector` came from (model and settings): only a ranker using the same
     /// model may reuse it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question_vector_model: Option<String>,
 }
 
@@ -442,14 +429,33 @@ impl AnswerDraft {
             citations: self.citations,
             provenance,
             latency_ms,
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            created_at: now_rfc3339(),
         }
     }
+}
+
+/// Now, as every contract writes a time: RFC 3339, UTC, milliseconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A duration in milliseconds, rounded to microseconds: enough for latency analysis, short in JSON.
 pub fn millis(duration: std::time::Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// One accessor per embedded schema, each compiled once on first use.
+macro_rules! contracts {
+    ($($(#[$doc:meta])* $accessor:ident: $name:literal from $file:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $accessor() -> &'static Contract {
+                static CONTRACT: LazyLock<Contract> =
+                    LazyLock::new(|| Contract::compile($name, include_str!(concat!("../../schemas/", $file))));
+                &CONTRACT
+            }
+        )*
+    };
 }
 
 /// A compiled JSON Schema plus the name used in error messages.
@@ -470,50 +476,19 @@ impl Contract {
         Self { name, validator }
     }
 
-    /// The documents contract (`schemas/documents.schema.json`).
-    pub fn documents() -> &'static Contract {
-        static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("document", include_str!("../../schemas/documents.schema.json")));
-        &CONTRACT
-    }
-
-    /// The questions contract (`schemas/questions.schema.json`).
-    pub fn questions() -> &'static Contract {
-        static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("question", include_str!("../../schemas/questions.schema.json")));
-        &CONTRACT
-    }
-
-    /// The answers contract (`schemas/answers.schema.json`).
-    pub fn answers() -> &'static Contract {
-        static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("answer", include_str!("../../schemas/answers.schema.json")));
-        &CONTRACT
-    }
-
-    /// The partial answers contract (`schemas/partial_answers.schema.json`).
-    pub fn partial_answers() -> &'static Contract {
-        static CONTRACT: LazyLock<Contract> = LazyLock::new(|| {
-            Contract::compile(
-                "partial answer",
-                include_str!("../../schemas/partial_answers.schema.json"),
-            )
-        });
-        &CONTRACT
-    }
-
-    /// The status contract (`schemas/status.schema.json`): the steps a question goes through.
-    pub fn status() -> &'static Contract {
-        static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("status event", include_str!("../../schemas/status.schema.json")));
-        &CONTRACT
-    }
-
-    /// The audit contract (`schemas/audit.schema.json`): what ragstream writes to the audit topic.
-    pub fn audit() -> &'static Contract {
-        static CONTRACT: LazyLock<Contract> =
-            LazyLock::new(|| Contract::compile("audit event", include_str!("../../schemas/audit.schema.json")));
-        &CONTRACT
+    contracts! {
+        /// The documents contract (`schemas/documents.schema.json`).
+        documents: "document" from "documents.schema.json";
+        /// The questions contract (`schemas/questions.schema.json`).
+        questions: "question" from "questions.schema.json";
+        /// The answers contract (`schemas/answers.schema.json`).
+        answers: "answer" from "answers.schema.json";
+        /// The partial answers contract (`schemas/partial_answers.schema.json`).
+        partial_answers: "partial answer" from "partial_answers.schema.json";
+        /// The status contract (`schemas/status.schema.json`): the steps a question goes through.
+        status: "status event" from "status.schema.json";
+        /// The audit contract (`schemas/audit.schema.json`): what ragstream writes to the audit topic.
+        audit: "audit event" from "audit.schema.json";
     }
 
     /// Every way `value` breaks the schema, each prefixed with its JSON pointer.

@@ -10,9 +10,7 @@ use crate::pii::holds_placeholders;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredOutcome {
     pub status: AnswerStatus,
-    #[serde(default)]
     pub answer: Option<String>,
-    #[serde(default)]
     pub data: Option<serde_json::Value>,
     #[serde(default)]
     pub citations: Vec<Citation>,

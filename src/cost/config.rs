@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::limits::LimitSet;
 use crate::error::ConfigError;
+use crate::error::Findings;
 use crate::state;
 
 /// What happens to a request that would pass a limit.
@@ -64,7 +65,6 @@ pub struct CostControlConfig {
     /// answered one of the same tenant, task and models gets that answer, provided every
     /// passage the answer cites (at the same document version) was retrieved for this question
     /// too. Unset: exact matches only.
-    #[serde(default)]
     pub semantic_threshold: Option<f32>,
 }
 
@@ -88,12 +88,13 @@ impl CostControlConfig {
     /// Appends the problems of this block (at `path`) to `errors`.
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if let Err(problem) = state::check_url(&self.store) {
-            errors.push(ConfigError::new(&format!("{path}.store"), problem));
+            errors.report(path, "store", problem);
         } else if self.store == "memory" && !self.single_replica {
-            errors.push(ConfigError::new(
-                &format!("{path}.store"),
+            errors.report(
+                path,
+                "store",
                 "`memory` keeps budgets per process; use redis://… or declare single_replica: true",
-            ));
+            );
         }
         let sets = [("tenant".to_owned(), &self.tenant), ("user".to_owned(), &self.user)]
             .into_iter()
@@ -109,16 +110,10 @@ impl CostControlConfig {
             }
         }
         if self.semantic_threshold.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
-            errors.push(ConfigError::new(
-                &format!("{path}.semantic_threshold"),
-                "must be a cosine similarity in (0, 1]",
-            ));
+            errors.report(path, "semantic_threshold", "must be a cosine similarity in (0, 1]");
         }
         if self.on_exceeded == ExceededPolicy::Delay && self.max_waiting == 0 {
-            errors.push(ConfigError::new(
-                &format!("{path}.max_waiting"),
-                "must be at least 1 with on_exceeded: delay",
-            ));
+            errors.report(path, "max_waiting", "must be at least 1 with on_exceeded: delay");
         }
     }
 }

@@ -19,25 +19,18 @@ const MICRO: f64 = 1e6;
 #[serde(deny_unknown_fields)]
 pub struct LimitSet {
     /// Rate limit: model requests per minute (smoothed: a burst of a second's worth).
-    #[serde(default)]
     pub requests_per_minute: Option<f64>,
     /// Rate limit: tokens (prompt + answer) per minute.
-    #[serde(default)]
     pub tokens_per_minute: Option<f64>,
     /// Budget: tokens per UTC day.
-    #[serde(default)]
     pub tokens_per_day: Option<f64>,
     /// Budget: tokens per UTC calendar month.
-    #[serde(default)]
     pub tokens_per_month: Option<f64>,
     /// Budget: dollars per minute.
-    #[serde(default)]
     pub cost_usd_per_minute: Option<f64>,
     /// Budget: dollars per UTC day.
-    #[serde(default)]
     pub cost_usd_per_day: Option<f64>,
     /// Budget: dollars per UTC calendar month.
-    #[serde(default)]
     pub cost_usd_per_month: Option<f64>,
 }
 

@@ -9,8 +9,11 @@ use tracing::info;
 
 use super::pipeline::Pipeline;
 use super::shutdown::Shutdown;
-use crate::config::Topology;
+use crate::clock;
+use crate::config::{KafkaProperties, Topology};
+use crate::schedule::Scheduler;
 use crate::telemetry::{self, Readiness};
+use crate::transport::kafka::create_producer;
 use crate::transport::registry::SchemaRegistry;
 
 /// Runs every pipeline of `topology` until `shutdown` fires or a pipeline fails fatally (which
@@ -37,6 +40,18 @@ pub async fn run_topology(topology: Topology, shutdown: Shutdown) -> anyhow::Res
     let mut tasks = tokio::task::JoinSet::new();
     for pipeline in pipelines {
         tasks.spawn(pipeline.run(shutdown.token(), drain_timeout));
+    }
+    if let Some(schedules) = &topology.schedules {
+        let producer = create_producer(&topology.kafka, &KafkaProperties::new())
+            .context("schedules: cannot create a Kafka producer")?;
+        let scheduler = Scheduler::connect(schedules, producer, clock::system())
+            .await
+            .map_err(|error| anyhow::anyhow!("schedules: {}", error.reason))?;
+        let token = shutdown.token();
+        tasks.spawn(async move {
+            scheduler.run(token).await;
+            Ok(())
+        });
     }
     let mut first_error = None;
     while let Some(result) = tasks.join_next().await {

@@ -70,11 +70,10 @@ fn message_json(message: &ChatMessage) -> serde_json::Value {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct ResponseUsage {
-    #[serde(default)]
     input_tokens: u64,
-    #[serde(default)]
     output_tokens: u64,
 }
 
@@ -85,9 +84,7 @@ impl AnthropicProvider {
             endpoint: HttpEndpoint::new(base_url, "/v1/messages", model, key, timeout)?,
         })
     }
-}
 
-impl AnthropicProvider {
     fn body(&self, request: &ChatRequest) -> serde_json::Value {
         // The system prompt is a top-level field, not a message.
         let system: Vec<&str> = request
@@ -294,26 +291,26 @@ mod tests {
         )
         .unwrap();
         let completion = provider
-            .complete(&ChatRequest {
-                tools: Vec::new(),
-                messages: vec![
+            .complete(&ChatRequest::new(
+                vec![
                     ChatMessage::new(Role::System, "be brief"),
                     ChatMessage::new(Role::User, "capital?"),
                 ],
-                max_output_tokens: 8,
-                temperature: 0.0,
-                json_output: false,
-            })
+                8,
+            ))
             .await
             .unwrap();
         assert_eq!(completion.text, "Paris [1]");
-        assert_eq!(
-            completion.usage,
-            Usage {
-                prompt_tokens: 9,
-                completion_tokens: 2
-            }
-        );
+        assert_ends_turn_with_usage(&completion, 9, 2);
+    }
+
+    #[track_caller]
+    fn assert_ends_turn_with_usage(completion: &Completion, prompt_tokens: u64, completion_tokens: u64) {
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens,
+        };
+        assert_eq!(completion.usage, usage);
         assert_eq!(completion.finish_reason.as_deref(), Some("end_turn"));
     }
 
@@ -345,17 +342,17 @@ mod tests {
                     description: "status".into(),
                     parameters: json!({ "type": "object", "properties": { "order_id": { "type": "integer" } } }),
                 }],
-                messages: vec![
-                    ChatMessage::new(Role::User, "order 7?"),
-                    ChatMessage::calling(
-                        "",
-                        vec![ToolCall::new("toolu_1", "get_order_status", r#"{"order_id":7}"#)],
-                    ),
-                    ChatMessage::tool_result("toolu_1", "in transit"),
-                ],
-                max_output_tokens: 8,
-                temperature: 0.0,
-                json_output: false,
+                ..ChatRequest::new(
+                    vec![
+                        ChatMessage::new(Role::User, "order 7?"),
+                        ChatMessage::calling(
+                            "",
+                            vec![ToolCall::new("toolu_1", "get_order_status", r#"{"order_id":7}"#)],
+                        ),
+                        ChatMessage::tool_result("toolu_1", "in transit"),
+                    ],
+                    8,
+                )
             })
             .await
             .unwrap();
@@ -387,24 +384,11 @@ mod tests {
         let provider =
             AnthropicProvider::new(&url, "claude", ProviderKey::fixed(None), Duration::from_secs(5)).unwrap();
         let (sink, mut receiver) = DeltaSink::channel();
-        let request = ChatRequest {
-            tools: Vec::new(),
-            messages: vec![ChatMessage::new(Role::User, "capital?")],
-            max_output_tokens: 8,
-            temperature: 0.0,
-            json_output: false,
-        };
+        let request = ChatRequest::new(vec![ChatMessage::new(Role::User, "capital?")], 8);
         let completion = provider.stream(&request, &sink).await.unwrap();
         drop(sink);
         assert_eq!(completion.text, "Paris");
-        assert_eq!(
-            completion.usage,
-            Usage {
-                prompt_tokens: 9,
-                completion_tokens: 2
-            }
-        );
-        assert_eq!(completion.finish_reason.as_deref(), Some("end_turn"));
+        assert_ends_turn_with_usage(&completion, 9, 2);
         let mut pieces = Vec::new();
         while let Some(event) = receiver.recv().await {
             pieces.push(event);

@@ -12,6 +12,7 @@ use super::{
     AnthropicProvider, ChainModel, ChatProvider, CircuitBreaker, LocalProvider, ModelChain, OpenAiProvider,
     RetryPolicy, Usage,
 };
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::secrets::{ApiKeySettings, ProviderKey};
 
@@ -53,21 +54,17 @@ impl Price {
 pub struct ModelConfig {
     /// Name in answers, audit events and metrics; defaults to `model`, or the file name of
     /// `model_path`.
-    #[serde(default)]
     pub name: Option<String>,
     /// `openai`, `anthropic` or `local`.
     pub provider: ModelProvider,
     /// API root for `openai` / `anthropic` (e.g. `https://api.openai.com`).
-    #[serde(default)]
     pub base_url: Option<String>,
     /// The model to ask for (`openai` / `anthropic`).
-    #[serde(default)]
     pub model: Option<String>,
     /// Where the API key comes from: `api_key_env`, `api_key_file` or `api_key_vault`.
     #[serde(flatten)]
     pub api_key: ApiKeySettings,
     /// `local`: the GGUF file.
-    #[serde(default)]
     pub model_path: Option<PathBuf>,
     /// Bound on one call.
     #[serde(default = "default_timeout_ms")]
@@ -77,7 +74,6 @@ pub struct ModelConfig {
     pub context_tokens: usize,
     /// Prices, for the cost in answers, budgets and metrics. Unset: the list price of a
     /// well-known hosted `model` (see `llm::pricing`), else free.
-    #[serde(default)]
     pub price: Option<Price>,
 }
 
@@ -123,76 +119,46 @@ impl ModelConfig {
 
 /// Retries of one model.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LlmRetryConfig {
     /// Calls per model, the first included.
-    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Backoff ceiling before the first retry (full jitter below it); doubles per retry.
-    #[serde(default = "default_initial_backoff_ms")]
     pub initial_backoff_ms: u64,
     /// Largest backoff ceiling; a longer `Retry-After` is still honoured.
-    #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
     /// Bound on all calls and waits of a question, every model together.
-    #[serde(default = "default_max_total_ms")]
     pub max_total_ms: u64,
 }
 
 impl Default for LlmRetryConfig {
     fn default() -> Self {
         Self {
-            max_attempts: default_max_attempts(),
-            initial_backoff_ms: default_initial_backoff_ms(),
-            max_backoff_ms: default_max_backoff_ms(),
-            max_total_ms: default_max_total_ms(),
+            max_attempts: 4,
+            initial_backoff_ms: 250,
+            max_backoff_ms: 8_000,
+            max_total_ms: 90_000,
         }
     }
 }
 
-fn default_max_attempts() -> u32 {
-    4
-}
-
-fn default_initial_backoff_ms() -> u64 {
-    250
-}
-
-fn default_max_backoff_ms() -> u64 {
-    8_000
-}
-
-fn default_max_total_ms() -> u64 {
-    90_000
-}
-
 /// When a model is given a rest.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive failed calls that open the circuit.
-    #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
     /// How long an open circuit refuses calls before one trial call.
-    #[serde(default = "default_open_ms")]
     pub open_ms: u64,
 }
 
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
-            failure_threshold: default_failure_threshold(),
-            open_ms: default_open_ms(),
+            failure_threshold: 5,
+            open_ms: 30_000,
         }
     }
-}
-
-fn default_failure_threshold() -> u32 {
-    5
-}
-
-fn default_open_ms() -> u64 {
-    30_000
 }
 
 impl ModelConfig {
@@ -215,24 +181,26 @@ impl ModelConfig {
             }
             ModelProvider::Local => match &self.model_path {
                 None => require("model_path", false),
-                Some(file) if !file.is_file() => errors.push(ConfigError::new(
-                    &format!("{at}.model_path"),
+                Some(file) if !file.is_file() => errors.report(
+                    at,
+                    "model_path",
                     format!(
                         "{} not found (fetch models with deploy/local/models.sh)",
                         file.display()
                     ),
-                )),
+                ),
                 Some(_) => {}
             },
         }
         if self.context_tokens <= max_output_tokens as usize {
-            errors.push(ConfigError::new(
-                &format!("{at}.context_tokens"),
+            errors.report(
+                at,
+                "context_tokens",
                 format!(
                     "must be larger than max_output_tokens ({max_output_tokens}), got {}",
                     self.context_tokens
                 ),
-            ));
+            );
         }
     }
 

@@ -768,6 +768,20 @@ mod tests {
         }
     }
 
+    /// Fails unless the passages' answer to `question` contains `expected`.
+    #[track_caller]
+    fn assert_answer_holds(passages: &[Passage], question: &str, expected: &str) {
+        let text = answer_text(question, passages);
+        assert!(text.contains(expected), "{question} -> {text}");
+    }
+
+    /// Fails unless the passages' answer to `question` starts with `expected`.
+    #[track_caller]
+    fn assert_answer_starts(passages: &[Passage], question: &str, expected: &str) {
+        let text = answer_text(question, passages);
+        assert!(text.starts_with(expected), "{question} -> {text}");
+    }
+
     #[test]
     fn the_sentence_that_answers_with_its_citation() {
         let passages = [
@@ -826,10 +840,11 @@ mod tests {
             1,
             "The on-call engineer acknowledges SEV1 pages. A SEV1 page must be acknowledged within 5 minutes.",
         )];
-        let text = answer_text("Within how many minutes must a SEV1 page be acknowledged?", &passages);
-        assert!(
-            text.contains("A SEV1 page must be acknowledged within 5 minutes."),
-            "{text}"
+        let question = "Within how many minutes must a SEV1 page be acknowledged?";
+        assert_answer_holds(
+            &passages,
+            question,
+            "A SEV1 page must be acknowledged within 5 minutes.",
         );
     }
 
@@ -870,16 +885,10 @@ mod tests {
             1,
             "- The nightly cap for hotel rooms is $180 per night, including taxes.\n- In designated high-cost cities (New York, Boston) the cap is $250 per night.\n- Same-Day: available only within the Riverton metro area. Orders placed by 11:00 arrive by 20:00. The flat price is $29.00 per parcel.",
         )];
-        let hotel = answer_text(
-            "What is the maximum hotel cost per night outside the high-cost cities?",
-            &passages,
-        );
-        assert!(hotel.starts_with("The nightly cap for hotel rooms is $180"), "{hotel}");
-        let same_day = answer_text(
-            "How much does Same-Day delivery cost in the Riverton metro area?",
-            &passages,
-        );
-        assert!(same_day.contains("$29.00"), "{same_day}");
+        let hotel = "What is the maximum hotel cost per night outside the high-cost cities?";
+        assert_answer_starts(&passages, hotel, "The nightly cap for hotel rooms is $180");
+        let same_day = "How much does Same-Day delivery cost in the Riverton metro area?";
+        assert_answer_holds(&passages, same_day, "$29.00");
     }
 
     #[test]
@@ -888,19 +897,14 @@ mod tests {
             1,
             "## Severity levels\n\n| Severity | Definition | Acknowledge within |\n| --- | --- | --- |\n| SEV1 | Site down | 5 minutes |\n| SEV2 | Degraded | 15 minutes |\n\nIf the on-call engineer does not acknowledge a SEV1 page within 10 minutes, the pager escalates to the secondary.",
         )];
-        let text = answer_text(
-            "Within how many minutes must the on-call engineer acknowledge a SEV1 page?",
+        let row = "Within how many minutes must the on-call engineer acknowledge a SEV1 page?";
+        assert_answer_starts(
             &passages,
+            row,
+            "Severity: SEV1; Definition: Site down; Acknowledge within: 5 minutes",
         );
-        assert!(
-            text.starts_with("Severity: SEV1;") && text.contains("5 minutes"),
-            "{text}"
-        );
-        let text = answer_text(
-            "What happens if the on-call engineer does not acknowledge a SEV1 page?",
-            &passages,
-        );
-        assert!(text.contains("escalates to the secondary"), "{text}");
+        let otherwise = "What happens if the on-call engineer does not acknowledge a SEV1 page?";
+        assert_answer_holds(&passages, otherwise, "escalates to the secondary");
     }
 
     #[test]
@@ -909,13 +913,9 @@ mod tests {
             1,
             "- Open enrolment runs every year from November 1 to November 21.\n- Outside open enrolment you may change your benefit elections only after a life event.\n\nThe platform needs a short maintenance window now and then. Maintenance windows are on Sundays from 02:00 to 04:00.",
         )];
-        let text = answer_text(
-            "Until what date can I change my benefit elections during open enrolment?",
-            &passages,
-        );
-        assert!(text.contains("November 21"), "{text}");
-        let text = answer_text("When do maintenance windows take place?", &passages);
-        assert!(text.contains("02:00 to 04:00"), "{text}");
+        let rule = "Until what date can I change my benefit elections during open enrolment?";
+        assert_answer_holds(&passages, rule, "November 21");
+        assert_answer_holds(&passages, "When do maintenance windows take place?", "02:00 to 04:00");
     }
 
     #[test]
@@ -935,8 +935,8 @@ mod tests {
             1,
             "Travellers receive a daily meal allowance (per diem):\n- Domestic trips: $60 per day.\n- International trips: $90 per day.\n\nHotels are booked through the travel desk.",
         )];
-        let text = answer_text("What is the daily meal allowance abroad?", &passages);
-        assert!(text.contains("International trips: $90 per day."), "{text}");
+        let abroad = "What is the daily meal allowance abroad?";
+        assert_answer_holds(&passages, abroad, "International trips: $90 per day.");
         assert_eq!(
             extractive_answer(
                 "Does the travel desk offer pet insurance or gym subsidies?",

@@ -897,13 +897,7 @@ mod tests {
     #[tokio::test]
     async fn provider_answers_and_reports_local_failures() {
         let provider = LocalProvider::new(model());
-        let mut request = ChatRequest {
-            tools: Vec::new(),
-            messages: question("Say hello."),
-            max_output_tokens: 4,
-            temperature: 0.0,
-            json_output: false,
-        };
+        let mut request = ChatRequest::new(question("Say hello."), 4);
         let completion = provider.complete(&request).await.unwrap();
         assert!(completion.usage.completion_tokens <= 4, "{completion:?}");
         request.messages = question(&"word ".repeat(provider.model().context_length()));

@@ -45,6 +45,7 @@ pub enum Role {
 }
 
 /// One message of a conversation.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
@@ -53,7 +54,6 @@ pub struct ChatMessage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// For a [`Role::Tool`] message: the call it answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
 }
 
@@ -149,6 +149,19 @@ pub struct ChatRequest {
     pub json_output: bool,
     /// Tools the model may call; empty: none.
     pub tools: Vec<ToolSpec>,
+}
+
+impl ChatRequest {
+    /// `messages` for a text answer of at most `max_output_tokens`, at temperature 0, without tools.
+    pub fn new(messages: Vec<ChatMessage>, max_output_tokens: u32) -> Self {
+        Self {
+            messages,
+            max_output_tokens,
+            temperature: 0.0,
+            json_output: false,
+            tools: Vec::new(),
+        }
+    }
 }
 
 /// Tokens a call consumed, as the provider reported them (or counted locally).

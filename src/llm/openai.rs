@@ -90,11 +90,10 @@ struct StreamChoice {
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct ResponseUsage {
-    #[serde(default)]
     prompt_tokens: u64,
-    #[serde(default)]
     completion_tokens: u64,
 }
 
@@ -106,9 +105,7 @@ impl OpenAiProvider {
             endpoint: HttpEndpoint::new(base_url, "/v1/chat/completions", model, key, timeout)?,
         })
     }
-}
 
-impl OpenAiProvider {
     fn body(&self, request: &ChatRequest) -> serde_json::Value {
         let mut body = json!({
             "model": self.endpoint.model,
@@ -306,13 +303,10 @@ mod tests {
     }
 
     fn request() -> ChatRequest {
-        ChatRequest {
-            tools: Vec::new(),
-            messages: vec![ChatMessage::new(Role::System, "s"), ChatMessage::new(Role::User, "q")],
-            max_output_tokens: 10,
-            temperature: 0.0,
-            json_output: false,
-        }
+        ChatRequest::new(
+            vec![ChatMessage::new(Role::System, "s"), ChatMessage::new(Role::User, "q")],
+            10,
+        )
     }
 
     async fn call(status: u16, body: &'static str) -> Result<Completion, CallError> {

@@ -316,13 +316,7 @@ mod tests {
     }
 
     fn request() -> ChatRequest {
-        ChatRequest {
-            tools: Vec::new(),
-            messages: Vec::new(),
-            max_output_tokens: 1,
-            temperature: 0.0,
-            json_output: false,
-        }
+        ChatRequest::new(Vec::new(), 1)
     }
 
     #[tokio::test]

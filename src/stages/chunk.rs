@@ -9,6 +9,7 @@ use super::StageBuilder;
 use crate::chunk::{chunk_text, ChunkLimits, ModelTokenizer, TokenCounter};
 use crate::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentOp, SCHEMA_VERSION};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 
 /// Cuts each document (the output of `decode_document`) into chunks, counting tokens with the
@@ -52,23 +53,25 @@ fn default_max_chunks() -> usize {
 impl StageBuilder for ChunkConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.max_tokens < 32 {
-            errors.push(ConfigError::new(
-                &format!("{path}.max_tokens"),
+            errors.report(
+                path,
+                "max_tokens",
                 format!("must be at least 32, got {}", self.max_tokens),
-            ));
+            );
         }
         if self.overlap_tokens * 2 > self.max_tokens {
-            errors.push(ConfigError::new(
-                &format!("{path}.overlap_tokens"),
+            errors.report(
+                path,
+                "overlap_tokens",
                 format!(
                     "must be at most half of max_tokens ({}), got {}",
                     self.max_tokens / 2,
                     self.overlap_tokens
                 ),
-            ));
+            );
         }
         if self.max_chunks == 0 {
-            errors.push(ConfigError::new(&format!("{path}.max_chunks"), "must be at least 1"));
+            errors.report(path, "max_chunks", "must be at least 1");
         }
         super::check_model_files(
             &format!("{path}.model_dir"),

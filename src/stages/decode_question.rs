@@ -19,7 +19,6 @@ pub struct DecodeQuestionConfig {
     pub allow_foreign_key: bool,
     /// The sink for status events (`schemas/status.schema.json`): each step a question goes
     /// through, for a caller following it; none: no status events.
-    #[serde(default)]
     pub status_sink: Option<String>,
 }
 

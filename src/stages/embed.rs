@@ -11,6 +11,7 @@ use super::StageBuilder;
 use crate::contracts::ChunkedDocument;
 use crate::core_api::{MessageContext, Payload, Record, Stage, StageEnvironment};
 use crate::embed::{local_model_identity, shared_local_model, EmbedBatcher, OpenAiEmbedder, Pooling};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::secrets::{ApiKeySettings, ProviderKey};
 
@@ -30,81 +31,62 @@ pub enum EmbedProvider {
 /// texts across concurrent messages, the model loaded once per process) or an OpenAI-compatible
 /// endpoint (one request per `batch_size` chunks; failures retried by the pipeline's policy).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EmbedConfig {
     /// `local` (default) or `openai`.
-    #[serde(default)]
     pub provider: EmbedProvider,
     /// Local: directory with `config.json`, `model.safetensors` and `tokenizer.json`.
-    #[serde(default)]
     pub model_dir: Option<PathBuf>,
     /// OpenAI-compatible: API root, e.g. `http://127.0.0.1:8000` (the path `/v1/embeddings` is added).
-    #[serde(default)]
     pub base_url: Option<String>,
     /// OpenAI-compatible: the model to ask for, e.g. `text-embedding-3-small`.
-    #[serde(default)]
     pub model: Option<String>,
     /// Where the API key comes from: `api_key_env`, `api_key_file` or `api_key_vault`.
     #[serde(flatten)]
     pub api_key: ApiKeySettings,
     /// OpenAI-compatible: timeout of one request.
-    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Name recorded with the vectors (and checked by the index, so that a table never mixes
     /// models); defaults to the directory's name.
-    #[serde(default)]
     pub model_name: Option<String>,
     /// `mean` (sentence-transformers MiniLM models) or `cls` (bge-style models).
-    #[serde(default = "default_pooling")]
     pub pooling: Pooling,
     /// L2-normalise the vectors (what sentence-transformers' Normalize module does).
-    #[serde(default = "default_true")]
     pub normalize: bool,
     /// Inputs are truncated to this many tokens (the model's limit; 256 for all-MiniLM-L6-v2).
-    #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
     /// Most texts embedded in one forward pass. For 180-word chunks on 2 cores 8 and 32 are
     /// equally fast (15.0 and 14.8 chunks/s, `cargo bench --bench figures -- embed`); 8 waits
     /// less for a batch to fill.
-    #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Longest wait for more texts before a partial batch is embedded.
-    #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
 }
 
-fn default_timeout_ms() -> u64 {
-    30_000
-}
-
-fn default_pooling() -> Pooling {
-    Pooling::Mean
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_max_tokens() -> usize {
-    256
-}
-
-fn default_batch_size() -> usize {
-    8
-}
-
-fn default_max_wait_ms() -> u64 {
-    20
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        Self {
+            provider: Default::default(),
+            model_dir: None,
+            base_url: None,
+            model: None,
+            api_key: Default::default(),
+            timeout_ms: 30_000,
+            model_name: None,
+            pooling: Pooling::Mean,
+            normalize: true,
+            max_tokens: 256,
+            batch_size: 8,
+            max_wait_ms: 20,
+        }
+    }
 }
 
 impl StageBuilder for EmbedConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         match self.provider {
             EmbedProvider::Local => match &self.model_dir {
-                None => errors.push(ConfigError::new(
-                    &format!("{path}.model_dir"),
-                    "is required for the local provider",
-                )),
+                None => errors.report(path, "model_dir", "is required for the local provider"),
                 Some(dir) => super::check_model_files(
                     &format!("{path}.model_dir"),
                     dir,
@@ -125,13 +107,14 @@ impl StageBuilder for EmbedConfig {
             }
         }
         if !(1..=1024).contains(&self.batch_size) {
-            errors.push(ConfigError::new(
-                &format!("{path}.batch_size"),
+            errors.report(
+                path,
+                "batch_size",
                 format!("must be between 1 and 1024, got {}", self.batch_size),
-            ));
+            );
         }
         if self.max_tokens == 0 {
-            errors.push(ConfigError::new(&format!("{path}.max_tokens"), "must be at least 1"));
+            errors.report(path, "max_tokens", "must be at least 1");
         }
     }
 

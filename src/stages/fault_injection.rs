@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::StageBuilder;
 use crate::core_api::{MessageContext, Record, Stage};
+use crate::error::Findings;
 use crate::error::{ConfigError, Fault, StageError};
 
 /// Fails every record whose payload contains `contains`; other records pass unchanged.
@@ -30,10 +31,7 @@ pub struct FaultInjectionConfig {
 impl StageBuilder for FaultInjectionConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.contains.is_empty() {
-            errors.push(ConfigError::new(
-                &format!("{path}.contains"),
-                "must not be empty (it would fail every record)",
-            ));
+            errors.report(path, "contains", "must not be empty (it would fail every record)");
         }
     }
 

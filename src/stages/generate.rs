@@ -21,6 +21,7 @@ use crate::clock;
 use crate::contracts::{AnswerDraft, AnswerStatus};
 use crate::core_api::{MessageContext, Payload, Record, Stage, StageEnvironment};
 use crate::cost::{CostControlConfig, CostControls};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::llm::{BreakerConfig, LlmRetryConfig, ModelChain, ModelConfig};
 use crate::tools::{Toolbox, ToolsConfig};
@@ -41,7 +42,6 @@ pub struct GenerateConfig {
     /// A local sentence-embedding model (a directory like the `embed` stage's `model_dir`)
     /// that also ranks the passages' sentences by closeness in meaning to the question for
     /// the extractive answer. Unset: by the words they share only.
-    #[serde(default)]
     pub extractive_model_dir: Option<PathBuf>,
     /// Passages in an extractive answer (when no sentence answers).
     #[serde(default = "default_extractive_passages")]
@@ -61,7 +61,6 @@ pub struct GenerateConfig {
     /// Sink for partial answers (`schemas/partial_answers.schema.json`) while a model writes:
     /// the models are then called in streaming mode. Not for `extract`, whose answer is only
     /// useful once validated. Unset: no streaming.
-    #[serde(default)]
     pub partials_sink: Option<String>,
     /// Named groups of `models` (by name), each in order of preference. A question uses the
     /// tier its `options.model_tier` names, else its task's (`task_tiers`), else every model.
@@ -72,18 +71,15 @@ pub struct GenerateConfig {
     pub task_tiers: BTreeMap<String, String>,
     /// Skip a model whose estimated cost for the question (prompt tokens and the answer's
     /// bound, at its price) is above this; none left: the extractive answer.
-    #[serde(default)]
     pub max_cost_per_request_usd: Option<f64>,
     /// Budgets and rate limits per tenant and user and the response cache, shared by every
     /// replica through Redis.
-    #[serde(default)]
     pub cost_control: Option<Box<CostControlConfig>>,
     /// Replay records: a redelivered question gets the outcome it already got, without a
     /// second model call.
     #[serde(default)]
     pub replay: ReplayConfig,
     /// Tools the models may call while answering (see "Function calling" in the README).
-    #[serde(default)]
     pub tools: Option<ToolsConfig>,
 }
 
@@ -131,10 +127,7 @@ impl GenerateConfig {
             .max_cost_per_request_usd
             .is_some_and(|ceiling| !(ceiling > 0.0 && ceiling.is_finite()))
         {
-            errors.push(ConfigError::new(
-                &format!("{path}.max_cost_per_request_usd"),
-                "must be a positive number",
-            ));
+            errors.report(path, "max_cost_per_request_usd", "must be a positive number");
         }
     }
 }
@@ -142,10 +135,11 @@ impl GenerateConfig {
 impl StageBuilder for GenerateConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.models.is_empty() && !self.fallback_extractive {
-            errors.push(ConfigError::new(
-                &format!("{path}.models"),
+            errors.report(
+                path,
+                "models",
                 "needs at least one model (or fallback_extractive: true for passages-only answers)",
-            ));
+            );
         }
         for (index, model) in self.models.iter().enumerate() {
             model.validate(&format!("{path}.models[{index}]"), self.max_output_tokens, errors);
@@ -154,10 +148,7 @@ impl StageBuilder for GenerateConfig {
             tools.validate(&format!("{path}.tools"), errors);
         }
         if self.retry.max_attempts == 0 {
-            errors.push(ConfigError::new(
-                &format!("{path}.retry.max_attempts"),
-                "must be at least 1",
-            ));
+            errors.report(path, "retry.max_attempts", "must be at least 1");
         }
         self.validate_tiers(path, errors);
         if let Some(cost_control) = &self.cost_control {

@@ -11,6 +11,7 @@ use super::StageBuilder;
 use crate::audit::{DocumentEvent, DocumentEventKind};
 use crate::contracts::ChunkedDocument;
 use crate::core_api::{MessageContext, Record, Stage, StageEnvironment};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::store::{
     ChunkStore, DocumentWrite, IndexWriter, MaintenancePolicy, VectorIndexKind, WriteOutcome, WriterSettings,
@@ -88,7 +89,7 @@ fn default_keep_versions_for_s() -> u64 {
 impl StageBuilder for IndexConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.uri.trim().is_empty() {
-            errors.push(ConfigError::new(&format!("{path}.uri"), "must not be empty"));
+            errors.report(path, "uri", "must not be empty");
         }
         let valid_table = !self.table.is_empty()
             && self
@@ -96,22 +97,21 @@ impl StageBuilder for IndexConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid_table {
-            errors.push(ConfigError::new(
-                &format!("{path}.table"),
+            errors.report(
+                path,
+                "table",
                 format!("`{}` is not a table name (letters, digits, `_` and `-`)", self.table),
-            ));
+            );
         }
         if !(1..=10_000).contains(&self.batch_max_documents) {
-            errors.push(ConfigError::new(
-                &format!("{path}.batch_max_documents"),
+            errors.report(
+                path,
+                "batch_max_documents",
                 format!("must be between 1 and 10000, got {}", self.batch_max_documents),
-            ));
+            );
         }
         if self.maintenance_interval_ms == 0 {
-            errors.push(ConfigError::new(
-                &format!("{path}.maintenance_interval_ms"),
-                "must be at least 1",
-            ));
+            errors.report(path, "maintenance_interval_ms", "must be at least 1");
         }
     }
 

@@ -11,6 +11,7 @@ use super::StageBuilder;
 use crate::audit::Subject;
 use crate::contracts::{AnswerDraft, AnswerStatus, Question};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::pii::{Detector, PiiKind, PiiScope};
 
@@ -26,13 +27,12 @@ pub enum PiiAction {
     Allow,
 }
 
-/// A PII policy: which kinds to look for and what to do with each.
+/// A PII policy: which kinds to look for and what to do with each. Flattened into the stage's
+/// settings (the default policy) and into each tenant's ([`TenantPolicy`]).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PiiPolicy {
     /// Kinds looked for (default: all of `email`, `phone`, `card`, `iban`, `ssn`, `ip`,
     /// `url_credentials`, `url`, `dob`, `person`, `address`). A kind not looked for is not masked.
-    #[serde(default)]
     pub entities: Option<BTreeSet<PiiKind>>,
     /// Action per kind; kinds not listed are masked.
     #[serde(default)]
@@ -40,8 +40,15 @@ pub struct PiiPolicy {
     /// Region whose national phone numbers (no `+`) are tried first, e.g. `US`, `GB`; the
     /// most common regions (US, UK, the EU's, India, Brazil, Japan…) are tried after it, so
     /// national numbers are recognised without it too.
-    #[serde(default)]
     pub phone_region: Option<String>,
+}
+
+/// A tenant's policy: it replaces the default policy entirely.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPolicy {
+    #[serde(flatten)]
+    pub policy: PiiPolicy,
 }
 
 /// Masks personal data in questions (the output of `decode_question`) and starts the answer
@@ -49,18 +56,12 @@ pub struct PiiPolicy {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaskPiiConfig {
-    /// Kinds looked for by default (see [`PiiPolicy::entities`]).
-    #[serde(default)]
-    pub entities: Option<BTreeSet<PiiKind>>,
-    /// Action per kind by default; kinds not listed are masked.
-    #[serde(default)]
-    pub actions: BTreeMap<PiiKind, PiiAction>,
-    /// Region for national phone numbers by default (see [`PiiPolicy::phone_region`]).
-    #[serde(default)]
-    pub phone_region: Option<String>,
+    /// The policy of tenants not listed in `tenants`: `entities`, `actions`, `phone_region`.
+    #[serde(flatten)]
+    pub default_policy: PiiPolicy,
     /// Policies of particular tenants (each replaces the default policy entirely).
     #[serde(default)]
-    pub tenants: BTreeMap<String, PiiPolicy>,
+    pub tenants: BTreeMap<String, TenantPolicy>,
 }
 
 fn region(code: &str) -> Option<phonenumber::country::Id> {
@@ -78,10 +79,11 @@ impl PiiPolicy {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if let Some(code) = &self.phone_region {
             if region(code).is_none() {
-                errors.push(ConfigError::new(
-                    &format!("{path}.phone_region"),
+                errors.report(
+                    path,
+                    "phone_region",
                     format!("`{code}` is not an ISO 3166 region code (e.g. US, GB, DE)"),
-                ));
+                );
             }
         }
     }
@@ -110,29 +112,22 @@ impl PiiPolicy {
     }
 }
 
-impl MaskPiiConfig {
-    /// The policy of tenants not listed in `tenants`.
-    fn default_policy(&self) -> PiiPolicy {
-        PiiPolicy {
-            entities: self.entities.clone(),
-            actions: self.actions.clone(),
-            phone_region: self.phone_region.clone(),
-        }
-    }
-}
-
 impl StageBuilder for MaskPiiConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        self.default_policy().validate(path, errors);
-        for (tenant, policy) in &self.tenants {
+        self.default_policy.validate(path, errors);
+        for (tenant, TenantPolicy { policy }) in &self.tenants {
             policy.validate(&format!("{path}.tenants.{tenant}"), errors);
         }
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
         Ok(Box::new(MaskPii {
-            default_policy: self.default_policy().compile(),
-            tenants: self.tenants.iter().map(|(t, p)| (t.clone(), p.compile())).collect(),
+            default_policy: self.default_policy.compile(),
+            tenants: self
+                .tenants
+                .iter()
+                .map(|(t, p)| (t.clone(), p.policy.compile()))
+                .collect(),
         }))
     }
 }
@@ -251,6 +246,16 @@ mod tests {
         let (draft, _) = run(config, "open", "mail mary@example.com, card 4111 1111 1111 1111").await;
         assert_eq!(draft.question, "mail mary@example.com, card [CARD_1]");
         assert_eq!(draft.status, None);
+    }
+
+    #[test]
+    fn an_unknown_setting_is_refused_in_the_default_and_in_a_tenant_policy() {
+        assert!(serde_yaml::from_str::<MaskPiiConfig>("phone_regio: US").is_err());
+        assert!(serde_yaml::from_str::<MaskPiiConfig>("tenants: {acme: {action: {}}}").is_err());
+        let config: MaskPiiConfig =
+            serde_yaml::from_str("phone_region: US\ntenants: {acme: {entities: [email]}}").unwrap();
+        assert_eq!(config.default_policy.phone_region.as_deref(), Some("US"));
+        assert_eq!(config.tenants["acme"].policy.entities.as_ref().unwrap().len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::StageBuilder;
 use crate::core_api::{MessageContext, Record, Stage};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 
 /// Delays every record by a uniformly random time in `[min_ms, max_ms]`.
@@ -27,10 +28,11 @@ pub struct RandomDelayConfig {
 impl StageBuilder for RandomDelayConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.min_ms > self.max_ms {
-            errors.push(ConfigError::new(
-                &format!("{path}.min_ms"),
+            errors.report(
+                path,
+                "min_ms",
                 format!("must not exceed max_ms ({} > {})", self.min_ms, self.max_ms),
-            ));
+            );
         }
     }
 

@@ -12,10 +12,11 @@ use super::embed::Embedder;
 use super::{EmbedConfig, StageBuilder};
 use crate::contracts::{AnswerDraft, AnswerStatus, RetrievedPassage, Step};
 use crate::core_api::{MessageContext, Payload, Record, Stage, StageEnvironment};
+use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::pii::PiiScope;
 use crate::status;
-use crate::store::{ChunkStore, SearchHit, SearchMode};
+use crate::store::{ChunkStore, SearchHit, SearchMode, SearchScope};
 
 /// Searches the LanceDB chunks table of the question's tenant (the output of `mask_pii`). The
 /// question is embedded with the same model as the chunks. When even the best chunk is below
@@ -78,16 +79,14 @@ impl StageBuilder for RetrieveConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         self.embedding.validate(&format!("{path}.embedding"), errors);
         if !(1..=100).contains(&self.top_k) {
-            errors.push(ConfigError::new(
-                &format!("{path}.top_k"),
-                format!("must be between 1 and 100, got {}", self.top_k),
-            ));
+            errors.report(path, "top_k", format!("must be between 1 and 100, got {}", self.top_k));
         }
         if !(-1.0..=1.0).contains(&self.min_score) {
-            errors.push(ConfigError::new(
-                &format!("{path}.min_score"),
+            errors.report(
+                path,
+                "min_score",
                 format!("is a cosine similarity, between -1 and 1, got {}", self.min_score),
-            ));
+            );
         }
     }
 
@@ -132,7 +131,7 @@ impl Retrieve {
 
     async fn search(
         &self,
-        tenant: &str,
+        scope: SearchScope<'_>,
         question: &str,
         vector: &[f32],
         limit: usize,
@@ -140,7 +139,7 @@ impl Retrieve {
         let store = self.store().await?;
         if !self.config.hybrid {
             let mut hits = store
-                .search(tenant, question, vector, limit, SearchMode::Vector)
+                .search_in(scope, question, vector, limit, SearchMode::Vector)
                 .await?;
             hits.retain(|hit| hit.score >= self.config.min_score);
             return Ok(hits);
@@ -149,7 +148,7 @@ impl Retrieve {
         // but vector search ranked just below `limit` (the exact term of the question, `SEV1`,
         // `Riverton`) must still be known to be relevant, or fusing could not bring it in.
         let pool = store
-            .search(tenant, question, vector, limit.max(HYBRID_POOL), SearchMode::Vector)
+            .search_in(scope, question, vector, limit.max(HYBRID_POOL), SearchMode::Vector)
             .await?;
         let similarity: HashMap<String, f32> = pool
             .iter()
@@ -162,7 +161,7 @@ impl Retrieve {
         // Rank by the fused score, but keep the vector similarity as the passage's score (it is
         // what min_score means) and drop what vector search found irrelevant.
         let fused = store
-            .search(tenant, question, vector, limit, SearchMode::Hybrid)
+            .search_in(scope, question, vector, limit, SearchMode::Hybrid)
             .await?;
         Ok(fused
             .into_iter()
@@ -173,6 +172,13 @@ impl Retrieve {
             })
             .collect())
     }
+}
+
+/// `options.changed_since` as a time (the questions contract checked its form).
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, StageError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .map_err(|error| StageError::input(format!("options.changed_since is not an RFC 3339 time: {error}")))
 }
 
 #[async_trait]
@@ -196,7 +202,12 @@ impl Stage for Retrieve {
                 .await?
                 .pop()
                 .ok_or_else(|| StageError::internal("the embedder returned no vector"))?;
-            let hits = self.search(&draft.tenant, &draft.question, &vector, limit).await?;
+            let since = draft.options.as_ref().and_then(|o| o.changed_since.as_deref());
+            let scope = SearchScope {
+                tenant: &draft.tenant,
+                indexed_since: since.map(parse_since).transpose()?,
+            };
+            let hits = self.search(scope, &draft.question, &vector, limit).await?;
             // Kept for the semantic response cache and the meaning ranker of `generate`; never
             // emitted.
             draft.question_vector = vector;

@@ -21,7 +21,7 @@ use lancedb::{Connection, Table};
 
 pub use columns::{doc_key, DocumentState, DocumentWrite};
 pub use maintenance::{MaintenancePolicy, MaintenanceReport, VectorIndexKind};
-pub use search::{SearchHit, SearchMode};
+pub use search::{SearchHit, SearchMode, SearchScope};
 pub use writer::{IndexWriter, WriterSettings};
 
 use crate::contracts::DocumentOp;

@@ -49,6 +49,28 @@ pub struct SearchHit {
     pub score: f32,
 }
 
+/// Which chunks a search may return.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchScope<'a> {
+    pub tenant: &'a str,
+    /// Only chunks indexed at or after this time.
+    pub indexed_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl SearchScope<'_> {
+    /// The filter, applied before the nearest-neighbour search.
+    fn filter(&self) -> String {
+        let tenant = format!("tenant = {}", sql_literal(self.tenant));
+        match self.indexed_since {
+            Some(since) => format!(
+                "{tenant} AND indexed_at >= TIMESTAMP '{}'",
+                since.format("%Y-%m-%d %H:%M:%S%.3f")
+            ),
+            None => tenant,
+        }
+    }
+}
+
 impl ChunkStore {
     /// The `limit` best chunks of `tenant` for the query. The tenant filter is applied before
     /// the nearest-neighbour search (prefilter), so another tenant's chunks can never be
@@ -56,6 +78,23 @@ impl ChunkStore {
     pub async fn search(
         &self,
         tenant: &str,
+        query_text: &str,
+        query_vector: &[f32],
+        limit: usize,
+        mode: SearchMode,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let scope = SearchScope {
+            tenant,
+            indexed_since: None,
+        };
+        self.search_in(scope, query_text, query_vector, limit, mode).await
+    }
+
+    /// [`search`](Self::search) within `scope`: a tenant, and optionally only chunks indexed
+    /// since a time (what changed since a schedule's last run).
+    pub async fn search_in(
+        &self,
+        scope: SearchScope<'_>,
         query_text: &str,
         query_vector: &[f32],
         limit: usize,
@@ -72,7 +111,7 @@ impl ChunkStore {
         };
         let mut query = table
             .query()
-            .only_if(format!("tenant = {}", sql_literal(tenant)))
+            .only_if(scope.filter())
             .select(Select::columns(&result_columns(mode)))
             .limit(limit);
         if mode == SearchMode::Hybrid {

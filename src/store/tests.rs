@@ -219,3 +219,27 @@ async fn search_never_crosses_tenants_with_or_without_indices() {
     let report = store.maintain(&policy).await.unwrap();
     assert!(!report.vector_index_built && !report.full_text_index_built);
 }
+
+#[tokio::test]
+async fn a_search_since_a_time_sees_only_chunks_indexed_since() {
+    let (_dir, mut store) = store().await;
+    store.apply(&[upsert("alpha", "doc-1", 1, 2)]).await.unwrap();
+    let query = vector(1000 + 7 * 5);
+    let search = |since: chrono::DateTime<chrono::Utc>| {
+        let store = &store;
+        let query = query.clone();
+        async move {
+            let scope = SearchScope {
+                tenant: "alpha",
+                indexed_since: Some(since),
+            };
+            store
+                .search_in(scope, "", &query, 10, SearchMode::Vector)
+                .await
+                .unwrap()
+        }
+    };
+    let hour = chrono::Duration::hours(1);
+    assert_eq!(search(chrono::Utc::now() - hour).await.len(), 2);
+    assert!(search(chrono::Utc::now() + hour).await.is_empty());
+}

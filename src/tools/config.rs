@@ -7,45 +7,37 @@ use serde_json::Value;
 
 use crate::contracts::Task;
 use crate::error::ConfigError;
+use crate::error::Findings;
 use crate::secrets::ApiKeySettings;
 
 /// Tools the model may call while answering (`generate.tools`), and the bounds of the loop.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ToolsConfig {
     /// The tools, each offered to the model with its name, description and parameters.
-    #[serde(default)]
     pub definitions: Vec<ToolConfig>,
     /// Model turns per question at most; a model still calling tools after them gets no more
     /// and the question fails with the reason (or gets the passages' answer where configured).
-    #[serde(default = "default_max_iterations")]
     pub max_iterations: u32,
     /// Tool calls in a row that may fail (unknown tool, arguments against the schema, an error
     /// of the tool) before the loop gives up; each failure goes back to the model with its reason.
-    #[serde(default = "default_max_consecutive_failures")]
     pub max_consecutive_failures: u32,
     /// Bound on the whole loop: every model turn and tool call of one question.
-    #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
     /// Longest tool result handed to the model, in characters; a longer one is cut.
-    #[serde(default = "default_max_result_chars")]
     pub max_result_chars: usize,
 }
 
-fn default_max_iterations() -> u32 {
-    10
-}
-
-fn default_max_consecutive_failures() -> u32 {
-    3
-}
-
-fn default_deadline_ms() -> u64 {
-    120_000
-}
-
-fn default_max_result_chars() -> usize {
-    8_000
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            definitions: Default::default(),
+            max_iterations: 10,
+            max_consecutive_failures: 3,
+            deadline_ms: 120_000,
+            max_result_chars: 8_000,
+        }
+    }
 }
 
 /// One tool.
@@ -61,17 +53,13 @@ pub struct ToolConfig {
     #[serde(default = "empty_object_schema")]
     pub parameters: Value,
     /// Tenants that may use it; unset: every tenant.
-    #[serde(default)]
     pub tenants: Option<BTreeSet<String>>,
     /// Tasks it is offered for (`qa`, `summarize`, `report`; never `extract`, whose answer must
     /// be JSON); unset: every task but `extract`.
-    #[serde(default)]
     pub tasks: Option<Vec<Task>>,
     /// Reached over HTTP (exactly one of `http` and `kafka`).
-    #[serde(default)]
     pub http: Option<HttpToolConfig>,
     /// Reached on the bus: a service that reads calls from a topic and writes replies to another.
-    #[serde(default)]
     pub kafka: Option<KafkaToolConfig>,
 }
 
@@ -147,29 +135,20 @@ impl ToolsConfig {
     /// Appends the problems of the tool settings at `path` to `errors`.
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.max_iterations == 0 {
-            errors.push(ConfigError::new(
-                &format!("{path}.max_iterations"),
-                "must be at least 1",
-            ));
+            errors.report(path, "max_iterations", "must be at least 1");
         }
         if self.max_consecutive_failures == 0 {
-            errors.push(ConfigError::new(
-                &format!("{path}.max_consecutive_failures"),
-                "must be at least 1",
-            ));
+            errors.report(path, "max_consecutive_failures", "must be at least 1");
         }
         if self.deadline_ms == 0 {
-            errors.push(ConfigError::new(&format!("{path}.deadline_ms"), "must be at least 1"));
+            errors.report(path, "deadline_ms", "must be at least 1");
         }
         let mut names = BTreeSet::new();
         for (index, tool) in self.definitions.iter().enumerate() {
             let at = format!("{path}.definitions[{index}]");
             tool.validate(&at, errors);
             if !names.insert(tool.name.as_str()) {
-                errors.push(ConfigError::new(
-                    &format!("{at}.name"),
-                    format!("`{}` is defined twice", tool.name),
-                ));
+                errors.report(at, "name", format!("`{}` is defined twice", tool.name));
             }
         }
     }
@@ -184,27 +163,23 @@ impl ToolConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !name_ok {
-            errors.push(ConfigError::new(
-                &format!("{at}.name"),
+            errors.report(
+                at,
+                "name",
                 "must be 1 to 64 letters, digits, `_` or `-` (what model APIs accept)",
-            ));
+            );
         }
         if self.parameters.get("type").and_then(Value::as_str) != Some("object") {
-            errors.push(ConfigError::new(
-                &format!("{at}.parameters"),
-                "must be a JSON Schema of `type: object`",
-            ));
+            errors.report(at, "parameters", "must be a JSON Schema of `type: object`");
         } else if let Err(error) = jsonschema::validator_for(&self.parameters) {
-            errors.push(ConfigError::new(
-                &format!("{at}.parameters"),
-                format!("not a valid JSON Schema: {error}"),
-            ));
+            errors.report(at, "parameters", format!("not a valid JSON Schema: {error}"));
         }
         if self.tasks.as_ref().is_some_and(|tasks| tasks.contains(&Task::Extract)) {
-            errors.push(ConfigError::new(
-                &format!("{at}.tasks"),
+            errors.report(
+                at,
+                "tasks",
                 "`extract` cannot use tools: its answer must be the JSON the schema asks for",
-            ));
+            );
         }
         match (&self.http, &self.kafka) {
             (Some(http), None) => http.validate(&format!("{at}.http"), errors),
@@ -246,16 +221,17 @@ impl HttpToolConfig {
     fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
         let http = self;
         if !["GET", "POST", "PUT", "PATCH"].contains(&http.method.as_str()) {
-            errors.push(ConfigError::new(
-                &format!("{at}.method"),
+            errors.report(
+                at,
+                "method",
                 format!("`{}` is not one of GET, POST, PUT, PATCH", http.method),
-            ));
+            );
         }
         if let Err(error) = reqwest::Url::parse(&http.url.replace(['{', '}'], "")) {
-            errors.push(ConfigError::new(&format!("{at}.url"), format!("not a URL: {error}")));
+            errors.report(at, "url", format!("not a URL: {error}"));
         }
         if http.timeout_ms == 0 {
-            errors.push(ConfigError::new(&format!("{at}.timeout_ms"), "must be at least 1"));
+            errors.report(at, "timeout_ms", "must be at least 1");
         }
         http.api_key.validate(at, errors);
     }
@@ -272,13 +248,14 @@ impl KafkaToolConfig {
             }
         }
         if self.request_topic == self.reply_topic {
-            errors.push(ConfigError::new(
-                &format!("{at}.reply_topic"),
+            errors.report(
+                at,
+                "reply_topic",
                 "must differ from request_topic (the calls would be read as replies)",
-            ));
+            );
         }
         if self.timeout_ms == 0 {
-            errors.push(ConfigError::new(&format!("{at}.timeout_ms"), "must be at least 1"));
+            errors.report(at, "timeout_ms", "must be at least 1");
         }
     }
 }

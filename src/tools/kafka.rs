@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -22,12 +21,10 @@ use tokio::sync::oneshot;
 use super::config::KafkaToolConfig;
 use super::http::ToolError;
 use crate::error::StageError;
+use crate::tail::{assign_from_end, tail_config};
 
 /// How long start-up waits for the broker to describe a topic.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the broker may hold a fetch of replies when the topology does not say.
-const REPLY_FETCH_WAIT_MS: &str = "20";
 
 /// The header (and JSON field) carrying a call's correlation id.
 const CORRELATION_ID: &str = "correlation_id";
@@ -91,26 +88,9 @@ impl KafkaTools {
             if listeners.contains_key(&tool.reply_topic) {
                 continue;
             }
-            // A group id only names the client: partitions are assigned by hand, nothing is
-            // committed, so replicas never share the replies out among themselves.
-            let group = format!(
-                "ragstream-tool-replies-{}-{}",
-                std::process::id(),
-                rand::random::<u64>()
-            );
-            // A reply is waited for: the broker may hold a fetch for `fetch.wait.max.ms` even
-            // when data is there (tansu does), so keep that short unless the topology says.
-            let wait = properties
-                .get("fetch.wait.max.ms")
-                .map_or(REPLY_FETCH_WAIT_MS, String::as_str);
-            let consumer: StreamConsumer = client(&[
-                ("group.id", group.as_str()),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("fetch.wait.max.ms", wait),
-            ])
-            .create()
-            .map_err(|error| StageError::external(format!("tools: cannot create a Kafka consumer: {error}")))?;
+            let consumer: StreamConsumer = tail_config(properties, "tool-replies")
+                .create()
+                .map_err(|error| StageError::external(format!("tools: cannot create a Kafka consumer: {error}")))?;
             let listener = ReplyListener::start(consumer, &tool.reply_topic).await?;
             listeners.insert(tool.reply_topic.clone(), listener);
         }
@@ -196,9 +176,10 @@ impl ReplyListener {
         let reader = consumer.clone();
         let name = topic.to_owned();
         // librdkafka's metadata and offset calls block.
-        tokio::task::spawn_blocking(move || assign_from_end(&reader, &name))
+        tokio::task::spawn_blocking(move || assign_from_end(&*reader, &[&name]))
             .await
-            .map_err(|error| StageError::internal(format!("tools: assigning `{topic}` panicked: {error}")))??;
+            .map_err(|error| StageError::internal(format!("tools: assigning `{topic}` panicked: {error}")))?
+            .map_err(|error| StageError::external(format!("tools: reply topic: {error}")))?;
         let waiting = Waiting::default();
         let task = tokio::spawn(listen(consumer, topic.to_owned(), waiting.clone()));
         Ok(Self { waiting, task })
@@ -225,35 +206,6 @@ impl ReplyListener {
             }
         }
     }
-}
-
-fn assign_from_end(consumer: &StreamConsumer, topic: &str) -> Result<(), StageError> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(|error| StageError::external(format!("tools: cannot read the metadata of `{topic}`: {error}")))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(StageError::external(format!(
-            "tools: the reply topic `{topic}` does not exist (create it, e.g. with `ragstream topics create`)"
-        )));
-    }
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-            .map_err(|error| StageError::external(format!("tools: cannot read the end of `{topic}`: {error}")))?;
-        assignment
-            .add_partition_offset(topic, partition, Offset::Offset(high))
-            .map_err(|error| StageError::internal(format!("tools: {error}")))?;
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|error| StageError::external(format!("tools: cannot read `{topic}`: {error}")))
 }
 
 /// Fails start-up when `topic` does not exist: a call to it could only time out.

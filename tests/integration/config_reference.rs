@@ -11,7 +11,8 @@ use regex::Regex;
 /// of the structs such a struct flattens into itself (`#[serde(flatten)]`).
 fn config_fields() -> Vec<(String, String, String)> {
     let config_struct =
-        Regex::new(r"(?m)^#\[serde\(deny_unknown_fields\)\]\s*\npub(?:\(crate\))? struct (\w+) \{").unwrap();
+        Regex::new(r"(?m)^#\[serde\((?:default, )?deny_unknown_fields\)\]\s*\npub(?:\(crate\))? struct (\w+) \{")
+            .unwrap();
     let flattened = Regex::new(r"(?m)^    #\[serde\(flatten\)\]\s*\n    pub(?:\(crate\))? \w+: (\w+),").unwrap();
     let field = Regex::new(r"(?m)^    pub(?:\(crate\))? (\w+):").unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -483,7 +483,7 @@ pipelines:
 pub struct Ragstream {
     child: Option<Child>,
     port: u16,
-    _topology: tempfile::NamedTempFile,
+    _topology: Option<tempfile::NamedTempFile>,
     pub log: PathBuf,
 }
 
@@ -497,11 +497,18 @@ impl Ragstream {
     pub fn start_with_env(topology: &TestTopology, env: &[(&str, &str)]) -> Self {
         let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         file.write_all(topology.yaml().as_bytes()).unwrap();
+        let args = ["run".into(), "--topology".into(), file.path().as_os_str().to_owned()];
+        let mut process = Self::spawn(&args, topology.port, env);
+        process._topology = Some(file);
+        process
+    }
+
+    /// Starts `ragstream` with `args`; `port` serves `/readyz`. Logs go to a temporary file.
+    pub fn spawn(args: &[std::ffi::OsString], port: u16, env: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("{}.log", unique("ragstream")));
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ragstream"))
-            .args(["run", "--topology"])
-            .arg(file.path())
+            .args(args)
             .env("RUST_LOG", "info,rdkafka=warn,librdkafka=warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -510,8 +517,8 @@ impl Ragstream {
             .expect("spawn ragstream");
         Self {
             child: Some(child),
-            port: topology.port,
-            _topology: file,
+            port,
+            _topology: None,
             log,
         }
     }
