@@ -100,7 +100,8 @@ for line in list(open("corpus/questions.jsonl"))[:6]:
 PY
 while IFS=$'\t' read -r tenant question expected; do
   printf '\n\033[1m%s asks:\033[0m %s  (the documents say: %s)\n' "$tenant" "$question" "$expected"
-  $BIN ask --tenant "$tenant" "$question" --timeout 300 --brokers $BROKER --partials-topic answers.partial || true
+  $BIN ask --tenant "$tenant" "$question" --timeout 300 --brokers $BROKER --partials-topic answers.partial \
+    --status-topic questions.status || true
 done < .run/questions.tsv
 
 say "ragstream ask with personal data: the model sees placeholders, the answer has the values back"
@@ -140,6 +141,31 @@ else
 fi
 kill -TERM "$orders_pid"; wait "$orders_pid" || true
 orders_pid=""
+
+say "ragstream serve: the same pipeline over HTTP, a question followed as Server-Sent Events"
+# A key per tenant; the server keeps only its SHA-256.
+DEMO_KEY=demo-key-acme
+printf 'keys:\n  - tenant: acme\n    sha256: %s\n' "$(printf %s "$DEMO_KEY" | sha256sum | cut -d' ' -f1)" > .run/demo-keys.yaml
+SERVE=127.0.0.1:8088
+$BIN serve --listen $SERVE --keys .run/demo-keys.yaml --brokers $BROKER \
+  --status-topic questions.status --partials-topic answers.partial 2>.run/serve.log &
+serve_pid=$!
+demo_servers+=("$serve_pid")
+for _ in $(seq 1 100); do
+  curl -fs "http://$SERVE/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "POST /v1/questions"
+created=$(curl -fs -X POST "http://$SERVE/v1/questions" -H "Authorization: Bearer $DEMO_KEY" \
+  -H 'content-type: application/json' \
+  -d '{"question": "How many days of annual leave do employees get?", "user": "demo"}')
+echo "  $created"
+request_id=$(printf '%s' "$created" | python3 -c 'import json, sys; print(json.load(sys.stdin)["request_id"])')
+echo "GET /v1/questions/$request_id/events"
+curl -fsN --max-time 120 "http://$SERVE/v1/questions/$request_id/events" -H "Authorization: Bearer $DEMO_KEY" \
+  | sed -n 's/^event: /  event: /p; s/^data: \(.\{0,150\}\).*/    \1…/p'
+echo "the same request without an API key: HTTP $(curl -s -o /dev/null -w '%{http_code}' "http://$SERVE/v1/questions/$request_id")"
+kill -TERM "$serve_pid"; wait "$serve_pid" || true
 
 say "demo/questions.jsonl: a question, a summary and a malformed question (dead-lettered)"
 $KCAT -P -b $BROKER -t questions -K '|' -l demo/questions.jsonl
