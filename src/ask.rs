@@ -9,7 +9,7 @@ use rdkafka::producer::FutureRecord;
 
 use crate::config::KafkaProperties;
 use crate::contracts::{Answer, PartialAnswer, Question, QuestionOptions, StatusEvent, Step, Task, SCHEMA_VERSION};
-use crate::tail::{assign_from_end, tail_config};
+use crate::tail::{assign_from_end, tail_config, QuestionTopics};
 use crate::transport::kafka::create_producer;
 
 /// What to ask and where: the arguments of `ragstream ask`.
@@ -29,20 +29,8 @@ pub struct AskOptions {
     /// Passages to retrieve (default: the retrieve stage's top_k).
     #[arg(long)]
     pub top_k: Option<u32>,
-    /// Topic questions are produced to.
-    #[arg(long, default_value = "questions")]
-    pub questions_topic: String,
-    /// Topic answers are read from.
-    #[arg(long, default_value = "answers")]
-    pub answers_topic: String,
-    /// Topic of partial answers (the generate stage's `partials_sink`): print the answer
-    /// while it is written.
-    #[arg(long)]
-    pub partials_topic: Option<String>,
-    /// Topic of status events (`decode_question`'s `status_sink`): show each step the question
-    /// goes through, as a live line on a terminal (as JSON lines with `--json`).
-    #[arg(long)]
-    pub status_topic: Option<String>,
+    #[command(flatten)]
+    pub topics: QuestionTopics,
     /// Print the answer message as JSON instead of text (and status events as JSON lines).
     #[arg(long)]
     pub json: bool,
@@ -89,7 +77,7 @@ fn new_request_id() -> String {
 
 /// A consumer positioned at the current end of every partition of `topics`, so it sees the
 /// answer to a question produced afterwards and little before it.
-fn answers_consumer(kafka: &KafkaProperties, topics: &[&str]) -> anyhow::Result<BaseConsumer> {
+fn answers_consumer(kafka: &KafkaProperties, topics: &[String]) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = tail_config(kafka, "ask")
         .create()
         .context("cannot create a Kafka consumer")?;
@@ -120,26 +108,25 @@ pub async fn ask(options: &AskOptions) -> anyhow::Result<Asked> {
         }),
         metadata: Default::default(),
     };
-    let mut topics = vec![options.answers_topic.as_str()];
-    topics.extend(options.partials_topic.as_deref());
-    topics.extend(options.status_topic.as_deref());
-    let consumer = answers_consumer(&options.kafka, &topics)?;
+    let consumer = answers_consumer(&options.kafka, &options.topics.followed())?;
     let producer =
         create_producer(&options.kafka, &KafkaProperties::new()).context("cannot create a Kafka producer")?;
     let payload = serde_json::to_vec(&question)?;
     producer
         .send(
-            FutureRecord::to(&options.questions_topic)
+            FutureRecord::to(&options.topics.questions_topic)
                 .key(&request_id)
                 .payload(&payload),
             Duration::from_secs(10),
         )
         .await
-        .map_err(|(error, _)| anyhow!("cannot produce the question to `{}`: {error}", options.questions_topic))?;
-    let topics = Topics {
-        answers: options.answers_topic.clone(),
-        status: options.status_topic.clone(),
-    };
+        .map_err(|(error, _)| {
+            anyhow!(
+                "cannot produce the question to `{}`: {error}",
+                options.topics.questions_topic
+            )
+        })?;
+    let topics = options.topics.clone();
     let status = StatusPrinter::new(options.json);
     let timeout = options.timeout;
     tokio::task::spawn_blocking(move || wait_for_answer(&consumer, &request_id, &topics, status, timeout)).await?
@@ -179,12 +166,6 @@ impl PartialPrinter {
         self.printed |= !partial.delta.is_empty();
         let _ = std::io::stdout().flush();
     }
-}
-
-/// The topics `ask` reads besides the partial answers.
-struct Topics {
-    answers: String,
-    status: Option<String>,
 }
 
 /// Shows status events: one line rewritten in place on a terminal, JSON lines with `--json`,
@@ -258,11 +239,11 @@ pub fn describe(step: &Step) -> String {
 fn wait_for_answer(
     consumer: &BaseConsumer,
     request_id: &str,
-    topics: &Topics,
+    topics: &QuestionTopics,
     mut status: StatusPrinter,
     timeout: Duration,
 ) -> anyhow::Result<Asked> {
-    let topic = topics.answers.as_str();
+    let topic = topics.answers_topic.as_str();
     let deadline = std::time::Instant::now() + timeout;
     let mut partials = PartialPrinter::default();
     while std::time::Instant::now() < deadline {
@@ -274,7 +255,7 @@ fn wait_for_answer(
             continue;
         }
         let payload = message.payload().unwrap_or_default();
-        if Some(message.topic()) == topics.status.as_deref() {
+        if Some(message.topic()) == topics.status_topic.as_deref() {
             // Progress only: an unreadable event is skipped.
             if let Ok(event) = serde_json::from_slice::<StatusEvent>(payload) {
                 status.print(&event, payload);

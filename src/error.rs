@@ -142,6 +142,44 @@ impl ConfigError {
 pub trait Findings {
     /// A problem with the setting `field` of the settings at `path`.
     fn report(&mut self, path: impl fmt::Display, field: &str, message: impl Into<String>);
+
+    /// `value` must lie in `range`, both ends included.
+    fn require_within<T: PartialOrd + fmt::Display>(
+        &mut self,
+        path: impl fmt::Display,
+        field: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+    ) {
+        if !range.contains(&value) {
+            let (low, high) = range.into_inner();
+            self.report(path, field, format!("must be between {low} and {high}, got {value}"));
+        }
+    }
+
+    /// `value` must not be zero (a count, a size or an interval).
+    fn require_nonzero<T: PartialEq + Default>(&mut self, path: impl fmt::Display, field: &str, value: T) {
+        if value == T::default() {
+            self.report(path, field, "must be at least 1");
+        }
+    }
+
+    /// `name` becomes part of metric labels, store keys, table or tool names: 1 to 64 ASCII
+    /// letters, digits, `_` or `-`, which every one of those accepts.
+    fn require_name(&mut self, path: impl fmt::Display, field: &str, name: &str) {
+        if !is_plain_name(name) {
+            self.report(
+                path,
+                field,
+                format!("`{name}` is not a valid name: use 1 to 64 ASCII letters, digits, '_' or '-'"),
+            );
+        }
+    }
+}
+
+/// 1 to 64 ASCII letters, digits, `_` or `-`.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Findings for Vec<ConfigError> {

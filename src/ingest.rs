@@ -52,10 +52,32 @@ impl FileKind {
 }
 
 /// A file that could not be ingested, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct FileFailure {
     pub path: PathBuf,
-    pub reason: String,
+    pub reason: FileError,
+}
+
+/// Why a file was not ingested; printed after its path.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read: {0}")]
+    Unreadable(#[from] std::io::Error),
+    #[error("unsupported file type (ingest reads .md, .txt and .html)")]
+    Unsupported,
+    #[error("not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("cannot convert HTML to text: {0}")]
+    Html(String),
+    #[error("file has no text")]
+    NoText,
+    #[error("modification time is before 1970")]
+    BeforeEpoch,
+    /// The document the file makes breaks the documents contract (e.g. the tenant's pattern).
+    #[error("{0}")]
+    Contract(String),
+    #[error("broker did not accept it: {0}")]
+    Broker(rdkafka::error::KafkaError),
 }
 
 /// What to ingest and where to.
@@ -101,7 +123,7 @@ pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileFailure>, usiz
             Err(error) => {
                 failures.push(FileFailure {
                     path: root.clone(),
-                    reason: format!("cannot read: {error}"),
+                    reason: FileError::Unreadable(error),
                 });
                 continue;
             }
@@ -112,7 +134,7 @@ pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileFailure>, usiz
             } else {
                 failures.push(FileFailure {
                     path: root.clone(),
-                    reason: "unsupported file type (ingest reads .md, .txt and .html)".to_owned(),
+                    reason: FileError::Unsupported,
                 });
             }
             continue;
@@ -133,10 +155,7 @@ pub fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<FileFailure>, usiz
                     if FileKind::of(&path).is_some() || error.io_error().is_none() {
                         failures.push(FileFailure {
                             path,
-                            reason: format!(
-                                "cannot read: {}",
-                                error.io_error().map_or(error.to_string(), |e| e.to_string())
-                            ),
+                            reason: FileError::Unreadable(error.into()),
                         });
                     } else {
                         skipped += 1;
@@ -161,14 +180,10 @@ pub fn doc_id_of(path: &Path) -> String {
 }
 
 /// Reads `path` into a document for `tenant`.
-pub fn read_document(path: &Path, tenant: &str, version: Option<u64>) -> Result<Document, String> {
-    let kind = FileKind::of(path).ok_or("unsupported file type (ingest reads .md, .txt and .html)")?;
-    let bytes = std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?;
-    let raw = String::from_utf8(bytes).map_err(|error| {
-        format!(
-            "not UTF-8 text (invalid byte at offset {})",
-            error.utf8_error().valid_up_to()
-        )
+pub fn read_document(path: &Path, tenant: &str, version: Option<u64>) -> Result<Document, FileError> {
+    let kind = FileKind::of(path).ok_or(FileError::Unsupported)?;
+    let raw = String::from_utf8(std::fs::read(path)?).map_err(|error| FileError::NotUtf8 {
+        offset: error.utf8_error().valid_up_to(),
     })?;
     let (title, text) = match kind {
         FileKind::Html => (html_title(&raw), html_to_text(&raw)?),
@@ -176,7 +191,7 @@ pub fn read_document(path: &Path, tenant: &str, version: Option<u64>) -> Result<
         FileKind::Text => (None, raw),
     };
     if text.trim().is_empty() {
-        return Err("file has no text".to_owned());
+        return Err(FileError::NoText);
     }
     let version = match version {
         Some(version) => version,
@@ -195,18 +210,16 @@ pub fn read_document(path: &Path, tenant: &str, version: Option<u64>) -> Result<
         metadata: BTreeMap::from([("content_type".to_owned(), kind.content_type().to_owned())]),
         source: Some(source),
     };
-    let value = serde_json::to_value(&document).map_err(|error| error.to_string())?;
-    Contract::documents().validate(&value)?;
+    let value = serde_json::to_value(&document).map_err(|error| FileError::Contract(error.to_string()))?;
+    Contract::documents().validate(&value).map_err(FileError::Contract)?;
     Ok(document)
 }
 
-fn modified_millis(path: &Path) -> Result<u64, String> {
-    let modified = std::fs::metadata(path)
-        .and_then(|metadata| metadata.modified())
-        .map_err(|error| format!("cannot read modification time: {error}"))?;
+fn modified_millis(path: &Path) -> Result<u64, FileError> {
+    let modified = std::fs::metadata(path)?.modified()?;
     let since_epoch = modified
         .duration_since(UNIX_EPOCH)
-        .map_err(|_| "modification time is before 1970".to_owned())?;
+        .map_err(|_| FileError::BeforeEpoch)?;
     Ok(since_epoch.as_millis() as u64)
 }
 
@@ -225,9 +238,9 @@ fn html_title(html: &str) -> Option<String> {
     (!title.is_empty()).then(|| title.to_owned())
 }
 
-fn html_to_text(html: &str) -> Result<String, String> {
+fn html_to_text(html: &str) -> Result<String, FileError> {
     // Wide lines: the chunker re-flows text by sentences, wrapping would only add breaks.
-    html2text::from_read(html.as_bytes(), 10_000).map_err(|error| format!("cannot convert HTML to text: {error}"))
+    html2text::from_read(html.as_bytes(), 10_000).map_err(|error| FileError::Html(error.to_string()))
 }
 
 /// Reads every file of `options.paths` and produces it; returns what happened to each.
@@ -246,7 +259,7 @@ pub async fn ingest(options: &IngestOptions) -> anyhow::Result<IngestReport> {
         ProgressBar::hidden()
     };
     let failed = AtomicUsize::new(failures.len());
-    let outcomes: Vec<(PathBuf, Result<u64, String>)> = stream::iter(files)
+    let outcomes: Vec<(PathBuf, Result<u64, FileError>)> = stream::iter(files)
         .map(|path| {
             let (producer, bar, failed) = (&producer, &bar, &failed);
             async move {
@@ -282,17 +295,17 @@ pub async fn ingest(options: &IngestOptions) -> anyhow::Result<IngestReport> {
     Ok(report)
 }
 
-async fn send_file(producer: &FutureProducer, path: &Path, options: &IngestOptions) -> Result<u64, String> {
+async fn send_file(producer: &FutureProducer, path: &Path, options: &IngestOptions) -> Result<u64, FileError> {
     let document = read_document(path, &options.tenant, options.version)?;
     let bytes = document.text.as_ref().map_or(0, |text| text.len() as u64);
-    let payload = serde_json::to_vec(&document).map_err(|error| error.to_string())?;
+    let payload = serde_json::to_vec(&document).map_err(|error| FileError::Contract(error.to_string()))?;
     let record = FutureRecord::to(&options.topic)
         .key(document.doc_id.as_bytes())
         .payload(&payload);
     producer
         .send(record, Timeout::After(Duration::from_secs(60)))
         .await
-        .map_err(|(error, _)| format!("broker did not accept it: {error}"))?;
+        .map_err(|(error, _)| FileError::Broker(error))?;
     Ok(bytes)
 }
 
@@ -342,8 +355,12 @@ mod tests {
         );
         assert!(html.version > 1_600_000_000_000, "mtime in ms");
         let error = read_document(&root.join("d.txt"), "acme", None).unwrap_err();
-        assert_eq!(error, "not UTF-8 text (invalid byte at offset 0)");
+        assert!(matches!(error, FileError::NotUtf8 { offset: 0 }), "{error:?}");
+        assert_eq!(error.to_string(), "not UTF-8 text (invalid byte at offset 0)");
         let error = read_document(&root.join("c.txt"), "not a tenant!", None).unwrap_err();
-        assert!(error.contains("/tenant"), "{error}");
+        assert!(
+            matches!(&error, FileError::Contract(why) if why.contains("/tenant")),
+            "{error:?}"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{ConfigError, StageError};
+use serde_inline_default::serde_inline_default;
 
 /// A value that must not be shown anywhere.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,37 +34,26 @@ impl fmt::Debug for Secret {
 }
 
 /// A key kept in Vault's KV v2 secrets engine.
+#[serde_inline_default]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultKey {
     /// Vault's address, e.g. `https://vault.internal:8200`.
     pub address: String,
     /// Mount of the KV v2 engine.
-    #[serde(default = "default_mount")]
+    #[serde_inline_default("secret".to_owned())]
     pub mount: String,
     /// Path of the secret under the mount, e.g. `ragstream/openai`.
     pub path: String,
     /// Field of the secret holding the key.
-    #[serde(default = "default_field")]
+    #[serde_inline_default("api_key".to_owned())]
     pub field: String,
     /// Environment variable holding the Vault token.
-    #[serde(default = "default_token_env")]
+    #[serde_inline_default("VAULT_TOKEN".to_owned())]
     pub token_env: String,
     /// File holding the Vault token instead of `token_env`, read again at every read of the
     /// secret: the sink of a Vault Agent, which renews the token and rewrites the file.
     pub token_file: Option<PathBuf>,
-}
-
-fn default_mount() -> String {
-    "secret".to_owned()
-}
-
-fn default_field() -> String {
-    "api_key".to_owned()
-}
-
-fn default_token_env() -> String {
-    "VAULT_TOKEN".to_owned()
 }
 
 /// Where a provider's API key comes from, at most one of the three: the settings the models
@@ -268,6 +258,20 @@ pub async fn read_vault(vault: &VaultKey) -> Result<Secret, StageError> {
 mod tests {
     use super::*;
 
+    fn file_source(path: PathBuf) -> ApiKeySettings {
+        ApiKeySettings {
+            api_key_file: Some(path),
+            ..ApiKeySettings::default()
+        }
+    }
+
+    fn vault_source(key: VaultKey) -> ApiKeySettings {
+        ApiKeySettings {
+            api_key_vault: Some(key),
+            ..ApiKeySettings::default()
+        }
+    }
+
     #[test]
     fn a_secret_never_prints() {
         let secret = Secret::new("sk-very-secret");
@@ -280,19 +284,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "sk-from-file\n").unwrap();
-        let source = ApiKeySettings {
-            api_key_file: Some(file.clone()),
-            ..ApiKeySettings::default()
-        };
+        let source = file_source(file.clone());
         assert_eq!(source.resolve().await.unwrap(), Some(Secret::new("sk-from-file")));
         let missing = dir.path().join("missing");
-        let error = ApiKeySettings {
-            api_key_file: Some(missing.clone()),
-            ..ApiKeySettings::default()
-        }
-        .resolve()
-        .await
-        .unwrap_err();
+        let error = file_source(missing.clone()).resolve().await.unwrap_err();
         assert!(error.reason.contains("cannot read api_key_file"), "{}", error.reason);
     }
 
@@ -331,10 +326,7 @@ mod tests {
             token_env: token_env.clone(),
             token_file: None,
         };
-        let source = ApiKeySettings {
-            api_key_vault: Some(vault.clone()),
-            ..ApiKeySettings::default()
-        };
+        let source = vault_source(vault.clone());
         assert_eq!(source.resolve().await.unwrap(), Some(Secret::new("sk-from-vault")));
         // A Vault Agent's token sink, read at every read.
         let dir = tempfile::tempdir().unwrap();
@@ -345,10 +337,7 @@ mod tests {
             token_file: Some(token_file.clone()),
             ..vault.clone()
         };
-        let source_from_file = ApiKeySettings {
-            api_key_vault: Some(from_file.clone()),
-            ..ApiKeySettings::default()
-        };
+        let source_from_file = vault_source(from_file.clone());
         assert_eq!(
             source_from_file.resolve().await.unwrap(),
             Some(Secret::new("sk-from-vault"))
@@ -365,13 +354,7 @@ mod tests {
             ..vault.clone()
         };
         std::env::set_var(&token_env, "root-token");
-        let error = ApiKeySettings {
-            api_key_vault: Some(missing_field.clone()),
-            ..ApiKeySettings::default()
-        }
-        .resolve()
-        .await
-        .unwrap_err();
+        let error = vault_source(missing_field.clone()).resolve().await.unwrap_err();
         assert!(error.reason.contains("no such string field"), "{}", error.reason);
         assert!(!error.reason.contains("sk-from-vault"));
     }
@@ -381,12 +364,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "sk-old\n").unwrap();
-        let key = ProviderKey::load(&ApiKeySettings {
-            api_key_file: Some(file.clone()),
-            ..ApiKeySettings::default()
-        })
-        .await
-        .unwrap();
+        let key = ProviderKey::load(&file_source(file.clone())).await.unwrap();
         let old = key.current();
         assert_eq!(old, Some(Secret::new("sk-old")));
         // Unchanged file: nothing new to try.

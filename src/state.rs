@@ -166,6 +166,29 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Runs one Redis command.
+async fn query<T: redis::FromRedisValue>(manager: &ConnectionManager, command: &redis::Cmd) -> Result<T, StageError> {
+    command.query_async(&mut manager.clone()).await.map_err(unavailable)
+}
+
+/// A TTL in whole milliseconds, at least one (Redis refuses zero).
+fn millis(ttl: Duration) -> u64 {
+    ttl.as_millis().max(1) as u64
+}
+
+/// Runs the Lua script `source` on Redis with the keys and arguments `bind` adds; one round
+/// trip, atomic on the server.
+async fn run_script<T: redis::FromRedisValue>(
+    manager: &ConnectionManager,
+    source: &str,
+    bind: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+) -> Result<T, StageError> {
+    let script = redis::Script::new(source);
+    let mut invocation = script.prepare_invoke();
+    bind(&mut invocation);
+    invocation.invoke_async(&mut manager.clone()).await.map_err(unavailable)
+}
+
 fn unavailable(error: redis::RedisError) -> StageError {
     // The store being down is a dependency failing: the pipeline's retry policy applies.
     StageError::external(format!("state store (Redis): {error}"))
@@ -192,11 +215,7 @@ impl StateStore {
     /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Result<Option<String>, StageError> {
         match self {
-            StateStore::Redis(manager) => redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut manager.clone())
-                .await
-                .map_err(unavailable),
+            StateStore::Redis(manager) => query(manager, redis::cmd("GET").arg(key)).await,
             StateStore::Memory(memory) => Ok(lock(memory).get(key).cloned()),
         }
     }
@@ -204,14 +223,13 @@ impl StateStore {
     /// Sets `key` to `value` for `ttl`.
     pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StageError> {
         match self {
-            StateStore::Redis(manager) => redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64)
-                .query_async(&mut manager.clone())
+            StateStore::Redis(manager) => {
+                query(
+                    manager,
+                    redis::cmd("SET").arg(key).arg(value).arg("PX").arg(millis(ttl)),
+                )
                 .await
-                .map_err(unavailable),
+            }
             StateStore::Memory(memory) => {
                 lock(memory).set(key, value.to_owned(), Some(ttl));
                 Ok(())
@@ -224,15 +242,9 @@ impl StateStore {
     pub async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StageError> {
         match self {
             StateStore::Redis(manager) => {
-                let reply: Option<String> = redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64)
-                    .query_async(&mut manager.clone())
-                    .await
-                    .map_err(unavailable)?;
+                let mut set_if_absent = redis::cmd("SET");
+                set_if_absent.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
+                let reply: Option<String> = query(manager, &set_if_absent).await?;
                 Ok(reply.is_some())
             }
             StateStore::Memory(memory) => {
@@ -249,11 +261,7 @@ impl StateStore {
     /// Removes `key`.
     pub async fn remove(&self, key: &str) -> Result<(), StageError> {
         match self {
-            StateStore::Redis(manager) => redis::cmd("DEL")
-                .arg(key)
-                .query_async(&mut manager.clone())
-                .await
-                .map_err(unavailable),
+            StateStore::Redis(manager) => query(manager, redis::cmd("DEL").arg(key)).await,
             StateStore::Memory(memory) => {
                 lock(memory).values.remove(key);
                 Ok(())
@@ -282,19 +290,16 @@ impl StateStore {
         }
         let (index, _current): (usize, String) = match self {
             StateStore::Redis(manager) => {
-                let script = redis::Script::new(RESERVE);
-                let mut invocation = script.prepare_invoke();
-                for counter in counters {
-                    invocation
-                        .key(&counter.key)
-                        .arg(counter.amount)
-                        .arg(counter.limit)
-                        .arg(counter.ttl.as_millis().max(1) as u64);
-                }
-                invocation
-                    .invoke_async(&mut manager.clone())
-                    .await
-                    .map_err(unavailable)?
+                run_script(manager, RESERVE, |invocation| {
+                    for counter in counters {
+                        invocation
+                            .key(&counter.key)
+                            .arg(counter.amount)
+                            .arg(counter.limit)
+                            .arg(millis(counter.ttl));
+                    }
+                })
+                .await?
             }
             StateStore::Memory(memory) => {
                 let mut memory = lock(memory);
@@ -331,15 +336,12 @@ impl StateStore {
         }
         match self {
             StateStore::Redis(manager) => {
-                let script = redis::Script::new(ADJUST);
-                let mut invocation = script.prepare_invoke();
-                for (key, delta) in &deltas {
-                    invocation.key(key).arg(*delta);
-                }
-                invocation
-                    .invoke_async::<i64>(&mut manager.clone())
-                    .await
-                    .map_err(unavailable)?;
+                run_script::<i64>(manager, ADJUST, |invocation| {
+                    for (key, delta) in &deltas {
+                        invocation.key(key).arg(*delta);
+                    }
+                })
+                .await?;
             }
             StateStore::Memory(memory) => {
                 let mut memory = lock(memory);
@@ -364,18 +366,15 @@ impl StateStore {
         }
         let (wait_ms, slowest): (f64, usize) = match self {
             StateStore::Redis(manager) => {
-                let script = redis::Script::new(PACE);
-                let mut invocation = script.prepare_invoke();
-                for bucket in buckets {
-                    invocation
-                        .key(&bucket.key)
-                        .arg(bucket.increment_ms)
-                        .arg(bucket.tolerance_ms);
-                }
-                let (wait, slowest): (String, usize) = invocation
-                    .invoke_async(&mut manager.clone())
-                    .await
-                    .map_err(unavailable)?;
+                let (wait, slowest): (String, usize) = run_script(manager, PACE, |invocation| {
+                    for bucket in buckets {
+                        invocation
+                            .key(&bucket.key)
+                            .arg(bucket.increment_ms)
+                            .arg(bucket.tolerance_ms);
+                    }
+                })
+                .await?;
                 (wait.parse().unwrap_or(0.0), slowest.saturating_sub(1))
             }
             StateStore::Memory(memory) => {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::contracts::{millis, StatusEvent, Step, SCHEMA_VERSION};
-use crate::core_api::{MessageContext, Payload, ProduceNow, Record};
+use crate::core_api::{next_batch, MessageContext, Payload, ProduceNow, Record};
 
 /// Reports the steps of one delivery of one question.
 pub struct StatusReporter {
@@ -108,18 +108,13 @@ pub fn report(context: &MessageContext, step: Step) {
     }
 }
 
-/// Produces the steps in the order they come. Steps that queued up while the last ones were
-/// produced go out together: a slow broker gets fewer, larger batches, not a slower question.
+/// Produces the steps in the order they come, what queued up meanwhile together.
 async fn produce_in_order(
     outputs: Arc<dyn ProduceNow>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     request_id: String,
 ) {
-    while let Some(first) = commands.recv().await {
-        let mut batch = vec![first];
-        while let Ok(next) = commands.try_recv() {
-            batch.push(next);
-        }
+    while let Some(batch) = next_batch(&mut commands).await {
         let mut records = Vec::new();
         let mut flushes = Vec::new();
         for command in batch {

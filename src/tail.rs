@@ -9,6 +9,36 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// The topics a client that asks questions and follows them uses: the `--…-topic` arguments of
+/// `ask` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuestionTopics {
+    /// Topic questions are produced to.
+    #[arg(long, default_value = "questions")]
+    pub questions_topic: String,
+    /// Topic answers are read from.
+    #[arg(long, default_value = "answers")]
+    pub answers_topic: String,
+    /// Topic of partial answers (the generate stage's `partials_sink`): the answer while it is
+    /// written.
+    #[arg(long)]
+    pub partials_topic: Option<String>,
+    /// Topic of status events (`decode_question`'s `status_sink`): each step the question goes
+    /// through.
+    #[arg(long)]
+    pub status_topic: Option<String>,
+}
+
+impl QuestionTopics {
+    /// The topics to follow: answers, then partials and status events when set.
+    pub fn followed(&self) -> Vec<String> {
+        let mut topics = vec![self.answers_topic.clone()];
+        topics.extend(self.partials_topic.clone());
+        topics.extend(self.status_topic.clone());
+        topics
+    }
+}
+
 /// How long librdkafka waits for metadata and watermarks when a reader starts.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,13 +81,16 @@ pub enum TailError {
 /// produced from now on (a reply to a request sent afterwards cannot slip in before it starts).
 /// Explicit offsets, not `Offset::End`: the end is resolved now, not at the first fetch.
 /// Blocks on librdkafka's metadata calls.
-pub fn assign_from_end<C: Consumer<X>, X: ConsumerContext>(consumer: &C, topics: &[&str]) -> Result<(), TailError> {
+pub fn assign_from_end<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    topics: &[impl AsRef<str>],
+) -> Result<(), TailError> {
     let kafka = |topic: &str| {
         let topic = topic.to_owned();
         move |error: rdkafka::error::KafkaError| TailError::Kafka { topic, error }
     };
     let mut assignment = TopicPartitionList::new();
-    for &topic in topics {
+    for topic in topics.iter().map(AsRef::as_ref) {
         let metadata = consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
             .map_err(kafka(topic))?;
@@ -81,5 +114,5 @@ pub fn assign_from_end<C: Consumer<X>, X: ConsumerContext>(consumer: &C, topics:
     }
     consumer
         .assign(&assignment)
-        .map_err(kafka(topics.first().copied().unwrap_or_default()))
+        .map_err(kafka(topics.first().map_or("", AsRef::as_ref)))
 }

@@ -10,26 +10,32 @@
 //! of the integration tests, which answers after a fixed delay:
 //!
 //! 1. Overhead per question: questions one at a time, server delay 200 ms; end-to-end latency
-//!    (produced → answer consumed) minus the 200 ms: p50/p95/p99.
+//!    (produced → answer consumed) minus the 200 ms: p50/p95/p99, and where it goes: each
+//!    stage's time from the `question_answered` audit events, and the rest (the broker legs:
+//!    question produced → consumed by ragstream, answer produced → consumed here). The client
+//!    keeps one producer and one consumer for the whole run, so neither one's start-up counts.
 //! 2. Throughput: 640 questions at once, server delay 1 s, `max_in_flight: 64`: questions/s (a
 //!    pipeline that never blocks on the model gets close to 64/s).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::scripted_llm::{echo_placeholders, Behaviour, ScriptedLlm};
-use crate::common::{produce_all, reader, unique, Outgoing, Ragstream, TestTopology};
+use crate::common::{producer, send_all, unique, Outgoing, Ragstream, TestTopology};
 use ragstream::store::{ChunkStore, MaintenancePolicy, VectorIndexKind};
 use rand::SeedableRng;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
 const PARTITIONS: i32 = 3;
 const TENANT: &str = "bench";
+/// `fetch.wait.max.ms` of the questions pipeline in `topologies/default.yaml`.
+const DEFAULT_TOPOLOGY_FETCH_WAIT_MS: &str = "10";
 
 /// `rows` chunks of one tenant around 1,000 topic centres, with the vector index the index
 /// stage would build at that size.
@@ -62,21 +68,50 @@ async fn build_index(dir: &Path, rows: usize) {
     );
 }
 
-/// A running questions pipeline and the arrival time of every answer.
+/// A running questions pipeline, the client's producer, the arrival time of every answer and
+/// the stage timings of every audit event.
 struct Pipeline {
     topology: TestTopology,
+    producer: FutureProducer,
     answers: mpsc::UnboundedReceiver<(String, Instant)>,
+    stage_times: mpsc::UnboundedReceiver<(String, BTreeMap<String, f64>)>,
     _process: Ragstream,
+}
+
+impl Pipeline {
+    async fn send(&self, messages: Vec<Outgoing>) {
+        send_all(&self.producer, &self.topology.input, messages).await;
+    }
+}
+
+/// A consumer of every partition of `topic` from its start, which asks often, so the figures
+/// show the pipeline's latency, not this consumer's long poll.
+fn follow(topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::common::brokers())
+        .set("group.id", unique("bench-reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", fetch_wait_ms())
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    consumer
 }
 
 async fn start(prefix: &str, index: &Path, llm: &ScriptedLlm, max_in_flight: u32) -> Pipeline {
     let mut topology = TestTopology::new(prefix);
     topology.max_in_flight = max_in_flight;
-    if let Ok(wait) = std::env::var("RAGSTREAM_BENCH_FETCH_WAIT_MS") {
-        topology.source_kafka_extra = vec![("fetch.wait.max.ms".to_owned(), wait)];
-    }
+    // As the default topology's questions pipeline sets it (tansu holds a fetch for its whole
+    // wait, even when data arrives sooner).
+    topology.source_kafka_extra = vec![("fetch.wait.max.ms".to_owned(), fetch_wait_ms())];
     let audit = unique(&format!("{prefix}-audit"));
-    topology.extra_sinks = vec![("audit".to_owned(), audit)];
+    topology.extra_sinks = vec![("audit".to_owned(), audit.clone())];
     topology.stages = format!(
         "[{{ type: decode_question }}, {{ type: mask_pii }}, \
           {{ type: retrieve, uri: \"{uri}\", embedding: {{ model_dir: \"{MODEL_DIR}\" }}, top_k: 5, min_score: 0.0 }}, \
@@ -89,16 +124,8 @@ async fn start(prefix: &str, index: &Path, llm: &ScriptedLlm, max_in_flight: u32
     let mut process = Ragstream::start(&topology);
     process.wait_ready(Duration::from_secs(120)).await;
 
-    let consumer = reader(&unique("bench-answers"));
-    // The answers consumer stands for a waiting service: it asks often, so the figures show the
-    // pipeline's latency, not this consumer's long poll.
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(&topology.output, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    // The answers consumer stands for a waiting service.
+    let consumer = follow(&topology.output);
     let (sender, answers) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(message) = consumer.recv().await {
@@ -109,11 +136,37 @@ async fn start(prefix: &str, index: &Path, llm: &ScriptedLlm, max_in_flight: u32
             }
         }
     });
+    let audit_reader = follow(&audit);
+    let (timings, stage_times) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(message) = audit_reader.recv().await {
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(message.payload().unwrap_or_default()) else {
+                continue;
+            };
+            if event["event"] != "question_answered" {
+                continue;
+            }
+            let request = event["request_id"].as_str().unwrap_or_default().to_owned();
+            let durations = serde_json::from_value(event["durations_ms"].clone()).unwrap_or_default();
+            if timings.send((request, durations)).is_err() {
+                return;
+            }
+        }
+    });
+    let producer = producer();
     Pipeline {
         topology,
+        producer,
         answers,
+        stage_times,
         _process: process,
     }
+}
+
+/// `fetch.wait.max.ms` of ragstream's source consumer and of the client's readers:
+/// `RAGSTREAM_BENCH_FETCH_WAIT_MS`, else the default topology's value for questions.
+fn fetch_wait_ms() -> String {
+    std::env::var("RAGSTREAM_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| DEFAULT_TOPOLOGY_FETCH_WAIT_MS.to_owned())
 }
 
 fn question(request_id: &str, i: usize) -> Outgoing {
@@ -141,20 +194,38 @@ async fn overhead(index: &Path) {
     // Warm-up: the first question pays for connections and lazy initialisation.
     for i in 0..5 {
         let id = format!("warm-{i}");
-        produce_all(&pipeline.topology.input, vec![question(&id, i)]).await;
+        pipeline.send(vec![question(&id, i)]).await;
         while pipeline.answers.recv().await.is_some_and(|(key, _)| key != id) {}
     }
+    while pipeline.stage_times.try_recv().is_ok() {}
     let mut overheads = Vec::with_capacity(QUESTIONS);
+    let mut breakdown: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for i in 0..QUESTIONS {
         let id = format!("q-{i}");
         let sent = Instant::now();
-        produce_all(&pipeline.topology.input, vec![question(&id, i)]).await;
-        loop {
+        pipeline.send(vec![question(&id, i)]).await;
+        let overhead = loop {
             let (key, arrived) = pipeline.answers.recv().await.expect("answers keep coming");
             if key == id {
-                overheads.push((arrived - sent).saturating_sub(DELAY).as_secs_f64() * 1e3);
-                break;
+                break (arrived - sent).saturating_sub(DELAY).as_secs_f64() * 1e3;
             }
+        };
+        overheads.push(overhead);
+        let durations = loop {
+            let (key, durations) = pipeline.stage_times.recv().await.expect("audit events keep coming");
+            if key == id {
+                break durations;
+            }
+        };
+        // `total` runs from the message's receipt to its outputs' hand-over; the rest of the
+        // round trip is the broker legs (and the client's own reading).
+        let inside = durations.get("total").copied().unwrap_or_default();
+        breakdown
+            .entry("(broker legs and client)".to_owned())
+            .or_default()
+            .push(overhead + DELAY.as_secs_f64() * 1e3 - inside);
+        for (stage, ms) in durations {
+            breakdown.entry(stage).or_default().push(ms);
         }
     }
     overheads.sort_by(f64::total_cmp);
@@ -164,6 +235,15 @@ async fn overhead(index: &Path) {
         percentile(&overheads, 0.95),
         percentile(&overheads, 0.99)
     );
+    println!("  where it goes (p50 / p99 ms; generate includes the server's 200 ms):");
+    for (part, mut times) in breakdown {
+        times.sort_by(f64::total_cmp);
+        println!(
+            "    {part:<26} {:>8.1} {:>8.1}",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
 }
 
 async fn throughput(index: &Path) {
@@ -176,7 +256,7 @@ async fn throughput(index: &Path) {
     let mut pipeline = start("bench-throughput", index, &llm, 64).await;
     let started = Instant::now();
     let messages = (0..QUESTIONS).map(|i| question(&format!("t-{i}"), i)).collect();
-    produce_all(&pipeline.topology.input, messages).await;
+    pipeline.send(messages).await;
     let mut seen: HashMap<String, Instant> = HashMap::new();
     while seen.len() < QUESTIONS {
         let (key, arrived) = pipeline.answers.recv().await.expect("answers keep coming");

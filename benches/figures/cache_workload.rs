@@ -14,13 +14,11 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::path::Path;
 
-use ragstream::contracts::{
-    AnswerDraft, AnswerStatus, ChunkedDocument, Citation, DocumentChunk, DocumentOp, RetrievedPassage, Task,
-};
+use ragstream::contracts::{AnswerDraft, AnswerStatus, Citation, RetrievedPassage, Task};
 use ragstream::cost::{CostControlConfig, CostControls};
 use ragstream::embed::LocalEmbedder;
 use ragstream::llm::{assemble, estimate_tokens};
-use ragstream::store::{ChunkStore, DocumentWrite, SearchMode};
+use ragstream::store::{ChunkStore, SearchMode};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
@@ -78,35 +76,8 @@ async fn index_corpus(dir: &Path, model: &LocalEmbedder) -> ChunkStore {
     for tenant in ["acme", "globex"] {
         let mut writes = Vec::new();
         for (document, chunks) in crate::index::chunked_corpus(&Path::new(ROOT).join("corpus").join(tenant), tenant) {
-            let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
-            let vectors = model.embed(&texts).expect("embedding");
-            let chunks = chunks
-                .into_iter()
-                .zip(vectors)
-                .map(|(chunk, vector)| DocumentChunk {
-                    chunk_id: format!("{}:1:{}", document.doc_id, chunk.position),
-                    position: chunk.position as u32,
-                    text: chunk.text,
-                    context: chunk.context,
-                    token_count: chunk.token_count as u32,
-                    vector: Some(vector),
-                })
-                .collect();
-            writes.push(DocumentWrite {
-                document: ChunkedDocument {
-                    schema_version: 1,
-                    doc_id: document.doc_id,
-                    tenant: tenant.to_owned(),
-                    op: DocumentOp::Upsert,
-                    version: 1,
-                    title: document.title,
-                    source: document.source,
-                    metadata: document.metadata,
-                    embedding_model: Some("all-MiniLM-L6-v2".to_owned()),
-                    chunks,
-                },
-                event_time_ms: None,
-            });
+            let doc_id = document.doc_id.clone();
+            writes.push(crate::index::embedded_write(&doc_id, document, chunks, model));
         }
         store.apply(&writes).await.expect("write");
     }

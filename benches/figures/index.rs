@@ -66,6 +66,48 @@ pub(crate) fn chunked_corpus(folder: &Path, tenant: &str) -> Vec<(Document, Vec<
         .collect()
 }
 
+/// `document` cut into `chunks`, embedded with `model` (32 texts a pass), as the index stage
+/// writes it; `doc_id` replaces the document's own.
+pub(crate) fn embedded_write(
+    doc_id: &str,
+    document: Document,
+    chunks: Vec<Chunk>,
+    model: &LocalEmbedder,
+) -> DocumentWrite {
+    let texts: Vec<&str> = chunks.iter().map(|chunk| chunk.text.as_str()).collect();
+    let mut vectors = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(32) {
+        vectors.extend(model.embed(batch).expect("embedded"));
+    }
+    let chunks = chunks
+        .into_iter()
+        .zip(vectors)
+        .map(|(chunk, vector)| DocumentChunk {
+            chunk_id: format!("{doc_id}:1:{}", chunk.position),
+            position: chunk.position as u32,
+            text: chunk.text,
+            context: chunk.context,
+            token_count: chunk.token_count as u32,
+            vector: Some(vector),
+        })
+        .collect();
+    DocumentWrite {
+        document: ChunkedDocument {
+            schema_version: 1,
+            doc_id: doc_id.to_owned(),
+            tenant: document.tenant,
+            op: DocumentOp::Upsert,
+            version: 1,
+            title: document.title,
+            source: document.source,
+            metadata: document.metadata,
+            embedding_model: Some("all-MiniLM-L6-v2".to_owned()),
+            chunks,
+        },
+        event_time_ms: None,
+    }
+}
+
 /// The texts of the whole corpus's chunks.
 fn corpus_chunks() -> Vec<String> {
     chunked_corpus(&Path::new(ROOT).join("corpus"), "bench")

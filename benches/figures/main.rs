@@ -2,14 +2,14 @@
 //! builds and lints it with the tests; six binaries of this size took minutes to link). Each
 //! prints figures and asserts nothing:
 //!
-//!     cargo bench --bench figures -- embed            # one benchmark
+//!     cargo bench --bench figures -- embed            # one benchmark, release build
 //!     cargo bench --bench figures -- embed cost       # several, in this order
-//!     cargo bench --profile dev --bench figures -- answering
 //!
-//! `--profile dev` reuses the build of the test suite (dependencies optimised, see Cargo.toml)
-//! instead of a release build of the whole dependency graph. The benchmarks: `passthrough`,
-//! `embed`, `index`, `answering`, `cost`; each module's documentation says what it measures and
-//! which settings it reads. PII masking has its own: `cargo bench -p ragstream-pii`.
+//! Figures reported as performance come from this release build (`cargo bench`). `cargo bench
+//! --profile dev` reuses the test suite's build, whose LanceDB and DataFusion are unoptimised:
+//! for checking that a benchmark runs, never for its figures. The benchmarks: `passthrough`,
+//! `embed`, `index`, `answering`, `cost`, `retrieval`; each module's documentation says what it
+//! measures and which settings it reads. PII masking has its own: `cargo bench -p ragstream-pii`.
 
 #[path = "../../tests/integration/common/mod.rs"]
 mod common;
@@ -20,8 +20,9 @@ mod cost;
 mod embed;
 mod index;
 mod passthrough;
+mod retrieval;
 
-const BENCHMARKS: [&str; 5] = ["passthrough", "embed", "index", "answering", "cost"];
+const BENCHMARKS: [&str; 6] = ["passthrough", "embed", "index", "answering", "cost", "retrieval"];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +57,7 @@ fn main() {
             "index" => runtime.block_on(index::run()),
             "answering" => runtime.block_on(answering::run()),
             "cost" => runtime.block_on(cost::run()),
+            "retrieval" => runtime.block_on(retrieval::run()),
             _ => unreachable!("checked above"),
         }
     }

@@ -60,7 +60,10 @@ impl Layer for CallLayer {
                 self.call_with_tools(toolbox, draft, &plan.request, &models, with).await
             }
             (None, Some(stream)) => self.call_streaming(draft, &plan.request, stream, &models).await,
-            (None, None) => self.call(draft, &plan.request, None, &models).await,
+            (None, None) => self
+                .turn(draft, &plan.request, None, &models)
+                .await
+                .map(|completion| completion.text),
         };
         // The stream ends with the reply when it is the answer, else with the answer given.
         let answered = self.decide(draft, plan, reply, &models).await?;
@@ -82,20 +85,8 @@ impl CallLayer {
         self.tools.as_deref().filter(|toolbox| toolbox.serve(draft))
     }
 
-    /// Calls the chain and records the calls on the draft; the answer text, or why none came.
-    async fn call(
-        &self,
-        draft: &mut AnswerDraft,
-        request: &ChatRequest,
-        deltas: Option<&DeltaSink>,
-        models: &[String],
-    ) -> Result<String, String> {
-        self.turn(draft, request, deltas, models)
-            .await
-            .map(|completion| completion.text)
-    }
-
-    /// [`call`](Self::call), the whole completion (with any tool calls).
+    /// Calls the chain and records the calls on the draft; the whole completion (with any tool
+    /// calls), or why none came.
     pub(super) async fn turn(
         &self,
         draft: &mut AnswerDraft,
@@ -142,7 +133,10 @@ impl CallLayer {
     ) -> Result<String, String> {
         let (deltas, receiver) = stream.sink();
         let call = async move {
-            let reply = self.call(draft, request, Some(&deltas), models).await;
+            let reply = self
+                .turn(draft, request, Some(&deltas), models)
+                .await
+                .map(|completion| completion.text);
             drop(deltas); // ends the forwarding below
             reply
         };
@@ -208,7 +202,11 @@ impl CallLayer {
                     Role::User,
                     format!("That reply is not valid: {problem}. Reply with only the corrected JSON object."),
                 ));
-                match self.call(draft, &request, None, models).await {
+                match self
+                    .turn(draft, &request, None, models)
+                    .await
+                    .map(|completion| completion.text)
+                {
                     Ok(repaired) => check_extract(&repaired, schema),
                     Err(reason) => Err(reason),
                 }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::contracts::{millis, Step};
 use crate::contracts::{AnswerDraft, PartialAnswer, SCHEMA_VERSION};
-use crate::core_api::{MessageContext, Payload, Record};
+use crate::core_api::{next_batch, MessageContext, Payload, Record};
 use crate::llm::{DeltaSink, StreamEvent};
 use crate::pii::{PiiScope, StreamRestorer};
 use crate::status::StatusReporter;
@@ -66,11 +66,7 @@ impl<'a> Progress<'a> {
     /// were being produced go out as one partial: a slow broker gets fewer, larger pieces
     /// instead of slowing the model down.
     pub(super) async fn forward(&mut self, mut receiver: UnboundedReceiver<StreamEvent>) {
-        while let Some(first) = receiver.recv().await {
-            let mut events = vec![first];
-            while let Ok(event) = receiver.try_recv() {
-                events.push(event);
-            }
+        while let Some(events) = next_batch(&mut receiver).await {
             let mut records = Vec::new();
             let mut text = String::new();
             for event in events {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::schedule::SchedulesConfig;
 use crate::stages::StageConfig;
+use serde_inline_default::serde_inline_default;
 
 /// librdkafka client properties, passed through verbatim (e.g. `security.protocol`, `sasl.mechanism`).
 pub type KafkaProperties = BTreeMap<String, String>;
@@ -58,11 +59,12 @@ pub(crate) struct RawTopology {
 }
 
 /// Logs, metrics and health endpoints.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Address of the HTTP listener serving `/metrics`, `/healthz` and `/readyz`.
-    #[serde(default = "default_listen")]
+    #[serde_inline_default("127.0.0.1:9898".to_owned())]
     pub listen: String,
 }
 
@@ -79,12 +81,13 @@ impl Default for TelemetryConfig {
 }
 
 /// How the process stops on SIGTERM/SIGINT.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long in-flight messages may take to finish after fetching stops. Whatever is still
     /// unfinished then is abandoned uncommitted, so it is redelivered on the next start.
-    #[serde(default = "default_drain_timeout_ms")]
+    #[serde_inline_default(10_000)]
     pub drain_timeout_ms: u64,
 }
 
@@ -107,6 +110,7 @@ impl Default for ShutdownConfig {
 /// `<topic>-value` when the pipeline starts, so a registry that is down or refuses a schema stops
 /// the start, not a message. Sources need no setting: a message starting with the 0 byte is read
 /// in the wire format (its schema fetched by id, once), anything else as JSON.
+#[serde_inline_default]
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaRegistryConfig {
@@ -115,23 +119,15 @@ pub struct SchemaRegistryConfig {
     /// Register the sinks' schemas on start (true), or only look them up and refuse to start if
     /// one is not registered exactly (false; for registries where only a deploy pipeline may
     /// register, with the schemas from `schemas/avro/`).
-    #[serde(default = "default_auto_register")]
+    #[serde_inline_default(true)]
     pub auto_register: bool,
     /// HTTP Basic user name, if the registry wants one.
     pub username: Option<String>,
     /// HTTP Basic password (use `${ENV_VAR}`; never logged or printed).
     pub password: Option<String>,
     /// Timeout of one registry request.
-    #[serde(default = "default_registry_timeout_ms")]
+    #[serde_inline_default(5_000)]
     pub timeout_ms: u64,
-}
-
-fn default_auto_register() -> bool {
-    true
-}
-
-fn default_registry_timeout_ms() -> u64 {
-    5_000
 }
 
 impl std::fmt::Debug for SchemaRegistryConfig {
@@ -195,16 +191,17 @@ pub struct PipelineConfig {
 }
 
 /// A pipeline as written, with stages left raw so each can be checked on its own.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPipeline {
     pub name: String,
     pub source: SourceConfig,
-    #[serde(default = "default_max_in_flight")]
+    #[serde_inline_default(256)]
     pub max_in_flight: u32,
-    #[serde(default = "default_max_message_bytes")]
+    #[serde_inline_default(1024 * 1024)]
     pub max_message_bytes: usize,
-    #[serde(default = "default_commit_interval_ms")]
+    #[serde_inline_default(1_000)]
     pub commit_interval_ms: u64,
     #[serde(default)]
     pub retry: RetryConfig,
@@ -218,18 +215,6 @@ pub(crate) struct RawPipeline {
     pub audit_sink: Option<String>,
     #[serde(default, deserialize_with = "crate::config::kafka_props::deserialize")]
     pub producer: KafkaProperties,
-}
-
-fn default_max_in_flight() -> u32 {
-    256
-}
-
-fn default_max_message_bytes() -> usize {
-    1024 * 1024
-}
-
-fn default_commit_interval_ms() -> u64 {
-    1_000
 }
 
 /// Where a pipeline's messages come from.

@@ -1,6 +1,6 @@
 //! Semantic checks that serde cannot express: ranges, names, references between fields.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use super::kafka_props::{MANAGED_CONSUMER_PROPERTIES, MANAGED_PRODUCER_PROPERTIES};
@@ -21,12 +21,15 @@ pub(super) fn validate(top: Option<&RawTopology>, pipelines: &[Option<PipelineCo
     if let Some(top) = top {
         validate_top_level(top, errors);
     }
-    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    let earlier = earlier_uses(
+        pipelines
+            .iter()
+            .map(|pipeline| pipeline.as_ref().map(|p| p.name.as_str())),
+    );
     for (index, pipeline) in pipelines.iter().enumerate() {
         let Some(pipeline) = pipeline else { continue };
         let path = format!("pipelines[{index}]");
-        if let Some(first) = first_use.insert(&pipeline.name, index) {
-            first_use.insert(&pipeline.name, first);
+        if let Some(first) = earlier[index] {
             errors.report(
                 &path,
                 "name",
@@ -157,7 +160,7 @@ fn validate_pipeline(
     shared_parsed: bool,
     errors: &mut Vec<ConfigError>,
 ) {
-    check_identifier(&format!("{path}.name"), &pipeline.name, errors);
+    errors.require_name(path, "name", &pipeline.name);
     check_topic(&format!("{path}.source.topic"), &pipeline.source.topic, errors);
     if pipeline.source.group.trim().is_empty() {
         errors.report(path, "source.group", "must not be empty");
@@ -189,13 +192,7 @@ fn validate_pipeline(
     if pipeline.max_message_bytes == 0 {
         errors.report(path, "max_message_bytes", "must be greater than 0");
     }
-    if !(10..=60_000).contains(&pipeline.commit_interval_ms) {
-        errors.report(
-            path,
-            "commit_interval_ms",
-            format!("must be between 10 and 60000, got {}", pipeline.commit_interval_ms),
-        );
-    }
+    errors.require_within(path, "commit_interval_ms", pipeline.commit_interval_ms, 10..=60_000);
     let retry = &pipeline.retry;
     if retry.max_attempts == 0 {
         errors.report(path, "retry.max_attempts", "must be at least 1, got 0");
@@ -220,18 +217,18 @@ fn validate_pipeline(
     if pipeline.sinks.is_empty() {
         errors.report(path, "sinks", "at least one sink is required");
     }
-    let mut sink_names: HashMap<&str, usize> = HashMap::new();
+    let sink_names: HashSet<&str> = pipeline.sinks.iter().map(|sink| sink.name.as_str()).collect();
+    let earlier = earlier_uses(pipeline.sinks.iter().map(|sink| Some(sink.name.as_str())));
     for (index, sink) in pipeline.sinks.iter().enumerate() {
         let sink_path = format!("{path}.sinks[{index}]");
-        if let Some(first) = sink_names.insert(&sink.name, index) {
-            sink_names.insert(&sink.name, first);
+        if let Some(first) = earlier[index] {
             errors.report(
                 &sink_path,
                 "name",
                 format!("duplicate sink name `{}` (also used by sinks[{first}])", sink.name),
             );
         }
-        check_identifier(&format!("{sink_path}.name"), &sink.name, errors);
+        errors.require_name(&sink_path, "name", &sink.name);
         check_topic(&format!("{sink_path}.topic"), &sink.topic, errors);
         if sink.topic == pipeline.source.topic {
             errors.report(
@@ -247,7 +244,7 @@ fn validate_pipeline(
     for (index, stage) in pipeline.stages.iter().enumerate() {
         let stage_path = format!("{path}.stages[{index}]");
         for (field, sink) in stage.config.sinks() {
-            if !sink_names.contains_key(sink) {
+            if !sink_names.contains(sink) {
                 errors.push(ConfigError::new(
                     &format!("{stage_path}.{field}"),
                     format!("`{sink}` is not one of this pipeline's sinks"),
@@ -268,7 +265,7 @@ fn validate_pipeline(
         }
     }
     if let Some(audit_sink) = &pipeline.audit_sink {
-        if !sink_names.contains_key(audit_sink.as_str()) {
+        if !sink_names.contains(audit_sink.as_str()) {
             errors.report(
                 path,
                 "audit_sink",
@@ -308,16 +305,21 @@ fn check_managed_keys(path: &str, props: &KafkaProperties, managed: &[(&str, &st
     }
 }
 
-/// Names used in metric labels and headers: short, printable, no spaces.
-fn check_identifier(path: &str, name: &str, errors: &mut Vec<ConfigError>) {
-    let valid =
-        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid {
-        errors.push(ConfigError::new(
-            path,
-            format!("`{name}` is not a valid name: use 1 to 64 ASCII letters, digits, '_' or '-'"),
-        ));
-    }
+/// For each name (`None`: an entry that could not be read), the index of the first earlier
+/// entry with the same name.
+fn earlier_uses<'a>(names: impl Iterator<Item = Option<&'a str>>) -> Vec<Option<usize>> {
+    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    names
+        .enumerate()
+        .map(|(index, name)| {
+            name.and_then(|name| {
+                first_use.get(name).copied().or_else(|| {
+                    first_use.insert(name, index);
+                    None
+                })
+            })
+        })
+        .collect()
 }
 
 /// Kafka's own rules for topic names.

@@ -14,6 +14,27 @@ use apache_avro::types::Value as Avro;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde_json::{Map, Number, Value as Json};
 
+/// Why a message could not be put into or taken out of its Avro form.
+#[derive(Debug, thiserror::Error)]
+pub enum AvroError {
+    /// The message does not fit the schema at `at` (a field path, or `the message`).
+    #[error("{at}: {problem}")]
+    DoesNotFit { at: String, problem: String },
+    /// A field marked as JSON text holds text that is not JSON.
+    #[error("{at}: not JSON text ({source})")]
+    NotJsonText { at: String, source: serde_json::Error },
+    /// The datum could not be written or read with the schema.
+    #[error("{0}")]
+    Codec(#[from] apache_avro::Error),
+}
+
+fn does_not_fit(at: &str, problem: impl Into<String>) -> AvroError {
+    AvroError::DoesNotFit {
+        at: at.to_owned(),
+        problem: problem.into(),
+    }
+}
+
 /// The field attribute marking a string that holds JSON text.
 const JSON_TEXT_ATTRIBUTE: &str = "ragstream.json_text";
 
@@ -119,36 +140,34 @@ impl MessageSchema {
 
     /// The Avro value of a message in its JSON form. Fails, naming the field, when the message
     /// does not fit the schema (a field the schema lacks included: nothing is dropped silently).
-    pub fn to_avro(&self, message: &Json) -> Result<Avro, String> {
+    pub fn to_avro(&self, message: &Json) -> Result<Avro, AvroError> {
         let converter = ToAvro { names: &self.names };
         converter.convert(&self.schema, Some(message), "")
     }
 
     /// The Avro datum (no framing) of a value of this schema.
-    pub fn datum(&self, value: Avro) -> Result<Vec<u8>, String> {
-        GenericDatumWriter::builder(&self.schema)
-            .build()
-            .and_then(|writer| writer.write_value_to_vec(value))
-            .map_err(|e| e.to_string())
+    pub fn datum(&self, value: Avro) -> Result<Vec<u8>, AvroError> {
+        let writer = GenericDatumWriter::builder(&self.schema).build()?;
+        Ok(writer.write_value_to_vec(value)?)
     }
 
     /// Reads a datum written with this schema.
-    pub fn read_datum(&self, mut bytes: &[u8]) -> Result<Avro, String> {
-        GenericDatumReader::builder(&self.schema)
-            .build()
-            .and_then(|reader| reader.read_value(&mut bytes))
-            .map_err(|e| e.to_string())
+    pub fn read_datum(&self, mut bytes: &[u8]) -> Result<Avro, AvroError> {
+        let reader = GenericDatumReader::builder(&self.schema).build()?;
+        Ok(reader.read_value(&mut bytes)?)
     }
 
     /// Turns the JSON text of the fields marked as such back into JSON values.
-    pub fn restore_json_text(&self, message: &mut Json) -> Result<(), String> {
+    pub fn restore_json_text(&self, message: &mut Json) -> Result<(), AvroError> {
         for path in &self.json_text_paths {
             let Some(slot) = path.iter().try_fold(&mut *message, |value, key| value.get_mut(key)) else {
                 continue;
             };
             if let Json::String(text) = slot {
-                *slot = serde_json::from_str(text)
-                    .map_err(|error| format!("{}: not JSON text ({error})", path.join(".")))?;
+                *slot = serde_json::from_str(text).map_err(|source| AvroError::NotJsonText {
+                    at: path.join("."),
+                    source,
+                })?;
             }
         }
         Ok(())
@@ -160,13 +179,13 @@ struct ToAvro<'a> {
 }
 
 impl ToAvro<'_> {
-    fn convert(&self, schema: &Schema, value: Option<&Json>, path: &str) -> Result<Avro, String> {
+    fn convert(&self, schema: &Schema, value: Option<&Json>, path: &str) -> Result<Avro, AvroError> {
         let at = if path.is_empty() { "the message" } else { path };
         if let Schema::Ref { name } = schema {
             let target = self
                 .names
                 .get(name)
-                .ok_or_else(|| format!("{at}: unknown type {name}"))?;
+                .ok_or_else(|| does_not_fit(at, format!("unknown type {name}")))?;
             return self.convert(target, value, path);
         }
         if let Schema::Union(union) = schema {
@@ -176,7 +195,7 @@ impl ToAvro<'_> {
                     .iter()
                     .position(|variant| matches!(variant, Schema::Null))
                     .map(|index| Avro::Union(index as u32, Box::new(Avro::Null)))
-                    .ok_or_else(|| format!("{at}: missing, and the schema does not allow null")),
+                    .ok_or_else(|| does_not_fit(at, "missing, and the schema does not allow null")),
                 Some(value) => variants
                     .iter()
                     .enumerate()
@@ -186,11 +205,11 @@ impl ToAvro<'_> {
                             .ok()
                             .map(|converted| Avro::Union(index as u32, Box::new(converted)))
                     })
-                    .ok_or_else(|| format!("{at}: {} fits no branch of the union", kind(value))),
+                    .ok_or_else(|| does_not_fit(at, format!("{} fits no branch of the union", kind(value)))),
             };
         }
-        let value = value.ok_or_else(|| format!("{at}: missing (required)"))?;
-        let mismatch = |expected: &str| format!("{at}: expected {expected}, found {}", kind(value));
+        let value = value.ok_or_else(|| does_not_fit(at, "missing (required)"))?;
+        let mismatch = |expected: &str| does_not_fit(at, format!("expected {expected}, found {}", kind(value)));
         match schema {
             Schema::Null if value.is_null() => Ok(Avro::Null),
             Schema::Boolean => value.as_bool().map(Avro::Boolean).ok_or_else(|| mismatch("a boolean")),
@@ -212,11 +231,10 @@ impl ToAvro<'_> {
             })),
             Schema::Enum(enumeration) => {
                 let symbol = value.as_str().ok_or_else(|| mismatch("a string"))?;
-                let index = enumeration
-                    .symbols
-                    .iter()
-                    .position(|s| s == symbol)
-                    .ok_or_else(|| format!("{at}: `{symbol}` is not one of {:?}", enumeration.symbols))?;
+                let index =
+                    enumeration.symbols.iter().position(|s| s == symbol).ok_or_else(|| {
+                        does_not_fit(at, format!("`{symbol}` is not one of {:?}", enumeration.symbols))
+                    })?;
                 Ok(Avro::Enum(index as u32, symbol.to_owned()))
             }
             Schema::Array(array) => {
@@ -242,10 +260,9 @@ impl ToAvro<'_> {
             Schema::Record(record) => {
                 let object = value.as_object().ok_or_else(|| mismatch("an object"))?;
                 if let Some(unknown) = object.keys().find(|key| !record.fields.iter().any(|f| &f.name == *key)) {
-                    return Err(format!(
-                        "{}: not in the Avro schema {}",
-                        join(path, unknown),
-                        record.name.fullname(None)
+                    return Err(does_not_fit(
+                        &join(path, unknown),
+                        format!("not in the Avro schema {}", record.name.fullname(None)),
                     ));
                 }
                 record
@@ -258,7 +275,10 @@ impl ToAvro<'_> {
                     .collect::<Result<_, _>>()
                     .map(Avro::Record)
             }
-            other => Err(format!("{at}: Avro type {other:?} is not used by ragstream's schemas")),
+            other => Err(does_not_fit(
+                at,
+                format!("Avro type {other:?} is not used by ragstream's schemas"),
+            )),
         }
     }
 }
@@ -386,18 +406,26 @@ mod tests {
     #[test]
     fn a_message_that_does_not_fit_names_the_field() {
         let schema = message_schema("answers").unwrap();
-        let error = schema
-            .to_avro(&json!({"schema_version": 1, "request_id": "r1", "tenant": "t", "user": "u", "task": "qa", "status": "maybe"}))
-            .unwrap_err();
-        assert!(error.starts_with("status: `maybe` is not one of"), "{error}");
+        let unfit = |message: Json| match schema.to_avro(&message).unwrap_err() {
+            AvroError::DoesNotFit { at, problem } => (at, problem),
+            other => panic!("{other:?}"),
+        };
+        let (at, problem) = unfit(
+            json!({"schema_version": 1, "request_id": "r1", "tenant": "t", "user": "u", "task": "qa", "status": "maybe"}),
+        );
+        assert_eq!(at, "status");
+        assert!(problem.starts_with("`maybe` is not one of"), "{problem}");
         let error = schema
             .to_avro(&json!({"schema_version": 1, "surprise": true}))
             .unwrap_err();
-        assert_eq!(error, "surprise: not in the Avro schema dev.ragstream.v1.Answer");
+        assert_eq!(
+            error.to_string(),
+            "surprise: not in the Avro schema dev.ragstream.v1.Answer"
+        );
         let error = message_schema("partial_answers")
             .unwrap()
             .to_avro(&json!({}))
             .unwrap_err();
-        assert!(error.ends_with("missing (required)"), "{error}");
+        assert!(error.to_string().ends_with("missing (required)"), "{error}");
     }
 }

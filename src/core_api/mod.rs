@@ -7,5 +7,5 @@
 mod record;
 mod stage;
 
-pub use record::{MessageContext, Payload, ProduceNow, Record};
+pub use record::{next_batch, request, MessageContext, Payload, ProduceNow, Record};
 pub use stage::{FailureReport, Stage, StageEnvironment};

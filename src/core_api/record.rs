@@ -87,6 +87,28 @@ pub trait ProduceNow: Send + Sync {
     async fn produce_now(&self, records: Vec<Record>) -> Result<(), StageError>;
 }
 
+/// Hands a job to a worker task (an embedding batcher, an index writer) and waits for its
+/// reply; `Err` with what became of the worker when it is gone.
+pub async fn request<Job, Reply>(
+    jobs: &tokio::sync::mpsc::Sender<Job>,
+    job: impl FnOnce(tokio::sync::oneshot::Sender<Reply>) -> Job,
+) -> Result<Reply, &'static str> {
+    let (reply, response) = tokio::sync::oneshot::channel();
+    jobs.send(job(reply)).await.map_err(|_| "has stopped")?;
+    response.await.map_err(|_| "dropped the request")
+}
+
+/// Waits for the next item, then takes every item already queued behind it: what piled up
+/// while the last batch was being produced goes out as one batch, so a slow broker gets fewer,
+/// larger batches instead of holding up the sender. `None` once the channel is closed.
+pub async fn next_batch<T>(receiver: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![receiver.recv().await?];
+    while let Ok(next) = receiver.try_recv() {
+        batch.push(next);
+    }
+    Some(batch)
+}
+
 /// Where the message being processed came from, and what stages learnt about it on the way;
 /// shared by every record derived from it.
 #[derive(Debug)]

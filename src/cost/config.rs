@@ -8,6 +8,7 @@ use super::limits::LimitSet;
 use crate::error::ConfigError;
 use crate::error::Findings;
 use crate::state;
+use serde_inline_default::serde_inline_default;
 
 /// What happens to a request that would pass a limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -26,6 +27,7 @@ pub enum ExceededPolicy {
 }
 
 /// Budgets, rate limits and the response cache of a `generate` stage.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostControlConfig {
@@ -36,7 +38,7 @@ pub struct CostControlConfig {
     #[serde(default)]
     pub single_replica: bool,
     /// Prefix of every key, so deployments can share one Redis.
-    #[serde(default = "default_key_prefix")]
+    #[serde_inline_default("ragstream".to_owned())]
     pub key_prefix: String,
     /// Limits of every tenant.
     #[serde(default)]
@@ -51,37 +53,21 @@ pub struct CostControlConfig {
     #[serde(default)]
     pub on_exceeded: ExceededPolicy,
     /// `delay`: the longest one request waits, for rate limits and budget resets together.
-    #[serde(default = "default_max_delay_ms")]
+    #[serde_inline_default(30_000)]
     pub max_delay_ms: u64,
     /// `delay`: how many requests may wait at once; more are rejected, so one tenant's waiting
     /// requests cannot take every in-flight slot from the others.
-    #[serde(default = "default_max_waiting")]
+    #[serde_inline_default(64)]
     pub max_waiting: usize,
     /// Answers kept for identical questions (same tenant, models, task and masked prompt,
     /// passages included, so a changed document changes the key); 0: no cache.
-    #[serde(default = "default_cache_ttl_s")]
+    #[serde_inline_default(24 * 3600)]
     pub cache_ttl_s: u64,
     /// Semantic cache: a question whose embedding has at least this cosine similarity to an
     /// answered one of the same tenant, task and models gets that answer, provided every
     /// passage the answer cites (at the same document version) was retrieved for this question
     /// too. Unset: exact matches only.
     pub semantic_threshold: Option<f32>,
-}
-
-fn default_key_prefix() -> String {
-    "ragstream".to_owned()
-}
-
-fn default_max_delay_ms() -> u64 {
-    30_000
-}
-
-fn default_max_waiting() -> usize {
-    64
-}
-
-fn default_cache_ttl_s() -> u64 {
-    24 * 3600
 }
 
 impl CostControlConfig {

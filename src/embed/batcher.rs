@@ -1,19 +1,22 @@
 //! Batching embedding requests across messages.
 //!
 //! Each message's chunks are few; the model is much faster per text in batches. Requests from
-//! all concurrent messages go to one task that gathers texts until `max_batch` of them are
-//! waiting or `max_wait` has passed since the first, embeds them together (sorted by length so
-//! padding is minimal, as sentence-transformers does), and hands each request its vectors.
+//! all concurrent messages go to one task that takes every text waiting (up to `max_batch`,
+//! waiting at most `max_wait` more for others; 0 by default), embeds them together (sorted by
+//! length so padding is minimal, as sentence-transformers does), and hands each request its
+//! vectors. While one batch runs the next one queues, so batches fill under load and a lone
+//! question is embedded at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::LocalEmbedder;
+use super::{EmbedError, LocalEmbedder};
+use crate::core_api::request;
 use crate::telemetry::metrics::metrics;
 
-type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, String>>;
+type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
 
 struct Job {
     texts: Vec<String>,
@@ -35,18 +38,13 @@ impl EmbedBatcher {
     }
 
     /// Embeds `texts`, possibly together with other requests; the vectors come back in order.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, response) = oneshot::channel();
-        self.jobs
-            .send(Job { texts, reply })
+        request(&self.jobs, |reply| Job { texts, reply })
             .await
-            .map_err(|_| "the embedding task has stopped".to_owned())?;
-        response
-            .await
-            .map_err(|_| "the embedding task dropped the request".to_owned())?
+            .map_err(EmbedError::Stopped)?
     }
 }
 
@@ -69,7 +67,7 @@ async fn run(embedder: Arc<LocalEmbedder>, mut receiver: mpsc::Receiver<Job>, ma
         // The forward pass is CPU-bound: keep it off the async workers.
         let result = tokio::task::spawn_blocking(move || embed_sorted(&model, &texts, max_batch))
             .await
-            .unwrap_or_else(|error| Err(format!("embedding task panicked: {error}")));
+            .unwrap_or(Err(EmbedError::Stopped("panicked")));
         match result {
             Ok(mut vectors) => {
                 for job in jobs {
@@ -87,7 +85,7 @@ async fn run(embedder: Arc<LocalEmbedder>, mut receiver: mpsc::Receiver<Job>, ma
 }
 
 /// Embeds in batches of `max_batch`, grouping texts of similar length, and restores the order.
-fn embed_sorted(model: &LocalEmbedder, texts: &[String], max_batch: usize) -> Result<Vec<Vec<f32>>, String> {
+fn embed_sorted(model: &LocalEmbedder, texts: &[String], max_batch: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
     let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];

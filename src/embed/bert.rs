@@ -20,6 +20,7 @@
 //! The vectors stay equal to sentence-transformers' to a cosine of 0.9999 or better (see the
 //! equivalence test).
 
+use super::EmbedError;
 use candle_core::Result;
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
@@ -265,31 +266,31 @@ impl BertEncoder {
     }
 
     /// Row `index` of an embedding table.
-    fn table_row<'t>(&self, table: &'t [f32], index: usize, what: &str) -> std::result::Result<&'t [f32], String> {
+    fn table_row<'t>(&self, table: &'t [f32], index: usize, what: &str) -> std::result::Result<&'t [f32], EmbedError> {
         let hidden = self.hidden;
         table
             .get(index * hidden..(index + 1) * hidden)
-            .ok_or_else(|| format!("{what} {index} is outside the model's table"))
+            .ok_or_else(|| EmbedError::Model(format!("{what} {index} is outside the model's table")))
     }
 
     /// Token vectors of the packed sequences (`total tokens × hidden`, row-major, in the
     /// order of `input`). `parallel`: split each matrix product across rayon's threads (for a
     /// caller that does not split the batch itself).
-    pub fn forward(&self, input: &Batch, parallel: bool) -> std::result::Result<Vec<f32>, String> {
+    pub fn forward(&self, input: &Batch, parallel: bool) -> std::result::Result<Vec<f32>, EmbedError> {
         let hidden = self.hidden;
         let total: usize = input.lengths.iter().sum();
         if input.ids.len() != total || input.types.len() != total {
-            return Err(format!(
+            return Err(EmbedError::Model(format!(
                 "{} token ids and {} token types for sequences of {total} tokens",
                 input.ids.len(),
                 input.types.len()
-            ));
+            )));
         }
         if let Some(longest) = input.lengths.iter().copied().filter(|&l| l > self.max_positions).max() {
-            return Err(format!(
+            return Err(EmbedError::Model(format!(
                 "{longest} tokens; the model takes at most {}",
                 self.max_positions
-            ));
+            )));
         }
         let parallelism = if parallel {
             Parallelism::Rayon(rayon::current_num_threads())

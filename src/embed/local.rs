@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::bert::{Batch, BertEncoder};
+use super::EmbedError;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
@@ -85,14 +86,14 @@ impl LocalEmbedder {
     /// single-threaded: for the small matrices of a MiniLM batch this beats splitting every
     /// matrix product across cores, which synchronises the threads a few hundred times per
     /// batch. A single text splits its matrix products across every core instead.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| format!("tokenization failed: {e}"))?;
+            .map_err(|e| EmbedError::Tokenization(e.to_string()))?;
         let lanes = self.cores.min(texts.len());
         if lanes <= 1 {
             return self.embed_encoded(&encodings, true);
@@ -106,30 +107,27 @@ impl LocalEmbedder {
                 .collect();
             let mut vectors = Vec::with_capacity(texts.len());
             for part in parts {
-                vectors.extend(part.join().map_err(|_| "an embedding thread panicked".to_owned())??);
+                vectors.extend(part.join().map_err(|_| EmbedError::Stopped("had a thread panic"))??);
             }
             Ok(vectors)
         })
     }
 
-    fn embed_encoded(&self, encodings: &[Encoding], parallel: bool) -> Result<Vec<Vec<f32>>, String> {
+    fn embed_encoded(&self, encodings: &[Encoding], parallel: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
         let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
         let ids: Vec<u32> = encodings.iter().flat_map(|e| e.get_ids().iter().copied()).collect();
         let types: Vec<u32> = encodings
             .iter()
             .flat_map(|e| e.get_type_ids().iter().copied())
             .collect();
-        let states = self
-            .model
-            .forward(
-                &Batch {
-                    ids: &ids,
-                    types: &types,
-                    lengths: &lengths,
-                },
-                parallel,
-            )
-            .map_err(|e| format!("embedding failed: {e}"))?;
+        let states = self.model.forward(
+            &Batch {
+                ids: &ids,
+                types: &types,
+                lengths: &lengths,
+            },
+            parallel,
+        )?;
         let hidden = self.dimensions;
         let mut first = 0;
         Ok(lengths

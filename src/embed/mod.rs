@@ -18,6 +18,26 @@ pub use openai::OpenAiEmbedder;
 #[cfg(test)]
 pub(crate) use openai::test_server;
 
+/// Why a local embedding came back without vectors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmbedError {
+    #[error("tokenization failed: {0}")]
+    Tokenization(String),
+    /// The model refused the input (e.g. more tokens than it has positions) or its tables.
+    #[error("embedding failed: {0}")]
+    Model(String),
+    /// The thread or task doing the work is gone (it panicked, or the process is stopping).
+    #[error("the embedding task {0}")]
+    Stopped(&'static str),
+}
+
+/// Local embedding runs inside this process: a failure is ragstream's, not the message's.
+impl From<EmbedError> for crate::error::StageError {
+    fn from(error: EmbedError) -> Self {
+        Self::internal(error.to_string())
+    }
+}
+
 /// Keeps glibc from handing large buffers back to the OS after every tensor operation.
 ///
 /// By default glibc serves allocations above 128 KiB with mmap and unmaps them on free, so each

@@ -15,6 +15,7 @@ use super::{
 use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::secrets::{ApiKeySettings, ProviderKey};
+use serde_inline_default::serde_inline_default;
 
 /// Which API a model is reached through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -49,6 +50,7 @@ impl Price {
 }
 
 /// One model of the chain.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -67,22 +69,14 @@ pub struct ModelConfig {
     /// `local`: the GGUF file.
     pub model_path: Option<PathBuf>,
     /// Bound on one call.
-    #[serde(default = "default_timeout_ms")]
+    #[serde_inline_default(60_000)]
     pub timeout_ms: u64,
     /// The model's context window in tokens; passages are trimmed to fit it with the answer.
-    #[serde(default = "default_context_tokens")]
+    #[serde_inline_default(8192)]
     pub context_tokens: usize,
     /// Prices, for the cost in answers, budgets and metrics. Unset: the list price of a
     /// well-known hosted `model` (see `llm::pricing`), else free.
     pub price: Option<Price>,
-}
-
-fn default_timeout_ms() -> u64 {
-    60_000
-}
-
-fn default_context_tokens() -> usize {
-    8192
 }
 
 impl ModelConfig {
@@ -209,19 +203,10 @@ impl ModelConfig {
         let timeout = Duration::from_millis(self.timeout_ms);
         let base_url = self.base_url.as_deref().unwrap_or_default();
         let name = self.model.as_deref().unwrap_or_default();
+        let key = || ProviderKey::load(&self.api_key);
         Ok(match self.provider {
-            ModelProvider::Openai => Arc::new(OpenAiProvider::new(
-                base_url,
-                name,
-                ProviderKey::load(&self.api_key).await?,
-                timeout,
-            )?),
-            ModelProvider::Anthropic => Arc::new(AnthropicProvider::new(
-                base_url,
-                name,
-                ProviderKey::load(&self.api_key).await?,
-                timeout,
-            )?),
+            ModelProvider::Openai => Arc::new(OpenAiProvider::new(base_url, name, key().await?, timeout)?),
+            ModelProvider::Anthropic => Arc::new(AnthropicProvider::new(base_url, name, key().await?, timeout)?),
             ModelProvider::Local => {
                 let path = self
                     .model_path

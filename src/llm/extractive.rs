@@ -13,17 +13,16 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::grounding::{content_words, stem};
+use super::grounding::{content_words, pattern, stem};
 use super::prompt::{citation, numbered};
 use super::Passage;
 use crate::contracts::Citation;
 
 /// Questions whose answer is a figure: an amount, a duration, a count, a limit, a date or a time.
 static ASKS_FOR_A_FIGURE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    pattern(
         r"(?i)\b(?:how (?:many|much|long|often|far|old|large|big|fast|quickly|soon)|what (?:is|are) the (?:maximum|minimum|max|min|limit|cost|price|rate|fee|amount|number|percentage|share)|within how|what percentage|the (?:longest|shortest|earliest|latest))\b",
     )
-    .expect("pattern")
 });
 /// The question asks for an amount, a duration, a count or a limit.
 fn asks_for_a_figure(question: &str) -> bool {
@@ -41,28 +40,26 @@ enum FigureKind {
 }
 
 static ASKS_FOR_A_DURATION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:how (?:long|quickly|soon|fast|old|often|far back)|within how|the (?:longest|shortest)|how many (?:seconds|minutes|hours|days|weeks|months|years))\b")
-        .expect("pattern")
-});
-static ASKS_FOR_MONEY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:how much|cost|price|fee|charge|pay|budget|allowance|salary)\b").expect("pattern")
-});
-static ASKS_FOR_A_DATE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\b(?:(?:until|by|before|on|from) (?:when|what (?:date|time|day))|what (?:date|time|day)|^\s*when)\b",
+    pattern(
+        r"(?i)\b(?:how (?:long|quickly|soon|fast|old|often|far back)|within how|the (?:longest|shortest)|how many (?:seconds|minutes|hours|days|weeks|months|years))\b",
     )
-    .expect("pattern")
+});
+static ASKS_FOR_MONEY: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"(?i)\b(?:how much|cost|price|fee|charge|pay|budget|allowance|salary)\b"));
+static ASKS_FOR_A_DATE: LazyLock<Regex> = LazyLock::new(|| {
+    pattern(r"(?i)\b(?:(?:until|by|before|on|from) (?:when|what (?:date|time|day))|what (?:date|time|day)|^\s*when)\b")
 });
 static DURATION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\d\s*(?:-\s*)?(?:business\s+|calendar\s+|working\s+)?(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?)\b")
-        .expect("pattern")
+    pattern(
+        r"(?i)\d\s*(?:-\s*)?(?:business\s+|calendar\s+|working\s+)?(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?)\b",
+    )
 });
-static MONEY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[$€£]\s?\d|\d\s?(?:usd|eur|gbp|dollars?|euros?|pounds?)\b|\d\s?%").expect("pattern")
-});
+static MONEY: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"(?i)[$€£]\s?\d|\d\s?(?:usd|eur|gbp|dollars?|euros?|pounds?)\b|\d\s?%"));
 static DATE_OR_TIME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:tember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?\b|\b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm)\b|\b\d{4}-\d{2}-\d{2}\b")
-        .expect("pattern")
+    pattern(
+        r"(?i)\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:tember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?\b|\b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm)\b|\b\d{4}-\d{2}-\d{2}\b",
+    )
 });
 
 impl FigureKind {
@@ -90,33 +87,32 @@ impl FigureKind {
 
 /// `how long`, `how much`: what kind of answer is asked for, not what it is about (`long` is in
 /// no passage about a probation period).
-static INTERROGATIVE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\bhow (?:long|much|many|often|far|old|large|big|fast|quickly|soon|late|early)\b").expect("pattern")
-});
+static INTERROGATIVE: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"(?i)\bhow (?:long|much|many|often|far|old|large|big|fast|quickly|soon|late|early)\b"));
 
 /// `outside the high-cost cities`, `except contractors`: what a question sets aside does not
 /// make a sentence an answer (the sentence about the high-cost cities is the one not asked
 /// for), and a sentence is not about what it sets aside (`Outside open enrolment you may …`).
 /// The two words after the word that sets aside (and an article) are what is set aside.
 static EXCLUDED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:outside(?: of)?|except(?: for)?|other than|apart from|excluding|besides)\s+(?:(?:the|a|an)\s+)?[^\s,.;:?!]+(?:\s+[^\s,.;:?!]+)?")
-        .expect("pattern")
+    pattern(
+        r"(?i)\b(?:outside(?: of)?|except(?: for)?|other than|apart from|excluding|besides)\s+(?:(?:the|a|an)\s+)?[^\s,.;:?!]+(?:\s+[^\s,.;:?!]+)?",
+    )
 });
 
 /// A question about what happens under a condition (`what if`, `unless`): then the condition
 /// of a sentence is what it asks about.
 static ASKS_ABOUT_A_CONDITION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)\b(?:if|unless|what happens|otherwise|in case)\b").expect("pattern"));
+    LazyLock::new(|| pattern(r"(?i)\b(?:if|unless|what happens|otherwise|in case)\b"));
 /// A sentence that opens with its condition: `If the engineer does not acknowledge …, X`.
-static LEADING_CONDITION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)^(?:if|unless|when|should)\b[^,;:]+,").expect("pattern"));
+static LEADING_CONDITION: LazyLock<Regex> = LazyLock::new(|| pattern(r"(?i)^(?:if|unless|when|should)\b[^,;:]+,"));
 
-static FIGURE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d").expect("pattern"));
+static FIGURE: LazyLock<Regex> = LazyLock::new(|| pattern(r"\d"));
 /// Emphasis and code marks, dropped from a sentence.
-static MARKS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\*\*|__|`").expect("pattern"));
+static MARKS: LazyLock<Regex> = LazyLock::new(|| pattern(r"\*\*|__|`"));
 /// What starts a block of its own: a list item or a heading.
-static BLOCK_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+").expect("pattern"));
-static TABLE_SEPARATOR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\s|:\-]+$").expect("pattern"));
+static BLOCK_START: LazyLock<Regex> = LazyLock::new(|| pattern(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+"));
+static TABLE_SEPARATOR: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[\s|:\-]+$"));
 
 /// One sentence of a passage and the passage's position (1-based, as cited).
 struct Sentence {
@@ -301,18 +297,20 @@ fn same_sense(word: &str) -> Option<&'static str> {
 }
 
 /// Placeholders of masked personal data (`[PERSON_1]`): the asker's, not what is asked about.
-static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[[A-Z_]+_\d+\]").expect("pattern"));
-static TOKEN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[\p{L}\p{N}][\p{L}\p{N}'’-]*").expect("pattern"));
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| pattern(r"\[[A-Z_]+_\d+\]"));
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| pattern(r"[\p{L}\p{N}][\p{L}\p{N}'’-]*"));
 /// A yes/no question about whether something exists or is offered: what follows the verb is
 /// what it asks about (`Does Acme offer pet insurance …?`, `Is there a discount for …?`).
 static ASKS_WHETHER_THERE_IS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:does|do|is|are|can|could|will|would|has|have)\b.*?\b(?:offer|offers|provide|provides|have|has|support|supports|include|includes|cover|covers|there)\s+(?:(?:is|are)\s+)?(?:(?:a|an|any|the|some)\s+)?(?P<focus>[\p{L}\p{N}'’-]+(?:\s+[\p{L}\p{N}'’-]+){0,2}?)(?:\s+(?:for|as|on|in|at|to|with|from|of|when|if|after|during|per|that|which|and|or)\b|\s*[?,.;]|\s*$)")
-        .expect("pattern")
+    pattern(
+        r"(?i)^\s*(?:does|do|is|are|can|could|will|would|has|have)\b.*?\b(?:offer|offers|provide|provides|have|has|support|supports|include|includes|cover|covers|there)\s+(?:(?:is|are)\s+)?(?:(?:a|an|any|the|some)\s+)?(?P<focus>[\p{L}\p{N}'’-]+(?:\s+[\p{L}\p{N}'’-]+){0,2}?)(?:\s+(?:for|as|on|in|at|to|with|from|of|when|if|after|during|per|that|which|and|or)\b|\s*[?,.;]|\s*$)",
+    )
 });
 /// `What is the dress code for …`: the thing whose value is asked for.
 static ASKS_WHAT_THE_THING_IS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*what(?:'s|’s|\s+is|\s+are)\s+(?:the|my|our|your|a|an)\s+(?P<focus>[\p{L}\p{N}'’-]+(?:\s+[\p{L}\p{N}'’-]+){0,2}?)(?:\s+(?:of|for|at|in|on|when|if|per|to|that|which|do|does|is|are|i|we|you)\b|\s*[?,.;]|\s*$)")
-        .expect("pattern")
+    pattern(
+        r"(?i)^\s*what(?:'s|’s|\s+is|\s+are)\s+(?:the|my|our|your|a|an)\s+(?P<focus>[\p{L}\p{N}'’-]+(?:\s+[\p{L}\p{N}'’-]+){0,2}?)(?:\s+(?:of|for|at|in|on|when|if|per|to|that|which|do|does|is|are|i|we|you)\b|\s*[?,.;]|\s*$)",
+    )
 });
 
 /// `the actual amount`, `the exact date`: words that qualify the thing asked about, not name it.
@@ -750,6 +748,11 @@ pub fn extractive_answer_by_meaning(
 mod tests {
     use super::*;
 
+    /// The passages of a question that retrieved one passage.
+    fn only(text: &str) -> [Passage; 1] {
+        [passage(1, text)]
+    }
+
     fn passage(n: usize, text: &str) -> Passage {
         Passage {
             chunk_id: format!("d{n}:1:0"),
@@ -806,10 +809,7 @@ mod tests {
 
     #[test]
     fn closeness_in_meaning_finds_the_sentence_a_question_words_differently() {
-        let passages = [passage(
-            1,
-            "Acme was founded in 1987 in Riverton. Acme runs 320 trucks and vans from 14 depots.",
-        )];
+        let passages = only("Acme was founded in 1987 in Riverton. Acme runs 320 trucks and vans from 14 depots.");
         let question = "How big is our vehicle fleet these days?";
         // Without a model the question shares no word with either sentence.
         assert!(matches!(
@@ -836,10 +836,8 @@ mod tests {
 
     #[test]
     fn a_figure_is_preferred_when_the_question_asks_for_one() {
-        let passages = [passage(
-            1,
-            "The on-call engineer acknowledges SEV1 pages. A SEV1 page must be acknowledged within 5 minutes.",
-        )];
+        let passages =
+            only("The on-call engineer acknowledges SEV1 pages. A SEV1 page must be acknowledged within 5 minutes.");
         let question = "Within how many minutes must a SEV1 page be acknowledged?";
         assert_answer_holds(
             &passages,
@@ -868,10 +866,7 @@ mod tests {
 
     #[test]
     fn a_table_row_is_read_under_its_heading_and_heading_words_are_in_the_passages() {
-        let passages = [passage(
-            1,
-            "Plans > Support\nThe Pro plan includes priority support and 30 dashboards.\n\n## Backup retention\n\n| Plan | Retention |\n| --- | --- |\n| Pro | 30 days |\n| Free | 7 days |",
-        )];
+        let passages = only("Plans > Support\nThe Pro plan includes priority support and 30 dashboards.\n\n## Backup retention\n\n| Plan | Retention |\n| --- | --- |\n| Pro | 30 days |\n| Free | 7 days |");
         let text = answer_text("How long are backups kept on the Pro plan?", &passages);
         assert!(
             text.starts_with("Plan: Pro; Retention: 30 days") && !text.contains("dashboards"),
@@ -881,10 +876,7 @@ mod tests {
 
     #[test]
     fn what_the_question_sets_aside_and_the_rest_of_an_item_without_a_figure() {
-        let passages = [passage(
-            1,
-            "- The nightly cap for hotel rooms is $180 per night, including taxes.\n- In designated high-cost cities (New York, Boston) the cap is $250 per night.\n- Same-Day: available only within the Riverton metro area. Orders placed by 11:00 arrive by 20:00. The flat price is $29.00 per parcel.",
-        )];
+        let passages = only("- The nightly cap for hotel rooms is $180 per night, including taxes.\n- In designated high-cost cities (New York, Boston) the cap is $250 per night.\n- Same-Day: available only within the Riverton metro area. Orders placed by 11:00 arrive by 20:00. The flat price is $29.00 per parcel.");
         let hotel = "What is the maximum hotel cost per night outside the high-cost cities?";
         assert_answer_starts(&passages, hotel, "The nightly cap for hotel rooms is $180");
         let same_day = "How much does Same-Day delivery cost in the Riverton metro area?";
@@ -893,10 +885,7 @@ mod tests {
 
     #[test]
     fn the_row_a_question_names_beats_a_sentence_about_what_happens_otherwise() {
-        let passages = [passage(
-            1,
-            "## Severity levels\n\n| Severity | Definition | Acknowledge within |\n| --- | --- | --- |\n| SEV1 | Site down | 5 minutes |\n| SEV2 | Degraded | 15 minutes |\n\nIf the on-call engineer does not acknowledge a SEV1 page within 10 minutes, the pager escalates to the secondary.",
-        )];
+        let passages = only("## Severity levels\n\n| Severity | Definition | Acknowledge within |\n| --- | --- | --- |\n| SEV1 | Site down | 5 minutes |\n| SEV2 | Degraded | 15 minutes |\n\nIf the on-call engineer does not acknowledge a SEV1 page within 10 minutes, the pager escalates to the secondary.");
         let row = "Within how many minutes must the on-call engineer acknowledge a SEV1 page?";
         assert_answer_starts(
             &passages,
@@ -909,10 +898,7 @@ mod tests {
 
     #[test]
     fn a_sentence_about_the_exception_does_not_answer_the_rule_and_when_asks_for_a_time() {
-        let passages = [passage(
-            1,
-            "- Open enrolment runs every year from November 1 to November 21.\n- Outside open enrolment you may change your benefit elections only after a life event.\n\nThe platform needs a short maintenance window now and then. Maintenance windows are on Sundays from 02:00 to 04:00.",
-        )];
+        let passages = only("- Open enrolment runs every year from November 1 to November 21.\n- Outside open enrolment you may change your benefit elections only after a life event.\n\nThe platform needs a short maintenance window now and then. Maintenance windows are on Sundays from 02:00 to 04:00.");
         let rule = "Until what date can I change my benefit elections during open enrolment?";
         assert_answer_holds(&passages, rule, "November 21");
         assert_answer_holds(&passages, "When do maintenance windows take place?", "02:00 to 04:00");
@@ -931,10 +917,7 @@ mod tests {
 
     #[test]
     fn a_list_follows_the_sentence_that_introduces_it_and_a_question_the_passages_miss_is_not_answered() {
-        let passages = [passage(
-            1,
-            "Travellers receive a daily meal allowance (per diem):\n- Domestic trips: $60 per day.\n- International trips: $90 per day.\n\nHotels are booked through the travel desk.",
-        )];
+        let passages = only("Travellers receive a daily meal allowance (per diem):\n- Domestic trips: $60 per day.\n- International trips: $90 per day.\n\nHotels are booked through the travel desk.");
         let abroad = "What is the daily meal allowance abroad?";
         assert_answer_holds(&passages, abroad, "International trips: $90 per day.");
         assert_eq!(
@@ -950,10 +933,7 @@ mod tests {
 
     #[test]
     fn a_question_about_something_the_passages_never_mention_is_not_answered() {
-        let passages = [passage(
-            1,
-            "## Shipping rates\n\nA parcel up to 5 lb from Riverton costs $12.50 within the US. Employees get a 20% shipping discount on private parcels. Office staff follow the Riverton HQ guidelines. Your training budget is $1,500 per year.",
-        )];
+        let passages = only("## Shipping rates\n\nA parcel up to 5 lb from Riverton costs $12.50 within the US. Employees get a 20% shipping discount on private parcels. Office staff follow the Riverton HQ guidelines. Your training budget is $1,500 per year.");
         let refused = |question: &str| extractive_answer(question, &passages, 3, true) == Extracted::NotInPassages;
         // A place, an acronym, the thing a yes/no question asks about, the thing asked for.
         assert!(refused(

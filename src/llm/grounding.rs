@@ -45,16 +45,20 @@ impl NonAnswer {
     }
 }
 
-static CITATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[\s*\d+(?:\s*[,\-–]\s*\d+)*\s*\]").expect("pattern"));
+/// A pattern written in this module: a typo in one is a bug the unit tests catch, not input.
+pub(super) fn pattern(source: &str) -> Regex {
+    Regex::new(source).expect("a valid pattern")
+}
+
+static CITATION: LazyLock<Regex> = LazyLock::new(|| pattern(r"\[\s*\d+(?:\s*[,\-–]\s*\d+)*\s*\]"));
 /// Phrases that frame an answer without being one.
 static FRAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    pattern(
         r"(?i)\b(?:the\s+)?(?:short\s+)?answer(?:\s+to\s+(?:your|the|this)\s+question)?(?:\s+is)?|according\s+to\s+the\s+(?:documents|passages|context|sources)|based\s+on\s+the\s+(?:documents|passages|context|sources)|(?:the\s+)?(?:documents|passages|context)\s+(?:say|says|state|states)|corrected|question|here\s+is|i\s+(?:think|believe)|(?:^|\s)\d+\.\s",
     )
-    .expect("pattern")
 });
-static LIST_NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\d{1,2}[.)](?:\s|$)").expect("pattern"));
-static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[[A-Z_]+_\d+\]|[\p{L}\p{N}]+").expect("pattern"));
+static LIST_NUMBER: LazyLock<Regex> = LazyLock::new(|| pattern(r"\b\d{1,2}[.)](?:\s|$)"));
+static WORD: LazyLock<Regex> = LazyLock::new(|| pattern(r"\[[A-Z_]+_\d+\]|[\p{L}\p{N}]+"));
 
 const STOPWORDS: &[&str] = &[
     "the", "a", "an", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by", "from", "is", "are",
@@ -149,8 +153,7 @@ pub fn judge(reply: &str, question: &str, passages: &[&str]) -> Option<NonAnswer
 /// Most lines open with a citation marker followed by a few words (a title), the way the
 /// prompt lists the passages; an answer's markers follow its statements (`… 30 days [1]`).
 fn lists_sources(reply: &str) -> bool {
-    static SOURCE_LINE: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^\s*(?:\d{1,2}[.)]\s*)?\[\s*\d+\s*\]").expect("pattern"));
+    static SOURCE_LINE: LazyLock<Regex> = LazyLock::new(|| pattern(r"^\s*(?:\d{1,2}[.)]\s*)?\[\s*\d+\s*\]"));
     let lines: Vec<&str> = reply.lines().filter(|line| !line.trim().is_empty()).collect();
     let listing = lines
         .iter()

@@ -394,7 +394,14 @@ mod tests {
         assert_eq!(rotated.complete(&request()).await.unwrap().text, "ok");
     }
 
-    async fn stream_from(body: &'static str) -> (Result<Completion, CallError>, Vec<crate::llm::StreamEvent>) {
+    /// A whole OpenAI stream: each chunk as a server-sent event, then `[DONE]`.
+    fn sse(chunks: &[serde_json::Value]) -> String {
+        let events: String = chunks.iter().map(|chunk| format!("data: {chunk}\n\n")).collect();
+        events + "data: [DONE]\n\n"
+    }
+
+    async fn stream_from(body: impl Into<String>) -> (Result<Completion, CallError>, Vec<crate::llm::StreamEvent>) {
+        let body = body.into();
         let handler = move |Json(request): Json<serde_json::Value>| async move {
             assert_eq!(request["stream"], true);
             ([(axum::http::header::CONTENT_TYPE, "text/event-stream")], body).into_response()
@@ -413,13 +420,12 @@ mod tests {
 
     #[tokio::test]
     async fn streams_pieces_as_they_come() {
-        let (result, events) = stream_from(concat!(
-            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"content\":\"Par\"}}]}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"content\":\"is [1]\"},\"finish_reason\":\"stop\"}]}\n\n",
-            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\n",
-            "data: [DONE]\n\n",
-        ))
+        let (result, events) = stream_from(sse(&[
+            json!({"choices": [{"delta": {"role": "assistant"}}]}),
+            json!({"choices": [{"delta": {"content": "Par"}}]}),
+            json!({"choices": [{"delta": {"content": "is [1]"}, "finish_reason": "stop"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}}),
+        ]))
         .await;
         let completion = result.unwrap();
         assert_eq!(completion.text, "Paris [1]");
@@ -437,14 +443,13 @@ mod tests {
     #[tokio::test]
     async fn streamed_tool_calls_are_put_together_and_announced() {
         // Two calls in one turn, as OpenAI streams them: a piece naming each, then its arguments.
-        let (result, events) = stream_from(concat!(
-            "data: {\"choices\":[{\"delta\":{\"content\":\"Checking.\"}}]}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_order_status\",\"arguments\":\"\"}}]}}]}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"order_id\\\": \"}}]}}]}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}}]}}]}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"123}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
-            "data: [DONE]\n\n",
-        ))
+        let (result, events) = stream_from(sse(&[
+            json!({"choices": [{"delta": {"content": "Checking."}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_order_status", "arguments": ""}}]}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"order_id\": "}}]}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 1, "id": "call_b", "function": {"name": "get_weather", "arguments": "{}"}}]}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "123}"}}]}, "finish_reason": "tool_calls"}]}),
+        ]))
         .await;
         let completion = result.unwrap();
         assert_eq!(completion.text, "Checking.");

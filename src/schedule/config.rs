@@ -6,11 +6,13 @@ use serde::Deserialize;
 
 use super::timetable::Timetable;
 use crate::contracts::{QuestionOptions, Task};
-use crate::error::{ConfigError, Findings};
+use crate::error::{is_plain_name, ConfigError, Findings};
 use crate::state;
+use serde_inline_default::serde_inline_default;
 
 /// Questions produced on a timetable. Every replica runs the timetable; a claim per tick in the
 /// shared store lets exactly one of them produce each tick's question.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulesConfig {
@@ -18,14 +20,10 @@ pub struct SchedulesConfig {
     /// and the last tick are lost with the process).
     pub store: String,
     /// Prefix of the store's keys.
-    #[serde(default = "default_key_prefix")]
+    #[serde_inline_default("ragstream".to_owned())]
     pub key_prefix: String,
     /// The schedules.
     pub jobs: Vec<ScheduleConfig>,
-}
-
-fn default_key_prefix() -> String {
-    "ragstream".to_owned()
 }
 
 /// What happens to ticks that passed while no replica ran (or that are later than `grace_s`).
@@ -40,6 +38,7 @@ pub enum MissedTicks {
 }
 
 /// One schedule: when, and the question it produces.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
@@ -48,15 +47,15 @@ pub struct ScheduleConfig {
     /// Five fields: minute hour day-of-month month day-of-week, e.g. `0 8 * * MON`.
     pub cron: String,
     /// The IANA time zone the expression is read in.
-    #[serde(default = "default_time_zone")]
+    #[serde_inline_default("UTC".to_owned())]
     pub time_zone: String,
     /// Topic the question is produced to (the questions pipeline's source).
     pub topic: String,
     pub tenant: String,
     /// The `user` of the question (per-user limits, the audit pseudonym).
-    #[serde(default = "default_user")]
+    #[serde_inline_default("scheduler".to_owned())]
     pub user: String,
-    #[serde(default = "default_task")]
+    #[serde_inline_default(Task::Summarize)]
     pub task: Task,
     /// The question; `{since}` and `{tick}` are replaced by the previous and this tick (RFC 3339
     /// in the schedule's time zone).
@@ -69,31 +68,11 @@ pub struct ScheduleConfig {
     #[serde(default)]
     pub missed: MissedTicks,
     /// With `missed: catch_up`, the most ticks produced at once after downtime.
-    #[serde(default = "default_max_catch_up")]
+    #[serde_inline_default(10)]
     pub max_catch_up: usize,
     /// A tick produced this many seconds late still counts as on time.
-    #[serde(default = "default_grace_s")]
+    #[serde_inline_default(60)]
     pub grace_s: u64,
-}
-
-fn default_time_zone() -> String {
-    "UTC".to_owned()
-}
-
-fn default_user() -> String {
-    "scheduler".to_owned()
-}
-
-fn default_task() -> Task {
-    Task::Summarize
-}
-
-fn default_max_catch_up() -> usize {
-    10
-}
-
-fn default_grace_s() -> u64 {
-    60
 }
 
 impl SchedulesConfig {
@@ -105,13 +84,8 @@ impl SchedulesConfig {
         let mut names = BTreeSet::new();
         for (index, job) in self.jobs.iter().enumerate() {
             let at = format!("{path}.jobs[{index}]");
-            let valid_name = !job.name.is_empty()
-                && job
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !valid_name {
-                errors.report(&at, "name", "letters, digits, `-` and `_` only, not empty");
+            if !is_plain_name(&job.name) {
+                errors.require_name(&at, "name", &job.name);
             } else if !names.insert(job.name.as_str()) {
                 errors.report(&at, "name", format!("`{}` is used by an earlier schedule", job.name));
             }
@@ -130,9 +104,7 @@ impl SchedulesConfig {
                     errors.report(&at, field, "must not be empty");
                 }
             }
-            if job.max_catch_up == 0 {
-                errors.report(&at, "max_catch_up", "must be at least 1");
-            }
+            errors.require_nonzero(&at, "max_catch_up", job.max_catch_up);
         }
     }
 }

@@ -43,10 +43,12 @@ use tracker::{Tracker, Update};
 use crate::config::KafkaProperties;
 use crate::contracts::{Answer, Contract, PartialAnswer, Question, QuestionOptions, StatusEvent, Task, SCHEMA_VERSION};
 use crate::secrets::VaultKey;
-use crate::tail::{assign_from_end, tail_config};
+use crate::tail::{assign_from_end, tail_config, QuestionTopics};
 use crate::transport::kafka::create_producer;
+use serde_inline_default::serde_inline_default;
 
 /// The arguments of `ragstream serve`.
+#[serde_inline_default]
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeOptions {
     /// Address to listen on.
@@ -65,18 +67,8 @@ pub struct ServeOptions {
     /// Kafka bootstrap servers.
     #[arg(long, env = "RAGSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    /// Topic questions are produced to.
-    #[arg(long, default_value = "questions")]
-    pub questions_topic: String,
-    /// Topic answers are read from.
-    #[arg(long, default_value = "answers")]
-    pub answers_topic: String,
-    /// Topic of status events (`decode_question.status_sink`).
-    #[arg(long)]
-    pub status_topic: Option<String>,
-    /// Topic of partial answers (`generate.partials_sink`).
-    #[arg(long)]
-    pub partials_topic: Option<String>,
+    #[command(flatten)]
+    pub topics: QuestionTopics,
     /// How long a question may wait for the broker before the request gets 503.
     #[arg(long, default_value = "10")]
     pub produce_timeout_s: u64,
@@ -135,19 +127,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let api = Arc::new(Api {
         keys,
         producer,
-        questions_topic: options.questions_topic.clone(),
+        questions_topic: options.topics.questions_topic.clone(),
         produce_timeout,
         tracker: Tracker::new(options.max_requests),
         following: AtomicBool::new(false),
     });
-    let mut topics = vec![options.answers_topic.clone()];
-    topics.extend(options.status_topic.clone());
-    topics.extend(options.partials_topic.clone());
     tokio::spawn(follow(
         api.clone(),
         options.kafka(),
-        topics,
-        options.answers_topic.clone(),
+        options.topics.followed(),
+        options.topics.answers_topic.clone(),
     ));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -187,12 +176,9 @@ async fn start_following(kafka: &KafkaProperties, topics: &[String]) -> anyhow::
     let consumer: StreamConsumer = tail_config(kafka, "serve").create()?;
     let topics = topics.to_vec();
     // librdkafka's metadata and offset calls block.
-    tokio::task::spawn_blocking(move || {
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        assign_from_end(&consumer, &names).map(|()| consumer)
-    })
-    .await?
-    .map_err(Into::into)
+    tokio::task::spawn_blocking(move || assign_from_end(&consumer, &topics).map(|()| consumer))
+        .await?
+        .map_err(Into::into)
 }
 
 async fn read_updates(api: &Api, consumer: &StreamConsumer, answers_topic: &str) {
@@ -287,28 +273,21 @@ impl Api {
 }
 
 /// The body of `POST /v1/questions`.
+#[serde_inline_default]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AskBody {
     question: String,
     /// Who asks (per-user limits and the audit pseudonym).
-    #[serde(default = "default_user")]
+    #[serde_inline_default("api".to_owned())]
     user: String,
-    #[serde(default = "default_task")]
+    #[serde_inline_default(Task::Qa)]
     task: Task,
     /// The caller's own id, so that a retried POST is the same question (answered once).
     request_id: Option<String>,
     options: Option<QuestionOptions>,
     #[serde(default)]
     metadata: std::collections::BTreeMap<String, String>,
-}
-
-fn default_user() -> String {
-    "api".to_owned()
-}
-
-fn default_task() -> Task {
-    Task::Qa
 }
 
 /// A request id no other question has: time plus randomness.

@@ -11,9 +11,11 @@ use crate::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentOp, SCH
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
+use serde_inline_default::serde_inline_default;
 
 /// Cuts each document (the output of `decode_document`) into chunks, counting tokens with the
 /// embedding model's own tokenizer. A delete passes through with no chunks.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkConfig {
@@ -21,33 +23,17 @@ pub struct ChunkConfig {
     pub model_dir: PathBuf,
     /// Most tokens per chunk, heading context and special tokens included (all-MiniLM-L6-v2
     /// reads at most 256).
-    #[serde(default = "default_max_tokens")]
+    #[serde_inline_default(256)]
     pub max_tokens: usize,
     /// Tokens of the end of a chunk repeated at the start of the next one in the same section.
-    #[serde(default = "default_overlap_tokens")]
+    #[serde_inline_default(32)]
     pub overlap_tokens: usize,
     /// Tokens the model adds to every input (`[CLS]` and `[SEP]` for BERT models).
-    #[serde(default = "default_special_tokens")]
+    #[serde_inline_default(2)]
     pub special_tokens: usize,
     /// Most chunks one document may yield; a larger document is dead-lettered with the count.
-    #[serde(default = "default_max_chunks")]
+    #[serde_inline_default(5_000)]
     pub max_chunks: usize,
-}
-
-fn default_max_tokens() -> usize {
-    256
-}
-
-fn default_overlap_tokens() -> usize {
-    32
-}
-
-fn default_special_tokens() -> usize {
-    2
-}
-
-fn default_max_chunks() -> usize {
-    5_000
 }
 
 impl StageBuilder for ChunkConfig {
@@ -70,9 +56,7 @@ impl StageBuilder for ChunkConfig {
                 ),
             );
         }
-        if self.max_chunks == 0 {
-            errors.report(path, "max_chunks", "must be at least 1");
-        }
+        errors.require_nonzero(path, "max_chunks", self.max_chunks);
         super::check_model_files(
             &format!("{path}.model_dir"),
             &self.model_dir,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::StageBuilder;
+use super::{optional_sink, StageBuilder};
 use crate::contracts::{Contract, Question};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
@@ -24,10 +24,7 @@ pub struct DecodeQuestionConfig {
 
 impl StageBuilder for DecodeQuestionConfig {
     fn sinks(&self) -> Vec<(&'static str, &str)> {
-        self.status_sink
-            .iter()
-            .map(|sink| ("status_sink", sink.as_str()))
-            .collect()
+        optional_sink("status_sink", &self.status_sink)
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {

@@ -59,7 +59,9 @@ pub struct EmbedConfig {
     /// equally fast (15.0 and 14.8 chunks/s, `cargo bench --bench figures -- embed`); 8 waits
     /// less for a batch to fill.
     pub batch_size: usize,
-    /// Longest wait for more texts before a partial batch is embedded.
+    /// Extra wait for more texts before a partial batch is embedded. 0: what has queued is
+    /// embedded at once, and texts that arrive meanwhile form the next batch, so batches still
+    /// fill under load while a lone question never waits.
     pub max_wait_ms: u64,
 }
 
@@ -77,7 +79,7 @@ impl Default for EmbedConfig {
             normalize: true,
             max_tokens: 256,
             batch_size: 8,
-            max_wait_ms: 20,
+            max_wait_ms: 0,
         }
     }
 }
@@ -106,16 +108,8 @@ impl StageBuilder for EmbedConfig {
                 self.api_key.validate(path, errors);
             }
         }
-        if !(1..=1024).contains(&self.batch_size) {
-            errors.report(
-                path,
-                "batch_size",
-                format!("must be between 1 and 1024, got {}", self.batch_size),
-            );
-        }
-        if self.max_tokens == 0 {
-            errors.report(path, "max_tokens", "must be at least 1");
-        }
+        errors.require_within(path, "batch_size", self.batch_size, 1..=1024);
+        errors.require_nonzero(path, "max_tokens", self.max_tokens);
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
@@ -219,7 +213,7 @@ impl Embedder {
                 let batcher = batcher
                     .get()
                     .ok_or_else(|| StageError::internal("embedding used before the stage started"))?;
-                batcher.embed(texts).await.map_err(StageError::internal)
+                batcher.embed(texts).await.map_err(StageError::from)
             }
             Backend::Remote(client) => {
                 let client = client

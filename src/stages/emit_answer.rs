@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::StageBuilder;
+use super::{optional_sink, StageBuilder};
 use crate::audit::{QuestionEvent, ToolEvent};
 use crate::contracts::millis;
 use crate::contracts::{AnswerDraft, AnswerStatus, Step};
@@ -11,27 +11,22 @@ use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::StageError;
 use crate::status::StatusReporter;
 use crate::telemetry::metrics::metrics;
+use serde_inline_default::serde_inline_default;
 
 /// Emits one answer per question to the pipeline's default sink (key `request_id`;
 /// `schemas/answers.schema.json`) and a `question_answered` event to `audit_sink`.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmitAnswerConfig {
     /// The sink for `question_answered` events; none: no audit event.
-    #[serde(default = "default_audit_sink")]
+    #[serde_inline_default(Some("audit".to_owned()))]
     pub audit_sink: Option<String>,
-}
-
-fn default_audit_sink() -> Option<String> {
-    Some("audit".to_owned())
 }
 
 impl StageBuilder for EmitAnswerConfig {
     fn sinks(&self) -> Vec<(&'static str, &str)> {
-        self.audit_sink
-            .iter()
-            .map(|sink| ("audit_sink", sink.as_str()))
-            .collect()
+        optional_sink("audit_sink", &self.audit_sink)
     }
 
     fn needs_earlier(&self) -> Option<&'static str> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::StageBuilder;
+use super::{optional_sink, StageBuilder};
 use crate::answering::admission::AdmissionLayer;
 use crate::answering::cache::CacheLayer;
 use crate::answering::call::CallLayer;
@@ -25,11 +25,13 @@ use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::llm::{BreakerConfig, LlmRetryConfig, ModelChain, ModelConfig};
 use crate::tools::{Toolbox, ToolsConfig};
+use serde_inline_default::serde_inline_default;
 
 /// Answers questions (the output of `retrieve`) with the first model of `models` that
 /// succeeds; retries, circuit breakers and the fallback order are per model. When every model
 /// fails, the answer is the best passages (`extractive`) if allowed, else `failed`. Extract
 /// answers are validated against the requested JSON Schema, with one repair attempt.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateConfig {
@@ -37,17 +39,17 @@ pub struct GenerateConfig {
     pub models: Vec<ModelConfig>,
     /// Answer with the best passages, labelled as such, when every model failed (not for
     /// `extract`, whose answer must be JSON).
-    #[serde(default = "default_true")]
+    #[serde_inline_default(true)]
     pub fallback_extractive: bool,
     /// A local sentence-embedding model (a directory like the `embed` stage's `model_dir`)
     /// that also ranks the passages' sentences by closeness in meaning to the question for
     /// the extractive answer. Unset: by the words they share only.
     pub extractive_model_dir: Option<PathBuf>,
     /// Passages in an extractive answer (when no sentence answers).
-    #[serde(default = "default_extractive_passages")]
+    #[serde_inline_default(3)]
     pub extractive_passages: usize,
     /// Default bound on the answer's length (a question's `options.max_output_tokens` overrides it).
-    #[serde(default = "default_max_output_tokens")]
+    #[serde_inline_default(512)]
     pub max_output_tokens: u32,
     /// Sampling temperature.
     #[serde(default)]
@@ -81,18 +83,6 @@ pub struct GenerateConfig {
     pub replay: ReplayConfig,
     /// Tools the models may call while answering (see "Function calling" in the README).
     pub tools: Option<ToolsConfig>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_extractive_passages() -> usize {
-    3
-}
-
-fn default_max_output_tokens() -> u32 {
-    512
 }
 
 impl GenerateConfig {
@@ -147,9 +137,7 @@ impl StageBuilder for GenerateConfig {
         if let Some(tools) = &self.tools {
             tools.validate(&format!("{path}.tools"), errors);
         }
-        if self.retry.max_attempts == 0 {
-            errors.report(path, "retry.max_attempts", "must be at least 1");
-        }
+        errors.require_nonzero(path, "retry.max_attempts", self.retry.max_attempts);
         self.validate_tiers(path, errors);
         if let Some(cost_control) = &self.cost_control {
             cost_control.validate(&format!("{path}.cost_control"), errors);
@@ -166,10 +154,7 @@ impl StageBuilder for GenerateConfig {
     }
 
     fn sinks(&self) -> Vec<(&'static str, &str)> {
-        self.partials_sink
-            .iter()
-            .map(|sink| ("partials_sink", sink.as_str()))
-            .collect()
+        optional_sink("partials_sink", &self.partials_sink)
     }
 
     fn needs_earlier(&self) -> Option<&'static str> {

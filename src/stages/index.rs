@@ -16,12 +16,14 @@ use crate::error::{ConfigError, StageError};
 use crate::store::{
     ChunkStore, DocumentWrite, IndexWriter, MaintenancePolicy, VectorIndexKind, WriteOutcome, WriterSettings,
 };
+use serde_inline_default::serde_inline_default;
 
 /// Keeps a LanceDB table holding exactly the chunks of the live version of every document
 /// (the output of `embed`): a newer version replaces all older chunks, `delete` removes them,
 /// an older version arriving late is ignored. Writes are batched across messages; the output
 /// is one audit event per document (`document_indexed`, `document_deleted` or
 /// `document_skipped`) for the pipeline's default sink.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexConfig {
@@ -33,57 +35,29 @@ pub struct IndexConfig {
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
     /// Name of the chunks table; document versions are kept in `<table>_documents`.
-    #[serde(default = "default_table")]
+    #[serde_inline_default("chunks".to_owned())]
     pub table: String,
     /// Most documents written in one batch (one LanceDB commit pair).
-    #[serde(default = "default_batch_max_documents")]
+    #[serde_inline_default(64)]
     pub batch_max_documents: usize,
     /// Longest wait for more documents before a partial batch is written.
-    #[serde(default = "default_batch_max_wait_ms")]
+    #[serde_inline_default(100)]
     pub batch_max_wait_ms: u64,
     /// Chunks the table needs before the vector index is built (exact search below that).
-    #[serde(default = "default_vector_index_min_rows")]
+    #[serde_inline_default(10_000)]
     pub vector_index_min_rows: usize,
     /// `ivf_hnsw_sq` (default: best recall and latency in `cargo bench --bench figures -- index`) or `ivf_pq`.
     #[serde(default)]
     pub vector_index: VectorIndexKind,
     /// Build a full-text index on chunk text for hybrid search.
-    #[serde(default = "default_true")]
+    #[serde_inline_default(true)]
     pub full_text_index: bool,
     /// How often upkeep runs: index builds and refreshes, compaction, old-version cleanup.
-    #[serde(default = "default_maintenance_interval_ms")]
+    #[serde_inline_default(60_000)]
     pub maintenance_interval_ms: u64,
     /// Table versions older than this are removed during upkeep.
-    #[serde(default = "default_keep_versions_for_s")]
+    #[serde_inline_default(3_600)]
     pub keep_versions_for_s: u64,
-}
-
-fn default_table() -> String {
-    "chunks".to_owned()
-}
-
-fn default_batch_max_documents() -> usize {
-    64
-}
-
-fn default_batch_max_wait_ms() -> u64 {
-    100
-}
-
-fn default_vector_index_min_rows() -> usize {
-    10_000
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_maintenance_interval_ms() -> u64 {
-    60_000
-}
-
-fn default_keep_versions_for_s() -> u64 {
-    3_600
 }
 
 impl StageBuilder for IndexConfig {
@@ -91,28 +65,9 @@ impl StageBuilder for IndexConfig {
         if self.uri.trim().is_empty() {
             errors.report(path, "uri", "must not be empty");
         }
-        let valid_table = !self.table.is_empty()
-            && self
-                .table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid_table {
-            errors.report(
-                path,
-                "table",
-                format!("`{}` is not a table name (letters, digits, `_` and `-`)", self.table),
-            );
-        }
-        if !(1..=10_000).contains(&self.batch_max_documents) {
-            errors.report(
-                path,
-                "batch_max_documents",
-                format!("must be between 1 and 10000, got {}", self.batch_max_documents),
-            );
-        }
-        if self.maintenance_interval_ms == 0 {
-            errors.report(path, "maintenance_interval_ms", "must be at least 1");
-        }
+        errors.require_name(path, "table", &self.table);
+        errors.require_within(path, "batch_max_documents", self.batch_max_documents, 1..=10_000);
+        errors.require_nonzero(path, "maintenance_interval_ms", self.maintenance_interval_ms);
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {

@@ -38,6 +38,11 @@ pub trait StageBuilder {
     }
 }
 
+/// [`StageBuilder::sinks`] of a stage with one optional sink setting.
+pub fn optional_sink<'a>(setting: &'static str, sink: &'a Option<String>) -> Vec<(&'static str, &'a str)> {
+    sink.iter().map(|sink| (setting, sink.as_str())).collect()
+}
+
 /// Appends an error at `field` (the path of the setting naming `dir`) for every file of
 /// `files` missing from `dir`: stages that read a local model check for it at validation time,
 /// not on first message.

@@ -1,6 +1,6 @@
 //! `retrieve`: finds the tenant's chunks closest to the (masked) question.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +16,14 @@ use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::pii::PiiScope;
 use crate::status;
-use crate::store::{ChunkStore, SearchHit, SearchMode, SearchScope};
+use crate::store::{ChunkStore, SearchMode, SearchScope};
+use serde_inline_default::serde_inline_default;
 
 /// Searches the LanceDB chunks table of the question's tenant (the output of `mask_pii`). The
 /// question is embedded with the same model as the chunks. When even the best chunk is below
 /// `min_score`, the answer is `no_context` and no model is called. Passages are masked with
 /// the question's placeholders, so the model sees no personal data from documents either.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrieveConfig {
@@ -31,17 +33,17 @@ pub struct RetrieveConfig {
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
     /// The chunks table.
-    #[serde(default = "default_table")]
+    #[serde_inline_default("chunks".to_owned())]
     pub table: String,
     /// How questions are embedded: the same settings as the `embed` stage of the documents
     /// pipeline (same model, pooling and normalisation), or scores are meaningless.
     pub embedding: EmbedConfig,
     /// Passages given to the model (a question's `options.top_k` overrides it).
-    #[serde(default = "default_top_k")]
+    #[serde_inline_default(5)]
     pub top_k: usize,
     /// Lowest cosine similarity of the best passage for the question to be answered at all;
     /// passages below it are dropped.
-    #[serde(default = "default_min_score")]
+    #[serde_inline_default(0.25)]
     pub min_score: f32,
     /// Rank by vector and full-text (BM25) search fused by reciprocal rank, instead of vector
     /// search alone. `min_score` still applies to the vector similarity.
@@ -49,28 +51,9 @@ pub struct RetrieveConfig {
     pub hybrid: bool,
     /// Mask personal data in passages with the question's placeholders (needs `mask_pii`
     /// earlier in the chain; without it passages are passed as they are).
-    #[serde(default = "default_true")]
+    #[serde_inline_default(true)]
     pub mask_passages: bool,
 }
-
-fn default_table() -> String {
-    "chunks".to_owned()
-}
-
-fn default_top_k() -> usize {
-    5
-}
-
-fn default_min_score() -> f32 {
-    0.25
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// Passages whose vector similarity hybrid search knows: those it may rank into the top `top_k`.
-const HYBRID_POOL: usize = 32;
 
 /// How long a missing chunks table is remembered before the database is opened again.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
@@ -78,16 +61,9 @@ const REOPEN_AFTER: Duration = Duration::from_secs(1);
 impl StageBuilder for RetrieveConfig {
     fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         self.embedding.validate(&format!("{path}.embedding"), errors);
-        if !(1..=100).contains(&self.top_k) {
-            errors.report(path, "top_k", format!("must be between 1 and 100, got {}", self.top_k));
-        }
-        if !(-1.0..=1.0).contains(&self.min_score) {
-            errors.report(
-                path,
-                "min_score",
-                format!("is a cosine similarity, between -1 and 1, got {}", self.min_score),
-            );
-        }
+        errors.require_within(path, "top_k", self.top_k, 1..=100);
+        // A cosine similarity.
+        errors.require_within(path, "min_score", self.min_score, -1.0..=1.0);
     }
 
     fn needs_earlier(&self) -> Option<&'static str> {
@@ -128,50 +104,6 @@ impl Retrieve {
         }
         Ok(store.as_ref().expect("opened above").0.clone())
     }
-
-    async fn search(
-        &self,
-        scope: SearchScope<'_>,
-        question: &str,
-        vector: &[f32],
-        limit: usize,
-    ) -> Result<Vec<SearchHit>, StageError> {
-        let store = self.store().await?;
-        if !self.config.hybrid {
-            let mut hits = store
-                .search_in(scope, question, vector, limit, SearchMode::Vector)
-                .await?;
-            hits.retain(|hit| hit.score >= self.config.min_score);
-            return Ok(hits);
-        }
-        // Vector similarities of a wider pool than `limit`: a passage full-text search ranks high
-        // but vector search ranked just below `limit` (the exact term of the question, `SEV1`,
-        // `Riverton`) must still be known to be relevant, or fusing could not bring it in.
-        let pool = store
-            .search_in(scope, question, vector, limit.max(HYBRID_POOL), SearchMode::Vector)
-            .await?;
-        let similarity: HashMap<String, f32> = pool
-            .iter()
-            .filter(|hit| hit.score >= self.config.min_score)
-            .map(|hit| (hit.chunk_id.clone(), hit.score))
-            .collect();
-        if similarity.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Rank by the fused score, but keep the vector similarity as the passage's score (it is
-        // what min_score means) and drop what vector search found irrelevant.
-        let fused = store
-            .search_in(scope, question, vector, limit, SearchMode::Hybrid)
-            .await?;
-        Ok(fused
-            .into_iter()
-            .filter_map(|hit| {
-                similarity
-                    .get(&hit.chunk_id)
-                    .map(|score| SearchHit { score: *score, ..hit })
-            })
-            .collect())
-    }
 }
 
 /// `options.changed_since` as a time (the questions contract checked its form).
@@ -207,7 +139,16 @@ impl Stage for Retrieve {
                 tenant: &draft.tenant,
                 indexed_since: since.map(parse_since).transpose()?,
             };
-            let hits = self.search(scope, &draft.question, &vector, limit).await?;
+            let mode = if self.config.hybrid {
+                SearchMode::Hybrid
+            } else {
+                SearchMode::Vector
+            };
+            let hits = self
+                .store()
+                .await?
+                .passages(scope, &draft.question, &vector, limit, mode, self.config.min_score)
+                .await?;
             // Kept for the semantic response cache and the meaning ranker of `generate`; never
             // emitted.
             draft.question_vector = vector;

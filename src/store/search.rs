@@ -1,5 +1,7 @@
 //! Tenant-scoped search over the chunks table: vector, full-text, or both (hybrid).
 
+use std::collections::HashMap;
+
 use arrow_array::{Float32Array, RecordBatch, StringArray, UInt64Array};
 use futures::TryStreamExt;
 use lancedb::index::scalar::FullTextSearchQuery;
@@ -71,6 +73,9 @@ impl SearchScope<'_> {
     }
 }
 
+/// Passages whose vector similarity hybrid search knows: those it may rank into the top `limit`.
+const HYBRID_POOL: usize = 32;
+
 impl ChunkStore {
     /// The `limit` best chunks of `tenant` for the query. The tenant filter is applied before
     /// the nearest-neighbour search (prefilter), so another tenant's chunks can never be
@@ -88,6 +93,53 @@ impl ChunkStore {
             indexed_since: None,
         };
         self.search_in(scope, query_text, query_vector, limit, mode).await
+    }
+
+    /// The passages `retrieve` hands on: the `limit` best chunks in `scope` whose vector
+    /// similarity is at least `min_score`. `Hybrid` ranks by vector and full-text search fused,
+    /// but keeps each passage's vector similarity as its score (what `min_score` means) and
+    /// drops what vector search found irrelevant.
+    pub async fn passages(
+        &self,
+        scope: SearchScope<'_>,
+        question: &str,
+        vector: &[f32],
+        limit: usize,
+        mode: SearchMode,
+        min_score: f32,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        if mode == SearchMode::Vector {
+            let mut hits = self
+                .search_in(scope, question, vector, limit, SearchMode::Vector)
+                .await?;
+            hits.retain(|hit| hit.score >= min_score);
+            return Ok(hits);
+        }
+        // Vector similarities of a wider pool than `limit`: a passage full-text search ranks high
+        // but vector search ranked just below `limit` (the exact term of the question, `SEV1`,
+        // `Riverton`) must still be known to be relevant, or fusing could not bring it in.
+        let pool = self
+            .search_in(scope, question, vector, limit.max(HYBRID_POOL), SearchMode::Vector)
+            .await?;
+        let similarity: HashMap<String, f32> = pool
+            .iter()
+            .filter(|hit| hit.score >= min_score)
+            .map(|hit| (hit.chunk_id.clone(), hit.score))
+            .collect();
+        if similarity.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fused = self
+            .search_in(scope, question, vector, limit, SearchMode::Hybrid)
+            .await?;
+        Ok(fused
+            .into_iter()
+            .filter_map(|hit| {
+                similarity
+                    .get(&hit.chunk_id)
+                    .map(|score| SearchHit { score: *score, ..hit })
+            })
+            .collect())
     }
 
     /// [`search`](Self::search) within `scope`: a tenant, and optionally only chunks indexed

@@ -162,6 +162,23 @@ async fn vectors_of_another_width_are_refused() {
     assert_eq!(error.fault, crate::error::Fault::Internal);
 }
 
+/// The ten best hits of `tenant` for the question, after checking that they are ten and all
+/// the tenant's own.
+async fn ten_of_tenant(
+    store: &ChunkStore,
+    tenant: &str,
+    text: &str,
+    query: &[f32],
+    mode: SearchMode,
+) -> Vec<SearchHit> {
+    let hits = store.search(tenant, text, query, 10, mode).await.unwrap();
+    assert_eq!(hits.len(), 10);
+    for hit in &hits {
+        assert!(hit.text.starts_with(&format!("{tenant} ")), "{tenant}: {hit:?}");
+    }
+    hits
+}
+
 #[tokio::test]
 async fn search_never_crosses_tenants_with_or_without_indices() {
     let (_dir, mut store) = store().await;
@@ -175,17 +192,7 @@ async fn search_never_crosses_tenants_with_or_without_indices() {
     }
     assert_eq!(store.count_chunks(None).await.unwrap(), 600);
     let query = vector(1000 + 1 + 5 * 7);
-    let only_tenant = |hits: &[SearchHit], tenant: &str| {
-        assert_eq!(hits.len(), 10);
-        for hit in hits {
-            assert!(hit.text.starts_with(&format!("{tenant} ")), "{tenant}: {hit:?}");
-        }
-    };
-    let before = store
-        .search("alpha", "shipping", &query, 10, SearchMode::Vector)
-        .await
-        .unwrap();
-    only_tenant(&before, "alpha");
+    let before = ten_of_tenant(&store, "alpha", "shipping", &query, SearchMode::Vector).await;
     assert!(
         before[0].score > 0.999,
         "the query vector itself is a chunk: {before:?}"
@@ -201,20 +208,12 @@ async fn search_never_crosses_tenants_with_or_without_indices() {
     assert!(report.vector_index_built && report.full_text_index_built, "{report:?}");
     assert!(report.fragments_removed > 1, "{report:?}");
     assert!(report.old_versions_removed > 0, "{report:?}");
-    let after = store
-        .search("alpha", "shipping", &query, 10, SearchMode::Vector)
-        .await
-        .unwrap();
-    only_tenant(&after, "alpha");
+    let after = ten_of_tenant(&store, "alpha", "shipping", &query, SearchMode::Vector).await;
     assert_eq!(
         after[0].chunk_id, before[0].chunk_id,
         "the exact match stays first with the index"
     );
-    let hybrid = store
-        .search("beta", "parcels doc-5", &query, 10, SearchMode::Hybrid)
-        .await
-        .unwrap();
-    only_tenant(&hybrid, "beta");
+    ten_of_tenant(&store, "beta", "parcels doc-5", &query, SearchMode::Hybrid).await;
     // A second round has nothing left to build.
     let report = store.maintain(&policy).await.unwrap();
     assert!(!report.vector_index_built && !report.full_text_index_built);

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::{ChunkStore, DocumentWrite, MaintenancePolicy, WriteOutcome};
+use crate::core_api::request;
 use crate::error::StageError;
 use crate::telemetry::metrics::metrics;
 
@@ -48,14 +49,9 @@ impl IndexWriter {
 
     /// Applies `write` (with others) and returns once it is committed.
     pub async fn write(&self, write: DocumentWrite) -> Result<WriteOutcome, StageError> {
-        let (reply, response) = oneshot::channel();
-        self.jobs
-            .send(Job { write, reply })
+        request(&self.jobs, |reply| Job { write, reply })
             .await
-            .map_err(|_| StageError::internal("the index writer has stopped"))?;
-        response
-            .await
-            .map_err(|_| StageError::internal("the index writer dropped the request"))?
+            .map_err(|gone| StageError::internal(format!("the index writer {gone}")))?
     }
 }
 

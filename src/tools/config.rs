@@ -9,6 +9,7 @@ use crate::contracts::Task;
 use crate::error::ConfigError;
 use crate::error::Findings;
 use crate::secrets::ApiKeySettings;
+use serde_inline_default::serde_inline_default;
 
 /// Tools the model may call while answering (`generate.tools`), and the bounds of the loop.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,12 +69,13 @@ fn empty_object_schema() -> Value {
 }
 
 /// A tool behind an HTTP endpoint.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpToolConfig {
     /// `GET` (arguments not in the URL go in the query string), `POST`, `PUT` or `PATCH`
     /// (arguments as a JSON body).
-    #[serde(default = "default_method")]
+    #[serde_inline_default("GET".to_owned())]
     pub method: String,
     /// The URL; `{name}` is replaced by that argument, percent-encoded
     /// (e.g. `http://orders:8080/orders/{order_id}`).
@@ -85,7 +87,7 @@ pub struct HttpToolConfig {
     #[serde(flatten)]
     pub api_key: ApiKeySettings,
     /// Bound on one call.
-    #[serde(default = "default_tool_timeout_ms")]
+    #[serde_inline_default(30_000)]
     pub timeout_ms: u64,
     /// Whether calling it twice with the same arguments does no harm. A redelivered question
     /// reads every recorded result back instead of calling again either way; this says whether
@@ -107,6 +109,7 @@ pub struct HttpToolConfig {
 /// or `{"correlation_id": …, "error": "why"}`; the correlation id may come as the header
 /// `correlation_id` instead. The correlation id is the call's idempotency key
 /// (`{tenant}/{request_id}/{turn}/{call}`): a call repeated after a crash has the same one.
+#[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaToolConfig {
@@ -116,15 +119,11 @@ pub struct KafkaToolConfig {
     /// at start-up and takes the replies to its own calls.
     pub reply_topic: String,
     /// Bound on one call, from producing it to its reply.
-    #[serde(default = "default_tool_timeout_ms")]
+    #[serde_inline_default(30_000)]
     pub timeout_ms: u64,
     /// As for an HTTP tool: whether a call lost before its result was recorded may be repeated.
     #[serde(default)]
     pub idempotent: bool,
-}
-
-fn default_method() -> String {
-    "GET".to_owned()
 }
 
 fn default_tool_timeout_ms() -> u64 {
@@ -134,15 +133,9 @@ fn default_tool_timeout_ms() -> u64 {
 impl ToolsConfig {
     /// Appends the problems of the tool settings at `path` to `errors`.
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        if self.max_iterations == 0 {
-            errors.report(path, "max_iterations", "must be at least 1");
-        }
-        if self.max_consecutive_failures == 0 {
-            errors.report(path, "max_consecutive_failures", "must be at least 1");
-        }
-        if self.deadline_ms == 0 {
-            errors.report(path, "deadline_ms", "must be at least 1");
-        }
+        errors.require_nonzero(path, "max_iterations", self.max_iterations);
+        errors.require_nonzero(path, "max_consecutive_failures", self.max_consecutive_failures);
+        errors.require_nonzero(path, "deadline_ms", self.deadline_ms);
         let mut names = BTreeSet::new();
         for (index, tool) in self.definitions.iter().enumerate() {
             let at = format!("{path}.definitions[{index}]");
@@ -156,19 +149,8 @@ impl ToolsConfig {
 
 impl ToolConfig {
     fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !name_ok {
-            errors.report(
-                at,
-                "name",
-                "must be 1 to 64 letters, digits, `_` or `-` (what model APIs accept)",
-            );
-        }
+        // What model APIs accept as a function name.
+        errors.require_name(at, "name", &self.name);
         if self.parameters.get("type").and_then(Value::as_str) != Some("object") {
             errors.report(at, "parameters", "must be a JSON Schema of `type: object`");
         } else if let Err(error) = jsonschema::validator_for(&self.parameters) {
@@ -230,9 +212,7 @@ impl HttpToolConfig {
         if let Err(error) = reqwest::Url::parse(&http.url.replace(['{', '}'], "")) {
             errors.report(at, "url", format!("not a URL: {error}"));
         }
-        if http.timeout_ms == 0 {
-            errors.report(at, "timeout_ms", "must be at least 1");
-        }
+        errors.require_nonzero(at, "timeout_ms", http.timeout_ms);
         http.api_key.validate(at, errors);
     }
 }
@@ -254,9 +234,7 @@ impl KafkaToolConfig {
                 "must differ from request_topic (the calls would be read as replies)",
             );
         }
-        if self.timeout_ms == 0 {
-            errors.report(at, "timeout_ms", "must be at least 1");
-        }
+        errors.require_nonzero(at, "timeout_ms", self.timeout_ms);
     }
 }
 

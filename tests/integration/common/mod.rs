@@ -80,7 +80,12 @@ pub struct Outgoing {
 
 /// Produces every message and returns where each one landed, in the same order.
 pub async fn produce_all(topic: &str, messages: Vec<Outgoing>) -> Vec<(i32, i64)> {
-    let producer = producer();
+    send_all(&producer(), topic, messages).await
+}
+
+/// [`produce_all`] with a producer the caller keeps (a benchmark times the messages, not the
+/// client's start-up).
+pub async fn send_all(producer: &FutureProducer, topic: &str, messages: Vec<Outgoing>) -> Vec<(i32, i64)> {
     let sends = messages.iter().map(|message| {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(&message.payload[..]);
         if let Some(key) = &message.key {
