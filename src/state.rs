@@ -172,7 +172,7 @@ async fn query<T: redis::FromRedisValue>(manager: &ConnectionManager, command: &
 }
 
 /// A TTL in whole milliseconds, at least one (Redis refuses zero).
-fn millis(ttl: Duration) -> u64 {
+fn ttl_millis(ttl: Duration) -> u64 {
     ttl.as_millis().max(1) as u64
 }
 
@@ -226,7 +226,7 @@ impl StateStore {
             StateStore::Redis(manager) => {
                 query(
                     manager,
-                    redis::cmd("SET").arg(key).arg(value).arg("PX").arg(millis(ttl)),
+                    redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_millis(ttl)),
                 )
                 .await
             }
@@ -243,7 +243,12 @@ impl StateStore {
         match self {
             StateStore::Redis(manager) => {
                 let mut set_if_absent = redis::cmd("SET");
-                set_if_absent.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
+                set_if_absent
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_millis(ttl));
                 let reply: Option<String> = query(manager, &set_if_absent).await?;
                 Ok(reply.is_some())
             }
@@ -296,7 +301,7 @@ impl StateStore {
                             .key(&counter.key)
                             .arg(counter.amount)
                             .arg(counter.limit)
-                            .arg(millis(counter.ttl));
+                            .arg(ttl_millis(counter.ttl));
                     }
                 })
                 .await?

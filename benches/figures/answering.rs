@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::scripted_llm::{echo_placeholders, Behaviour, ScriptedLlm};
-use crate::common::{producer, send_all, unique, Outgoing, Ragstream, TestTopology};
+use crate::common::{producer, reader_waiting, send_all, unique, Outgoing, Ragstream, TestTopology};
 use ragstream::store::{ChunkStore, MaintenancePolicy, VectorIndexKind};
 use rand::SeedableRng;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -34,8 +34,6 @@ use tokio::sync::mpsc;
 const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
 const PARTITIONS: i32 = 3;
 const TENANT: &str = "bench";
-/// `fetch.wait.max.ms` of the questions pipeline in `topologies/default.yaml`.
-const DEFAULT_TOPOLOGY_FETCH_WAIT_MS: &str = "10";
 
 /// `rows` chunks of one tenant around 1,000 topic centres, with the vector index the index
 /// stage would build at that size.
@@ -87,13 +85,7 @@ impl Pipeline {
 /// A consumer of every partition of `topic` from its start, which asks often, so the figures
 /// show the pipeline's latency, not this consumer's long poll.
 fn follow(topic: &str) -> StreamConsumer {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", crate::common::brokers())
-        .set("group.id", unique("bench-reader"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", fetch_wait_ms())
-        .create()
-        .expect("consumer");
+    let consumer = reader_waiting(&unique("bench-reader"), &fetch_wait_ms());
     let mut assignment = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         assignment
@@ -164,9 +156,23 @@ async fn start(prefix: &str, index: &Path, llm: &ScriptedLlm, max_in_flight: u32
 }
 
 /// `fetch.wait.max.ms` of ragstream's source consumer and of the client's readers:
-/// `RAGSTREAM_BENCH_FETCH_WAIT_MS`, else the default topology's value for questions.
+/// `RAGSTREAM_BENCH_FETCH_WAIT_MS`, else what `topologies/default.yaml` sets for its questions
+/// pipeline (read from the file, so the benchmark follows the shipped setting).
 fn fetch_wait_ms() -> String {
-    std::env::var("RAGSTREAM_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| DEFAULT_TOPOLOGY_FETCH_WAIT_MS.to_owned())
+    if let Ok(wait) = std::env::var("RAGSTREAM_BENCH_FETCH_WAIT_MS") {
+        return wait;
+    }
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/default.yaml"))
+        .expect("topologies/default.yaml");
+    let topology: serde_yaml::Value = serde_yaml::from_str(&text).expect("the default topology is YAML");
+    let questions = topology["pipelines"]
+        .as_sequence()
+        .and_then(|pipelines| pipelines.iter().find(|pipeline| pipeline["name"] == "questions"))
+        .expect("a questions pipeline");
+    let wait = &questions["source"]["kafka"]["fetch.wait.max.ms"];
+    wait.as_u64()
+        .map(|ms| ms.to_string())
+        .expect("fetch.wait.max.ms set for questions")
 }
 
 fn question(request_id: &str, i: usize) -> Outgoing {

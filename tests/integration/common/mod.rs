@@ -124,15 +124,20 @@ pub struct Received {
 }
 
 pub fn reader(group: &str) -> StreamConsumer {
+    // tansu answers a fetch only when its wait is over, even if data arrives sooner: a short
+    // wait keeps readers (and the latency a benchmark sees) prompt.
+    reader_waiting(group, "10")
+}
+
+/// [`reader`] with its own `fetch.wait.max.ms`.
+pub fn reader_waiting(group: &str, fetch_wait_ms: &str) -> StreamConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
-        // tansu answers a fetch only when its wait is over, even if data arrives sooner: a
-        // short wait keeps readers (and the latency a benchmark sees) prompt.
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", fetch_wait_ms)
         .create()
         .expect("consumer")
 }
