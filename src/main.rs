@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ragstream::analytics::cli::{sql, SqlOptions};
 use ragstream::ask::{ask, render, render_footer, AskOptions, Asked};
 use ragstream::config::{load_file, KafkaProperties, Topology};
 use ragstream::contracts::AnswerStatus;
 use ragstream::engine::{run_topology, Shutdown};
 use ragstream::ingest::{ingest, IngestOptions};
+use ragstream::pseudonym;
 use ragstream::serve::ServeOptions;
 use ragstream::telemetry::{init_logging, LogFormat, Verbosity};
 use ragstream::transport::kafka::create_topics;
@@ -95,6 +97,13 @@ enum Command {
         #[command(flatten)]
         options: ServeOptions,
     },
+    /// SQL over the audit table that the `audit_table` stage writes: a query, or a built-in
+    /// report (`--report spend-by-tenant-model`, `cache-hit-rate`, `no-context-questions`,
+    /// `slowest-stages`), as a table, CSV or JSON lines.
+    Sql {
+        #[command(flatten)]
+        options: SqlOptions,
+    },
     /// Manage the topics a topology uses.
     Topics {
         #[command(subcommand)]
@@ -176,6 +185,16 @@ async fn dispatch(command: Command) -> ExitCode {
             let Some(parsed) = load_or_report(&topology) else {
                 return ExitCode::from(EXIT_INVALID_INPUT);
             };
+            // Before any message is read: every pseudonym of this process is made with these keys.
+            match parsed.pseudonyms.load().await {
+                Ok(keys) => {
+                    pseudonym::install(keys);
+                }
+                Err(error) => {
+                    eprintln!("error: {}", error.reason);
+                    return ExitCode::FAILURE;
+                }
+            }
             let shutdown = Shutdown::new();
             if let Err(error) = shutdown.listen_for_signals() {
                 eprintln!("error: cannot install signal handlers: {error}");
@@ -252,6 +271,16 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::Sql { options } => match sql(&options).await {
+            Ok(printed) => {
+                print!("{printed}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { options } => match ragstream::serve::serve(options).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -200,6 +200,14 @@ impl ProviderKey {
     }
 }
 
+/// `value` as an HTTP header value marked sensitive (HTTP/2 never indexes it; the clients' debug
+/// output shows `Sensitive` instead of it), or None if it cannot be a header value.
+pub fn sensitive_header(value: &str) -> Option<reqwest::header::HeaderValue> {
+    let mut header = reqwest::header::HeaderValue::from_str(value).ok()?;
+    header.set_sensitive(true);
+    Some(header)
+}
+
 /// Reads `field` of the latest version of a KV v2 secret.
 pub async fn read_vault(vault: &VaultKey) -> Result<Secret, StageError> {
     let token = match &vault.token_file {
@@ -226,9 +234,8 @@ pub async fn read_vault(vault: &VaultKey) -> Result<Secret, StageError> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|error| StageError::internal(format!("cannot build the Vault client: {error}")))?;
-    let mut token = reqwest::header::HeaderValue::from_str(&token)
-        .map_err(|_| StageError::internal("the Vault token is not a valid header value"))?;
-    token.set_sensitive(true);
+    let token =
+        sensitive_header(&token).ok_or_else(|| StageError::internal("the Vault token is not a valid header value"))?;
     let response = client
         .get(&url)
         .header("X-Vault-Token", token)
@@ -276,6 +283,12 @@ mod tests {
     fn a_secret_never_prints() {
         let secret = Secret::new("sk-very-secret");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        // Sent as a header (Anthropic's x-api-key, Vault's token), the key is marked sensitive
+        // and the header's Debug output does not show it.
+        let header = sensitive_header(secret.expose()).unwrap();
+        assert!(header.is_sensitive());
+        assert!(!format!("{header:?}").contains(secret.expose()), "{header:?}");
+        assert!(sensitive_header("line\nbreak").is_none());
         assert_eq!(secret.expose(), "sk-very-secret");
     }
 

@@ -162,7 +162,23 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if url == "memory" || url.starts_with("redis://") || url.starts_with("rediss://") {
         Ok(())
     } else {
-        Err(format!("`{url}` is neither redis://host:port nor memory"))
+        Err(format!("`{}` is neither redis://host:port nor memory", redacted(url)))
+    }
+}
+
+/// `url` with its password (`redis://:PASSWORD@host`, `redis://user:PASSWORD@host`) replaced by
+/// `***`, for errors and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) if authority[..at].contains(':') => {
+            let user = authority[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -207,7 +223,7 @@ impl StateStore {
             }))));
         }
         let client = redis::Client::open(url)
-            .map_err(|error| StageError::internal(format!("state store URL `{url}`: {error}")))?;
+            .map_err(|error| StageError::internal(format!("state store URL `{}`: {error}", redacted(url))))?;
         let manager = client.get_connection_manager().await.map_err(unavailable)?;
         Ok(StateStore::Redis(manager))
     }
@@ -417,6 +433,22 @@ fn lock(memory: &Mutex<Memory>) -> std::sync::MutexGuard<'_, Memory> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_store_url_never_shows_its_password() {
+        assert_eq!(redacted("redis://:s3cret@cache:6379/0"), "redis://:***@cache:6379/0");
+        assert_eq!(
+            redacted("rediss://app:s3cret@cache:6380"),
+            "rediss://app:***@cache:6380"
+        );
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redacted("memory"), "memory");
+        let error = check_url("http://:s3cret@cache:6379").unwrap_err();
+        assert!(
+            !error.contains("s3cret") && error.contains("http://:***@cache:6379"),
+            "{error}"
+        );
+    }
+
     use super::*;
     use crate::clock::ManualClock;
 

@@ -76,7 +76,7 @@ async fn index_corpus(dir: &Path, model: &LocalEmbedder) -> ChunkStore {
     for tenant in ["acme", "globex"] {
         let mut writes = Vec::new();
         for (document, chunks) in crate::index::chunked_corpus(&Path::new(ROOT).join("corpus").join(tenant), tenant) {
-            let doc_id = document.doc_id.clone();
+            let doc_id = document.header.doc_id.clone();
             writes.push(crate::index::embedded_write(&doc_id, document, chunks, model));
         }
         store.apply(&writes).await.expect("write");

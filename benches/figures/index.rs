@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ragstream::chunk::{chunk_text, Chunk, ChunkLimits, ModelTokenizer};
-use ragstream::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentOp};
+use ragstream::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentHeader, DocumentOp};
 use ragstream::embed::{LocalEmbedder, Pooling};
 use ragstream::ingest::{collect_files, ingest, read_document, IngestOptions};
 use ragstream::store::{ChunkStore, DocumentWrite, MaintenancePolicy, SearchMode, VectorIndexKind};
@@ -60,7 +60,7 @@ pub(crate) fn chunked_corpus(folder: &Path, tenant: &str) -> Vec<(Document, Vec<
         .map(|file| {
             let document = read_document(file, tenant, Some(1)).expect("corpus file");
             let text = document.text.as_deref().unwrap_or_default();
-            let chunks = chunk_text(text, document.title.as_deref(), limits, &tokenizer);
+            let chunks = chunk_text(text, document.header.title.as_deref(), limits, &tokenizer);
             (document, chunks)
         })
         .collect()
@@ -93,14 +93,11 @@ pub(crate) fn embedded_write(
         .collect();
     DocumentWrite {
         document: ChunkedDocument {
-            schema_version: 1,
-            doc_id: doc_id.to_owned(),
-            tenant: document.tenant,
-            op: DocumentOp::Upsert,
-            version: 1,
-            title: document.title,
-            source: document.source,
-            metadata: document.metadata,
+            header: DocumentHeader {
+                doc_id: doc_id.to_owned(),
+                version: 1,
+                ..document.header
+            },
             embedding_model: Some("all-MiniLM-L6-v2".to_owned()),
             chunks,
         },
@@ -298,14 +295,10 @@ pub(crate) async fn write_synthetic(
                     .collect();
                 DocumentWrite {
                     document: ChunkedDocument {
-                        schema_version: 1,
-                        doc_id: format!("doc-{doc}"),
-                        tenant: tenant(doc).to_owned(),
-                        op: DocumentOp::Upsert,
-                        version: 1,
-                        title: Some(format!("Document {doc}")),
-                        source: None,
-                        metadata: Default::default(),
+                        header: DocumentHeader {
+                            title: Some(format!("Document {doc}")),
+                            ..DocumentHeader::new(tenant(doc), format!("doc-{doc}"), DocumentOp::Upsert, 1)
+                        },
                         embedding_model: Some("synthetic".to_owned()),
                         chunks,
                     },

@@ -83,7 +83,7 @@ async fn index_pages(store: &mut ChunkStore, model: &LocalEmbedder, pages: &[(St
         };
         let chunks = chunk_text(
             document.text.as_deref().unwrap_or_default(),
-            document.title.as_deref(),
+            document.header.title.as_deref(),
             limits,
             &tokenizer,
         );

@@ -58,10 +58,14 @@ def finish() -> int:
 # ------------------------------------------------------------------------------------ metrics
 
 
+# ragstream's own metrics, and those named by OpenTelemetry's GenAI semantic conventions.
+METRIC_NAME = r"(?:ragstream|gen_ai_client)_[a-z0-9_]+"
+
+
 def exported_metrics() -> tuple[dict[str, set[str]], set[str]]:
     """Metric name -> labels, and the names of histograms, read from metrics.rs."""
     source = METRICS_RS.read_text()
-    names = list(re.finditer(r'"(ragstream_[a-z0-9_]+)"', source))
+    names = list(re.finditer(rf'"({METRIC_NAME})"', source))
     metrics: dict[str, set[str]] = {}
     histograms: set[str] = set()
     for index, match in enumerate(names):
@@ -69,6 +73,10 @@ def exported_metrics() -> tuple[dict[str, set[str]], set[str]]:
         after = source[match.end():end]
         before = source[max(0, match.start() - 120):match.start()]
         labels = re.search(r"&\[([^\]]*)\]", after)
+        # Or a constant: `&GEN_AI_CALL_LABELS` for `const GEN_AI_CALL_LABELS: [&str; 4] = [...]`.
+        named = re.search(r"&([A-Z][A-Z0-9_]*)\b", after)
+        if not labels and named:
+            labels = re.search(rf"const {named.group(1)}: \[&str; \d+\] = \[([^\]]*)\]", source)
         metrics[match.group(1)] = set(re.findall(r'"([a-z_]+)"', labels.group(1))) if labels else set()
         if "histogram(" in before or "HistogramOpts::new(" in before:
             histograms.add(match.group(1))
@@ -86,7 +94,10 @@ PROMQL_KEYWORDS = {
 def check_expression(where: str, expr: str, known: dict[str, set[str]], histograms: set[str],
                      extra_labels: set[str] = frozenset()) -> None:
     """Metric names in `expr` exist; label names in its matchers and groupings belong to them."""
-    used = set(re.findall(r"\b(ragstream_[a-z0-9_]+)", expr))
+    # Metric names, not the labels of groupings and matchers (`by (gen_ai_request_model)`).
+    names_only = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names_only = re.sub(r"\{[^}]*\}", "", names_only)
+    used = set(re.findall(rf"\b({METRIC_NAME})", names_only))
     labels_available = set(TARGET_LABELS) | set(extra_labels)
     for name in used:
         if name in known:
@@ -272,9 +283,39 @@ def cmd_dashboard(args: list[str]) -> int:
                     problem(f"{where}: unknown variable ${match.group(1)}")
             rules.append({"record": f"dashboard:panel_{pid}_{target.get('refId')}",
                           "expr": substitute(expr, set(variables))})
+    check_cost_and_usage_row(dashboard)
     # JSON is YAML: promtool reads it as a rule file.
     pathlib.Path(args[0]).write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}, indent=1))
     return finish()
+
+
+# What the cost and usage row must show, by the metric each panel needs.
+COST_AND_USAGE = {
+    "spend per tenant and model": "ragstream_llm_cost_usd_total",
+    "tokens (GenAI)": "gen_ai_client_token_usage",
+    "model call duration (GenAI)": "gen_ai_client_operation_duration_seconds",
+    "cache hit rate": "ragstream_cache_lookups_total",
+    "budget refusals": "ragstream_budget_decisions_total",
+}
+
+
+def check_cost_and_usage_row(dashboard: dict) -> None:
+    """The row analysts open first: spend, tokens, cache and refusals, on the GenAI metrics."""
+    panels = sorted(dashboard.get("panels", []), key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    rows = [i for i, p in enumerate(panels) if p.get("type") == "row"]
+    start = next((i for i in rows if p_title(panels[i]).startswith("Cost and usage")), None)
+    if start is None:
+        problem("dashboard: no row titled `Cost and usage …`")
+        return
+    end = next((i for i in rows if i > start), len(panels))
+    exprs = " ".join(t.get("expr", "") for p in panels[start + 1:end] for t in p.get("targets", []))
+    for what, metric in COST_AND_USAGE.items():
+        if not re.search(rf"\b{metric}(_bucket|_sum|_count)?\b", exprs):
+            problem(f"dashboard row Cost and usage: no panel shows {what} ({metric})")
+
+
+def p_title(panel: dict) -> str:
+    return panel.get("title") or ""
 
 
 # ------------------------------------------------------------------------------------ topology
@@ -290,11 +331,14 @@ COMPOSE_DEFAULTS = {
     "${RAGSTREAM_MODELS_DIR:-models}": "${RAGSTREAM_MODELS_DIR:-/models}",
     "${RAGSTREAM_LANCEDB:-data/lancedb}": "${RAGSTREAM_LANCEDB:-/data/lancedb}",
     "${RAGSTREAM_REDIS:-redis://127.0.0.1:6379}": "${RAGSTREAM_REDIS:-redis://redis:6379}",
+    "${RAGSTREAM_AUDIT_TABLE:-data/audit}": "${RAGSTREAM_AUDIT_TABLE:-/data/audit}",
+    "${RAGSTREAM_PSEUDONYM_KEY_FILE:-data/pseudonym.key}": "${RAGSTREAM_PSEUDONYM_KEY_FILE:-/data/pseudonym.key}",
 }
 K8S_DEFAULTS = {
     "${RAGSTREAM_MODELS_DIR:-models}": "${RAGSTREAM_MODELS_DIR:-/models}",
     "${RAGSTREAM_LANCEDB:-data/lancedb}": "${RAGSTREAM_LANCEDB}",
     "${RAGSTREAM_REDIS:-redis://127.0.0.1:6379}": "${RAGSTREAM_REDIS}",
+    "${RAGSTREAM_AUDIT_TABLE:-data/audit}": "${RAGSTREAM_AUDIT_TABLE}",
 }
 
 
@@ -407,6 +451,11 @@ shutdown:
 topic_defaults:
   partitions: 6
   replication_factor: 3
+
+# User pseudonyms: one key for every pod of every Deployment, from the ragstream-provider-keys
+# Secret (a pod without it does not start: a key of its own would make pseudonyms differ).
+pseudonyms:
+  key_env: RAGSTREAM_PSEUDONYM_KEY
 
 pipelines:
 """

@@ -15,12 +15,15 @@ use super::{CallPlan, Layer, Next, Turn};
 use crate::contracts::{AnswerDraft, AnswerStatus, Task};
 use crate::error::StageError;
 use crate::llm::{
-    citation, grounding, parse_citations, price_of, ChatMessage, ChatRequest, Completion, DeltaSink, ModelChain,
-    ModelConfig, Role,
+    citation, grounding, parse_citations, price_of, provider_of, ChatMessage, ChatRequest, Completion, DeltaSink,
+    ModelChain, ModelConfig, Role,
 };
 use crate::pii::PiiScope;
 use crate::telemetry::metrics::metrics;
 use crate::tools::Toolbox;
+
+/// OpenTelemetry's `gen_ai.operation.name` of a chat completion.
+const GEN_AI_CHAT: &str = "chat";
 
 /// Calls the planned models and decides the question with their reply.
 pub struct CallLayer {
@@ -103,15 +106,34 @@ impl CallLayer {
                 .inc();
             // An attempt the breaker refused never reached the model: no request to time.
             if attempt.outcome != "circuit_open" {
+                let seconds = attempt.latency_ms / 1000.0;
                 metrics()
                     .llm_request_seconds
                     .with_label_values(&[&attempt.model])
-                    .observe(attempt.latency_ms / 1000.0);
+                    .observe(seconds);
+                let error_type = if attempt.outcome == "ok" {
+                    ""
+                } else {
+                    attempt.outcome.as_str()
+                };
+                let provider = provider_of(&self.models, &attempt.model);
+                metrics()
+                    .gen_ai_operation_seconds
+                    .with_label_values(&[GEN_AI_CHAT, provider, &attempt.model, error_type])
+                    .observe(seconds);
             }
         }
         draft.attempts.extend(outcome.attempts);
         let answered = outcome.result.map_err(|error| error.to_string())?;
         let usage = answered.completion.usage;
+        let provider = provider_of(&self.models, &answered.model);
+        for (token_type, tokens) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens)] {
+            metrics()
+                .gen_ai_token_usage
+                .with_label_values(&[GEN_AI_CHAT, provider, &answered.model, token_type])
+                .observe(tokens as f64);
+        }
+        draft.provenance.provider = Some(provider.to_owned());
         draft.provenance.usage.prompt_tokens += usage.prompt_tokens;
         draft.provenance.usage.completion_tokens += usage.completion_tokens;
         draft.provenance.cost_usd += price_of(&self.models, &answered.model).cost(usage);

@@ -79,6 +79,7 @@ impl Parts {
             schema_registry: top.schema_registry,
             pipelines,
             schedules: top.schedules,
+            pseudonyms: top.pseudonyms,
         })
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::pseudonym::PseudonymConfig;
 use crate::schedule::SchedulesConfig;
 use crate::stages::StageConfig;
 use serde_inline_default::serde_inline_default;
@@ -36,6 +37,8 @@ pub struct Topology {
     pub pipelines: Vec<PipelineConfig>,
     /// Questions produced on a timetable (cron expressions in a time zone).
     pub schedules: Option<SchedulesConfig>,
+    /// The key of the user pseudonyms in audit events and cost-control keys.
+    pub pseudonyms: PseudonymConfig,
 }
 
 /// The top level of the file, with pipelines left raw so each can be checked on its own.
@@ -53,6 +56,8 @@ pub(crate) struct RawTopology {
     pub topic_defaults: TopicDefaults,
     pub schema_registry: Option<SchemaRegistryConfig>,
     pub schedules: Option<SchedulesConfig>,
+    #[serde(default)]
+    pub pseudonyms: PseudonymConfig,
     /// Checked pipeline by pipeline from the raw document; declared so the key is expected here.
     #[allow(dead_code)]
     pub pipelines: Vec<serde_yaml::Value>,

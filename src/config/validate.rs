@@ -85,6 +85,7 @@ fn validate_top_level(top: &RawTopology, errors: &mut Vec<ConfigError>) {
     if let Some(schedules) = &top.schedules {
         schedules.validate("schedules", errors);
     }
+    top.pseudonyms.validate("pseudonyms", errors);
     check_managed_keys("kafka", &top.kafka, MANAGED_CONSUMER_PROPERTIES, errors);
     check_managed_keys("kafka", &top.kafka, MANAGED_PRODUCER_PROPERTIES, errors);
     if top.pipelines.is_empty() {
@@ -214,7 +215,8 @@ fn validate_pipeline(
         }
         stage.config.validate(&stage_path, errors);
     }
-    if pipeline.sinks.is_empty() {
+    let ends_in_storage = pipeline.stages.last().is_some_and(|stage| stage.config.is_terminal());
+    if pipeline.sinks.is_empty() && !ends_in_storage {
         errors.report(path, "sinks", "at least one sink is required");
     }
     let sink_names: HashSet<&str> = pipeline.sinks.iter().map(|sink| sink.name.as_str()).collect();

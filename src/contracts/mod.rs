@@ -23,20 +23,46 @@ use crate::error::StageError;
 /// Version written to and expected in `schema_version` by this build.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// A document upsert or delete (topic `documents`, key `doc_id`).
+/// What every message about one document version carries, from the `documents` topic through
+/// chunking and embedding: who it belongs to, which version, and what it says about itself.
+/// Flattened into [`Document`] and [`ChunkedDocument`], so the JSON keeps one level.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Document {
+pub struct DocumentHeader {
     pub schema_version: u32,
     pub doc_id: String,
     pub tenant: String,
     pub op: DocumentOp,
     pub version: u64,
     pub title: Option<String>,
-    pub text: Option<String>,
+    pub source: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
-    pub source: Option<String>,
+}
+
+impl DocumentHeader {
+    /// A header of this build's schema version, without title, source or metadata.
+    pub fn new(tenant: impl Into<String>, doc_id: impl Into<String>, op: DocumentOp, version: u64) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            doc_id: doc_id.into(),
+            tenant: tenant.into(),
+            op,
+            version,
+            title: None,
+            source: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// A document upsert or delete (topic `documents`, key `doc_id`).
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    #[serde(flatten)]
+    pub header: DocumentHeader,
+    pub text: Option<String>,
 }
 
 /// What a document message asks for.
@@ -103,15 +129,8 @@ pub struct QuestionOptions {
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkedDocument {
-    pub schema_version: u32,
-    pub doc_id: String,
-    pub tenant: String,
-    pub op: DocumentOp,
-    pub version: u64,
-    pub title: Option<String>,
-    pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub header: DocumentHeader,
     /// Name of the model that embedded the chunks, once the `embed` stage has run.
     pub embedding_model: Option<String>,
     pub chunks: Vec<DocumentChunk>,
@@ -202,6 +221,9 @@ pub struct Provenance {
     pub reason: Option<String>,
     /// The model that answered.
     pub model: Option<String>,
+    /// The API it was reached through (OpenTelemetry's `gen_ai.provider.name`): `openai`,
+    /// `anthropic` or `ragstream.local`.
+    pub provider: Option<String>,
     /// Why the answer is extractive: no model answered, or the model's reply was not an answer.
     pub fallback_reason: Option<String>,
     /// Why the models asked were chosen (tier, downgrade, cache hit, replay).
@@ -569,9 +591,9 @@ mod tests {
     fn accepts_a_valid_document() {
         let bytes = br#"{"schema_version":1,"doc_id":"d1","tenant":"acme","op":"upsert","version":3,"text":"hello","metadata":{"lang":"en"}}"#;
         let (document, _): (Document, Value) = Contract::documents().decode(bytes).unwrap();
-        assert_eq!(document.doc_id, "d1");
-        assert_eq!(document.op, DocumentOp::Upsert);
-        assert_eq!(document.metadata["lang"], "en");
+        assert_eq!(document.header.doc_id, "d1");
+        assert_eq!(document.header.op, DocumentOp::Upsert);
+        assert_eq!(document.header.metadata["lang"], "en");
     }
 
     #[test]

@@ -7,5 +7,5 @@
 mod record;
 mod stage;
 
-pub use record::{next_batch, request, MessageContext, Payload, ProduceNow, Record};
-pub use stage::{FailureReport, Stage, StageEnvironment};
+pub use record::{next_batch, MessageContext, Payload, ProduceNow, Record, Worker};
+pub use stage::{FailureReport, Stage, StageEnvironment, StageFailure};

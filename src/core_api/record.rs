@@ -87,15 +87,42 @@ pub trait ProduceNow: Send + Sync {
     async fn produce_now(&self, records: Vec<Record>) -> Result<(), StageError>;
 }
 
-/// Hands a job to a worker task (an embedding batcher, an index writer) and waits for its
-/// reply; `Err` with what became of the worker when it is gone.
-pub async fn request<Job, Reply>(
-    jobs: &tokio::sync::mpsc::Sender<Job>,
-    job: impl FnOnce(tokio::sync::oneshot::Sender<Reply>) -> Job,
-) -> Result<Reply, &'static str> {
-    let (reply, response) = tokio::sync::oneshot::channel();
-    jobs.send(job(reply)).await.map_err(|_| "has stopped")?;
-    response.await.map_err(|_| "dropped the request")
+/// A task that serves the jobs sent to it (an embedding batcher, an index or audit table
+/// writer), through a handle that is cheap to clone.
+pub struct Worker<Job> {
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl<Job> Clone for Worker<Job> {
+    fn clone(&self) -> Self {
+        Self {
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+impl<Job: Send + 'static> Worker<Job> {
+    /// Starts `serve` on the current runtime with the other end of a queue of `capacity` jobs;
+    /// it ends when every handle is dropped and the queue is empty.
+    pub fn spawn<Served>(capacity: usize, serve: impl FnOnce(tokio::sync::mpsc::Receiver<Job>) -> Served) -> Self
+    where
+        Served: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (jobs, receiver) = tokio::sync::mpsc::channel(capacity);
+        tokio::spawn(serve(receiver));
+        Self { jobs }
+    }
+
+    /// Hands the task a job and waits for its reply; `Err` with what became of the task when
+    /// it is gone.
+    pub async fn request<Reply>(
+        &self,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<Reply>) -> Job,
+    ) -> Result<Reply, &'static str> {
+        let (reply, response) = tokio::sync::oneshot::channel();
+        self.jobs.send(job(reply)).await.map_err(|_| "has stopped")?;
+        response.await.map_err(|_| "dropped the request")
+    }
 }
 
 /// Waits for the next item, then takes every item already queued behind it: what piled up

@@ -20,6 +20,12 @@ pub trait Stage: Send + Sync {
         Ok(())
     }
 
+    /// Called once when the pipeline stops fetching, while the messages in flight still wait
+    /// for their stages: a stage that holds messages back to batch them (until a size or a
+    /// time) lets them go now, so they finish within the drain deadline instead of being
+    /// abandoned and redelivered.
+    async fn drain(&self) {}
+
     /// Called once after the last message (flush buffers, close connections).
     async fn stop(&self) {}
 }
@@ -37,13 +43,18 @@ pub struct StageEnvironment {
 /// stage that decodes the message sets it on the [`MessageContext`]; the engine produces its
 /// records beside the dead letter and knows nothing of questions or documents.
 pub trait FailureReport: std::fmt::Debug + Send + Sync {
-    /// The records to produce for a failure in `stage` (`audit_sink`: the pipeline's audit sink,
-    /// when it has one).
-    fn records(
-        &self,
-        context: &MessageContext,
-        stage: &str,
-        error: &StageError,
-        audit_sink: Option<&str>,
-    ) -> Result<Vec<Record>, StageError>;
+    /// The records to produce for `failure`.
+    fn records(&self, failure: &StageFailure<'_>) -> Result<Vec<Record>, StageError>;
+}
+
+/// A message that a stage gave up on, as the engine hands it to the message's
+/// [`FailureReport`].
+#[derive(Debug, Clone, Copy)]
+pub struct StageFailure<'a> {
+    pub context: &'a MessageContext,
+    /// Name of the stage that gave up.
+    pub stage: &'a str,
+    pub error: &'a StageError,
+    /// The pipeline's audit sink, when it has one.
+    pub audit_sink: Option<&'a str>,
 }

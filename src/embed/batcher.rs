@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{EmbedError, LocalEmbedder};
-use crate::core_api::request;
+use crate::core_api::Worker;
 use crate::telemetry::metrics::metrics;
 
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
@@ -25,16 +25,14 @@ struct Job {
 
 /// A handle to the batching task; cheap to clone.
 #[derive(Clone)]
-pub struct EmbedBatcher {
-    jobs: mpsc::Sender<Job>,
-}
+pub struct EmbedBatcher(Worker<Job>);
 
 impl EmbedBatcher {
     /// Starts the batching task on the current tokio runtime.
     pub fn spawn(embedder: Arc<LocalEmbedder>, max_batch: usize, max_wait: Duration) -> Self {
-        let (jobs, receiver) = mpsc::channel(1024);
-        tokio::spawn(run(embedder, receiver, max_batch.max(1), max_wait));
-        Self { jobs }
+        Self(Worker::spawn(1024, move |receiver| {
+            run(embedder, receiver, max_batch.max(1), max_wait)
+        }))
     }
 
     /// Embeds `texts`, possibly together with other requests; the vectors come back in order.
@@ -42,7 +40,8 @@ impl EmbedBatcher {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        request(&self.jobs, |reply| Job { texts, reply })
+        self.0
+            .request(|reply| Job { texts, reply })
             .await
             .map_err(EmbedError::Stopped)?
     }

@@ -94,6 +94,13 @@ impl StageChain {
         Ok(())
     }
 
+    /// Calls every stage's drain hook (fetching has stopped).
+    pub async fn drain(&self) {
+        for stage in &self.stages {
+            stage.stage.drain().await;
+        }
+    }
+
     /// Calls every stage's stop hook.
     pub async fn stop(&self) {
         for stage in &self.stages {

@@ -17,7 +17,7 @@ use super::outputs::Outputs;
 use super::wire_format::WireFormatDecoder;
 use crate::config::{KafkaProperties, PipelineConfig};
 use crate::core_api::{MessageContext, Payload, Record};
-use crate::core_api::{Stage, StageEnvironment};
+use crate::core_api::{Stage, StageEnvironment, StageFailure};
 use crate::error::{Fault, StageError};
 use crate::telemetry::metrics::metrics;
 use crate::telemetry::Readiness;
@@ -136,6 +136,7 @@ impl Pipeline {
         tasks.close();
         let pending = tasks.len();
         info!(pipeline = %self.name, in_flight = pending, "fetching stopped; draining");
+        self.chain.drain().await;
         if tokio::time::timeout(drain_timeout, tasks.wait()).await.is_err() {
             let abandoned = self.lock_tracker().in_flight();
             warn!(pipeline = %self.name, abandoned, "drain deadline reached; unfinished messages stay uncommitted and will be redelivered");
@@ -199,12 +200,12 @@ impl Pipeline {
     ) -> Result<(), String> {
         let events = match context.failure_report() {
             Some(report) => report
-                .records(
+                .records(&StageFailure {
                     context,
-                    &rejection.stage,
-                    &rejection.error,
-                    self.config.audit_sink.as_deref(),
-                )
+                    stage: &rejection.stage,
+                    error: &rejection.error,
+                    audit_sink: self.config.audit_sink.as_deref(),
+                })
                 .map_err(|e| e.to_string())?,
             None => Vec::new(),
         };

@@ -6,13 +6,13 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::sse::SseParser;
+use super::sse::SseStream;
 use super::{
     send_checked, CallError, CallErrorKind, ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink,
     HttpEndpoint, Role, StreamedToolCalls, ToolCall, Usage,
 };
 use crate::error::StageError;
-use crate::secrets::ProviderKey;
+use crate::secrets::{sensitive_header, ProviderKey};
 
 /// The API version this client speaks (sent as `anthropic-version`).
 const API_VERSION: &str = "2023-06-01";
@@ -28,7 +28,7 @@ struct Response {
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
-    usage: Option<ResponseUsage>,
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -68,13 +68,6 @@ fn message_json(message: &ChatMessage) -> serde_json::Value {
         }
         _ => json!({ "role": message.role, "content": message.content }),
     }
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct ResponseUsage {
-    input_tokens: u64,
-    output_tokens: u64,
 }
 
 impl AnthropicProvider {
@@ -129,7 +122,11 @@ impl AnthropicProvider {
                 .header("anthropic-version", API_VERSION)
                 .json(body);
             match key {
-                Some(key) => call.header("x-api-key", key.expose()),
+                Some(key) => match sensitive_header(key.expose()) {
+                    Some(value) => call.header("x-api-key", value),
+                    // Not a header value: reqwest refuses the request, naming no value.
+                    None => call.header("x-api-key", key.expose()),
+                },
                 None => call,
             }
         })
@@ -162,10 +159,7 @@ impl ChatProvider for AnthropicProvider {
                 _ => {}
             }
         }
-        let usage = body.usage.map_or_else(Usage::default, |u| Usage {
-            prompt_tokens: u.input_tokens,
-            completion_tokens: u.output_tokens,
-        });
+        let usage = body.usage.unwrap_or_default();
         Ok(Completion {
             text,
             tool_calls,
@@ -177,8 +171,7 @@ impl ChatProvider for AnthropicProvider {
     async fn stream(&self, request: &ChatRequest, deltas: &DeltaSink) -> Result<Completion, CallError> {
         let mut body = self.body(request);
         body["stream"] = json!(true);
-        let mut response = self.send(&body).await?;
-        let mut parser = SseParser::default();
+        let mut events = SseStream::new(self.send(&body).await?);
         let mut completion = Completion {
             text: String::new(),
             tool_calls: Vec::new(),
@@ -187,16 +180,11 @@ impl ChatProvider for AnthropicProvider {
         };
         let mut tool_calls = StreamedToolCalls::default();
         let mut stopped = false;
-        let mut body_ended = false;
-        while !stopped && !body_ended {
-            let events = match response.chunk().await.map_err(CallError::from_transport)? {
-                Some(bytes) => parser.feed(&bytes),
-                None => {
-                    body_ended = true;
-                    parser.finish().into_iter().collect()
-                }
+        while !stopped {
+            let Some(arrived) = events.next_events().await? else {
+                break;
             };
-            for event in events {
+            for event in arrived {
                 let event: serde_json::Value = serde_json::from_str(&event.data)
                     .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable stream event: {e}")))?;
                 match event["type"].as_str().unwrap_or_default() {

@@ -222,11 +222,30 @@ impl ModelConfig {
     }
 }
 
+/// OpenTelemetry's `gen_ai.provider.name` of the model called `name` among `models`:
+/// `openai`, `anthropic`, or `ragstream.local` for a model run in-process.
+pub fn provider_of(models: &[ModelConfig], name: &str) -> &'static str {
+    model_named(models, name).map_or("unknown", |m| m.provider.as_str())
+}
+
+fn model_named<'a>(models: &'a [ModelConfig], name: &str) -> Option<&'a ModelConfig> {
+    models.iter().find(|m| m.display_name() == name)
+}
+
+impl ModelProvider {
+    /// The provider's name in metrics, audit events and the audit table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelProvider::Openai => "openai",
+            ModelProvider::Anthropic => "anthropic",
+            ModelProvider::Local => "ragstream.local",
+        }
+    }
+}
+
 /// The price of the model named `name` among `models` (zero for a name not configured).
 pub fn price_of(models: &[ModelConfig], name: &str) -> Price {
-    models
-        .iter()
-        .find(|m| m.display_name() == name)
+    model_named(models, name)
         .map(ModelConfig::effective_price)
         .unwrap_or_default()
 }

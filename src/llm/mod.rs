@@ -26,7 +26,7 @@ use crate::error::StageError;
 
 pub use anthropic::AnthropicProvider;
 pub use breaker::CircuitBreaker;
-pub use config::{price_of, BreakerConfig, LlmRetryConfig, ModelConfig, ModelProvider, Price};
+pub use config::{price_of, provider_of, BreakerConfig, LlmRetryConfig, ModelConfig, ModelProvider, Price};
 pub use extractive::{extractive_answer, extractive_answer_by_meaning, Extracted, Meaning};
 pub use local::{shared_local_chat_model, LocalChatModel, LocalModelError, LocalProvider};
 pub use openai::OpenAiProvider;
@@ -164,10 +164,15 @@ impl ChatRequest {
     }
 }
 
-/// Tokens a call consumed, as the provider reported them (or counted locally).
+/// Tokens a call consumed, as the provider reported them (or counted locally). Read from
+/// either provider's response: OpenAI's `prompt_tokens`/`completion_tokens` or Anthropic's
+/// `input_tokens`/`output_tokens`; a count the provider left out is 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Usage {
+    #[serde(alias = "input_tokens")]
     pub prompt_tokens: u64,
+    #[serde(alias = "output_tokens")]
     pub completion_tokens: u64,
 }
 

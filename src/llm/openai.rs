@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::sse::SseParser;
+use super::sse::SseStream;
 use super::{
     estimate_tokens, send_checked, CallError, CallErrorKind, ChatProvider, ChatRequest, Completion, DeltaSink,
     HttpEndpoint, StreamedToolCalls, ToolCall, Usage,
@@ -23,7 +23,7 @@ pub struct OpenAiProvider {
 struct Response {
     choices: Vec<Choice>,
     #[serde(default)]
-    usage: Option<ResponseUsage>,
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -76,7 +76,7 @@ struct StreamChunk {
     choices: Vec<StreamChoice>,
     /// Only on the last chunk, when `stream_options.include_usage` is honoured.
     #[serde(default)]
-    usage: Option<ResponseUsage>,
+    usage: Option<Usage>,
     /// Some servers report a failure inside the stream, after a 200.
     #[serde(default)]
     error: Option<serde_json::Value>,
@@ -88,13 +88,6 @@ struct StreamChoice {
     delta: Option<Message>,
     #[serde(default)]
     finish_reason: Option<String>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct ResponseUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
 }
 
 impl OpenAiProvider {
@@ -156,18 +149,9 @@ fn parse_completion(bytes: &[u8]) -> Result<Completion, CallError> {
     Ok(Completion {
         text: choice.message.content.unwrap_or_default(),
         tool_calls: choice.message.tool_calls,
-        usage: body.usage.map_or_else(Usage::default, ResponseUsage::into_usage),
+        usage: body.usage.unwrap_or_default(),
         finish_reason: choice.finish_reason,
     })
-}
-
-impl ResponseUsage {
-    fn into_usage(self) -> Usage {
-        Usage {
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-        }
-    }
 }
 
 #[async_trait]
@@ -188,7 +172,7 @@ impl ChatProvider for OpenAiProvider {
         let mut body = self.body(request);
         body["stream"] = json!(true);
         body["stream_options"] = json!({ "include_usage": true });
-        let mut response = self.send(&body).await?;
+        let response = self.send(&body).await?;
         let streamed = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -201,24 +185,19 @@ impl ChatProvider for OpenAiProvider {
             deltas.whole(&completion);
             return Ok(completion);
         }
-        let mut parser = SseParser::default();
+        let mut events = SseStream::new(response);
         let mut text = String::new();
         let mut tool_calls = StreamedToolCalls::default();
         let mut usage = None;
         let mut finish_reason = None;
-        let mut done = false;
         let mut saw_done = false;
-        while !done {
-            let events = match response.chunk().await.map_err(CallError::from_transport)? {
-                Some(bytes) => parser.feed(&bytes),
-                None => {
-                    done = true;
-                    parser.finish().into_iter().collect()
-                }
+        while !saw_done {
+            let Some(arrived) = events.next_events().await? else {
+                break;
             };
-            for event in events {
+            for event in arrived {
                 if event.data.trim() == "[DONE]" {
-                    (done, saw_done) = (true, true);
+                    saw_done = true;
                     break;
                 }
                 let chunk: StreamChunk = serde_json::from_str(&event.data)
@@ -231,7 +210,7 @@ impl ChatProvider for OpenAiProvider {
                     ));
                 }
                 if let Some(reported) = chunk.usage {
-                    usage = Some(reported.into_usage());
+                    usage = Some(reported);
                 }
                 for choice in chunk.choices {
                     if let Some(delta) = choice.delta {

@@ -1,11 +1,46 @@
 //! Server-sent events (`text/event-stream`), as the chat APIs stream answers: a body cut into
 //! arbitrary network chunks goes in, whole events come out.
 
+use super::CallError;
+
 /// One event: its type (`event:` field, when given) and its data lines joined by `\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
     pub event: Option<String>,
     pub data: String,
+}
+
+/// The events of a streamed HTTP response, read as its body arrives.
+pub struct SseStream {
+    response: reqwest::Response,
+    parser: SseParser,
+    ended: bool,
+}
+
+impl SseStream {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            response,
+            parser: SseParser::default(),
+            ended: false,
+        }
+    }
+
+    /// The events the body's next chunk completes; once the body has ended, an event the
+    /// server did not close, then `None`.
+    pub async fn next_events(&mut self) -> Result<Option<Vec<SseEvent>>, CallError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let events = match self.response.chunk().await.map_err(CallError::from_transport)? {
+            Some(bytes) => self.parser.feed(&bytes),
+            None => {
+                self.ended = true;
+                self.parser.finish().into_iter().collect()
+            }
+        };
+        Ok(Some(events))
+    }
 }
 
 /// Incremental parser; feed it the body's chunks in order.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::StageBuilder;
 use crate::chunk::{chunk_text, ChunkLimits, ModelTokenizer, TokenCounter};
-use crate::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentOp, SCHEMA_VERSION};
+use crate::contracts::{ChunkedDocument, Document, DocumentChunk, DocumentOp};
 use crate::core_api::{MessageContext, Payload, Record, Stage};
 use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
@@ -87,11 +87,12 @@ struct ChunkStage {
 
 impl ChunkStage {
     fn chunk(&self, document: Document) -> Result<ChunkedDocument, StageError> {
-        let chunks = match document.op {
+        let header = document.header;
+        let chunks = match header.op {
             DocumentOp::Delete => Vec::new(),
             DocumentOp::Upsert => {
                 let text = document.text.as_deref().unwrap_or_default();
-                let chunks = chunk_text(text, document.title.as_deref(), self.limits, self.counter.as_ref());
+                let chunks = chunk_text(text, header.title.as_deref(), self.limits, self.counter.as_ref());
                 if chunks.is_empty() {
                     return Err(StageError::input("document has no text to index"));
                 }
@@ -105,7 +106,7 @@ impl ChunkStage {
                 chunks
                     .into_iter()
                     .map(|chunk| DocumentChunk {
-                        chunk_id: format!("{}:{}:{}", document.doc_id, document.version, chunk.position),
+                        chunk_id: format!("{}:{}:{}", header.doc_id, header.version, chunk.position),
                         position: chunk.position as u32,
                         text: chunk.text,
                         context: chunk.context,
@@ -116,14 +117,7 @@ impl ChunkStage {
             }
         };
         Ok(ChunkedDocument {
-            schema_version: SCHEMA_VERSION,
-            doc_id: document.doc_id,
-            tenant: document.tenant,
-            op: document.op,
-            version: document.version,
-            title: document.title,
-            source: document.source,
-            metadata: document.metadata,
+            header,
             embedding_model: None,
             chunks,
         })
@@ -147,6 +141,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::contracts::DocumentHeader;
 
     fn stage(max_tokens: usize) -> ChunkStage {
         let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
@@ -165,15 +160,11 @@ mod tests {
 
     fn document(text: &str) -> Document {
         Document {
-            schema_version: 1,
-            doc_id: "handbook".into(),
-            tenant: "acme".into(),
-            op: DocumentOp::Upsert,
-            version: 3,
-            title: Some("Employee handbook".into()),
+            header: DocumentHeader {
+                title: Some("Employee handbook".into()),
+                ..DocumentHeader::new("acme", "handbook", DocumentOp::Upsert, 3)
+            },
             text: Some(text.into()),
-            metadata: Default::default(),
-            source: None,
         }
     }
 
@@ -220,10 +211,10 @@ mod tests {
     fn a_delete_has_no_chunks() {
         let stage = stage(64);
         let mut delete = document("");
-        delete.op = DocumentOp::Delete;
+        delete.header.op = DocumentOp::Delete;
         delete.text = None;
         let chunked = stage.chunk(delete).unwrap();
-        assert_eq!(chunked.op, DocumentOp::Delete);
+        assert_eq!(chunked.header.op, DocumentOp::Delete);
         assert!(chunked.chunks.is_empty());
     }
 }

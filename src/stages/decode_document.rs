@@ -42,11 +42,12 @@ impl Stage for DecodeDocument {
         let (document, value): (Document, _) = Contract::documents().decode(&bytes)?;
         // A retry of this stage finds the subject already set, to the same value.
         context.set_failure_report(Arc::new(Subject::Document {
-            tenant: document.tenant.clone(),
-            doc_id: document.doc_id.clone(),
-            version: document.version,
+            tenant: document.header.tenant.clone(),
+            doc_id: document.header.doc_id.clone(),
+            version: document.header.version,
         }));
-        let key = super::decode_question::checked_key(record.key, &document.doc_id, "doc_id", self.allow_foreign_key)?;
+        let key =
+            super::decode_question::checked_key(record.key, &document.header.doc_id, "doc_id", self.allow_foreign_key)?;
         Ok(vec![Record {
             key: Some(key),
             payload: Payload::Json(value),

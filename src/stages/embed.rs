@@ -258,7 +258,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::contracts::{DocumentChunk, DocumentOp};
+    use crate::contracts::{DocumentChunk, DocumentHeader, DocumentOp};
     use crate::embed::test_server::server;
 
     fn chunked(texts: &[&str]) -> Record {
@@ -275,14 +275,7 @@ mod tests {
             })
             .collect();
         let document = ChunkedDocument {
-            schema_version: 1,
-            doc_id: "d".into(),
-            tenant: "t".into(),
-            op: DocumentOp::Upsert,
-            version: 1,
-            title: None,
-            source: None,
-            metadata: Default::default(),
+            header: DocumentHeader::new("t", "d", DocumentOp::Upsert, 1),
             embedding_model: None,
             chunks,
         };

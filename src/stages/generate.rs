@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{optional_sink, StageBuilder};
+use super::{optional_sink, started, StageBuilder};
 use crate::answering::admission::AdmissionLayer;
 use crate::answering::cache::CacheLayer;
 use crate::answering::call::CallLayer;
@@ -265,10 +265,7 @@ impl Stage for Generate {
 
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
         let mut draft: AnswerDraft = record.payload.typed("an answer draft (put retrieve first)")?;
-        let answering = self
-            .answering
-            .get()
-            .ok_or_else(|| StageError::internal("generate stage used before start"))?;
+        let answering = started(&self.answering, "generate")?;
         // Nothing in the documents: the tools may still know (an order's status).
         if draft.status == Some(AnswerStatus::NoContext) && answering.offers_tools(&draft) {
             draft.reopen();

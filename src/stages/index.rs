@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::StageBuilder;
+use super::{started, StageBuilder};
 use crate::audit::{DocumentEvent, DocumentEventKind};
 use crate::contracts::ChunkedDocument;
 use crate::core_api::{MessageContext, Record, Stage, StageEnvironment};
@@ -115,14 +115,15 @@ impl Stage for IndexStage {
     }
 
     async fn process(&self, record: Record, context: &MessageContext) -> Result<Vec<Record>, StageError> {
-        let writer = self
-            .writer
-            .get()
-            .ok_or_else(|| StageError::internal("index stage used before start"))?;
+        let writer = started(&self.writer, "index")?;
         let document: ChunkedDocument = record
             .payload
             .typed("an embedded document (put chunk and embed first)")?;
-        let (tenant, doc_id, version) = (document.tenant.clone(), document.doc_id.clone(), document.version);
+        let (tenant, doc_id, version) = (
+            document.header.tenant.clone(),
+            document.header.doc_id.clone(),
+            document.header.version,
+        );
         let embedding_model = document.embedding_model.clone();
         let outcome = writer
             .write(DocumentWrite {

@@ -36,6 +36,20 @@ pub trait StageBuilder {
     fn needs_earlier(&self) -> Option<&'static str> {
         None
     }
+
+    /// Whether the stage keeps what it receives and emits nothing (it writes to storage of its
+    /// own): a pipeline that ends with it needs no sink.
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+/// What a stage set up in `start` (a writer task, a model): an internal error when a message
+/// comes first, which would be a bug of the engine.
+pub(crate) fn started<'a, T>(set_up: &'a std::sync::OnceLock<T>, stage: &str) -> Result<&'a T, StageError> {
+    set_up
+        .get()
+        .ok_or_else(|| StageError::internal(format!("{stage} stage used before start")))
 }
 
 /// [`StageBuilder::sinks`] of a stage with one optional sink setting.
@@ -102,6 +116,7 @@ macro_rules! registry {
 }
 
 registry! {
+    "audit_table" => audit_table::AuditTable(AuditTableConfig),
     "chunk" => chunk::Chunk(ChunkConfig),
     "decode_document" => decode_document::DecodeDocument(DecodeDocumentConfig),
     "decode_question" => decode_question::DecodeQuestion(DecodeQuestionConfig),
@@ -137,5 +152,10 @@ impl StageConfig {
     /// The `type` of a stage that must run earlier in the same pipeline.
     pub fn needs_earlier(&self) -> Option<&'static str> {
         self.builder().needs_earlier()
+    }
+
+    /// See [`StageBuilder::is_terminal`].
+    pub fn is_terminal(&self) -> bool {
+        self.builder().is_terminal()
     }
 }

@@ -155,8 +155,9 @@ impl ChunkColumns {
 
     fn push(&mut self, write: &DocumentWrite) -> Result<(), ArrowError> {
         let document = &write.document;
-        let key = doc_key(&document.tenant, &document.doc_id);
-        let metadata = serde_json::to_string(&document.metadata).map_err(|e| ArrowError::ExternalError(e.into()))?;
+        let key = doc_key(&document.header.tenant, &document.header.doc_id);
+        let metadata =
+            serde_json::to_string(&document.header.metadata).map_err(|e| ArrowError::ExternalError(e.into()))?;
         for chunk in &document.chunks {
             let vector = chunk.vector.as_ref().ok_or_else(|| {
                 ArrowError::InvalidArgumentError(format!(
@@ -165,13 +166,13 @@ impl ChunkColumns {
                 ))
             })?;
             self.chunk_id.push(chunk.chunk_id.clone());
-            self.tenant.push(document.tenant.clone());
-            self.doc_id.push(document.doc_id.clone());
+            self.tenant.push(document.header.tenant.clone());
+            self.doc_id.push(document.header.doc_id.clone());
             self.doc_key.push(key.clone());
-            self.version.push(document.version);
+            self.version.push(document.header.version);
             self.position.push(chunk.position);
-            self.title.push(document.title.clone());
-            self.source.push(document.source.clone());
+            self.title.push(document.header.title.clone());
+            self.source.push(document.header.source.clone());
             self.context.push(chunk.context.clone());
             self.text.push(chunk.text.clone());
             self.token_count.push(chunk.token_count);

@@ -189,7 +189,7 @@ impl ChunkStore {
     pub async fn apply(&mut self, writes: &[DocumentWrite]) -> Result<Vec<WriteOutcome>, StoreError> {
         let keys: Vec<String> = writes
             .iter()
-            .map(|w| doc_key(&w.document.tenant, &w.document.doc_id))
+            .map(|w| doc_key(&w.document.header.tenant, &w.document.header.doc_id))
             .collect();
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let known = self.document_states(&key_refs).await?;
@@ -200,7 +200,7 @@ impl ChunkStore {
             .applied
             .iter()
             .map(|&i| &writes[i])
-            .filter(|w| w.document.op == DocumentOp::Upsert)
+            .filter(|w| w.document.header.op == DocumentOp::Upsert)
             .collect();
         let applied_keys: Vec<&str> = plan.applied.iter().map(|&i| keys[i].as_str()).collect();
         if !applied_keys.is_empty() {
@@ -266,7 +266,7 @@ impl ChunkStore {
 /// removed, so a redelivered delete is reported exactly like the first.
 fn new_state(write: &DocumentWrite, key: &str, previous: Option<&DocumentState>) -> DocumentState {
     let document = &write.document;
-    let deleted = document.op == DocumentOp::Delete;
+    let deleted = document.header.op == DocumentOp::Delete;
     let chunk_count = if deleted {
         previous.filter(|s| !s.deleted).map_or(0, |s| s.chunk_count)
     } else {
@@ -274,9 +274,9 @@ fn new_state(write: &DocumentWrite, key: &str, previous: Option<&DocumentState>)
     };
     DocumentState {
         doc_key: key.to_owned(),
-        tenant: document.tenant.clone(),
-        doc_id: document.doc_id.clone(),
-        version: document.version,
+        tenant: document.header.tenant.clone(),
+        doc_id: document.header.doc_id.clone(),
+        version: document.header.version,
         deleted,
         chunk_count,
         embedding_model: document.embedding_model.clone(),
@@ -295,20 +295,20 @@ fn plan(writes: &[DocumentWrite], keys: &[String], known: &HashMap<String, Docum
     for (i, key) in keys.iter().enumerate() {
         let entry = newest.entry(key).or_insert(i);
         // On a tie the later message wins: it is the one a redelivery would end with too.
-        if writes[i].document.version >= writes[*entry].document.version {
+        if writes[i].document.header.version >= writes[*entry].document.header.version {
             *entry = i;
         }
     }
     let mut outcomes = vec![None; writes.len()];
     let mut applied = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        let version = writes[i].document.version;
+        let version = writes[i].document.header.version;
         let winner = newest[key.as_str()];
         if winner != i {
             outcomes[i] = Some(WriteOutcome::Skipped {
                 reason: format!(
                     "superseded by version {} in the same batch",
-                    writes[winner].document.version
+                    writes[winner].document.header.version
                 ),
             });
             continue;

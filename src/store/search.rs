@@ -108,7 +108,13 @@ impl ChunkStore {
         mode: SearchMode,
         min_score: f32,
     ) -> Result<Vec<SearchHit>, StoreError> {
-        if mode == SearchMode::Vector {
+        // Until upkeep has built the full-text index, hybrid is vector search: one search, not
+        // the pool and a fusion that could only repeat it.
+        let text_ready = match self.chunks() {
+            Some(table) if mode == SearchMode::Hybrid => has_text_index(table).await?,
+            _ => false,
+        };
+        if !text_ready {
             let mut hits = self
                 .search_in(scope, question, vector, limit, SearchMode::Vector)
                 .await?;

@@ -3,7 +3,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::contracts::{ChunkedDocument, DocumentChunk};
+use crate::contracts::{ChunkedDocument, DocumentChunk, DocumentHeader};
 
 const DIMENSIONS: usize = 16;
 
@@ -27,14 +27,11 @@ fn write(tenant: &str, doc_id: &str, version: u64, op: DocumentOp, chunks: usize
         .collect();
     DocumentWrite {
         document: ChunkedDocument {
-            schema_version: 1,
-            doc_id: doc_id.to_owned(),
-            tenant: tenant.to_owned(),
-            op,
-            version,
-            title: Some(format!("Title of {doc_id}")),
-            source: None,
-            metadata: [("lang".to_owned(), "en".to_owned())].into(),
+            header: DocumentHeader {
+                title: Some(format!("Title of {doc_id}")),
+                metadata: [("lang".to_owned(), "en".to_owned())].into(),
+                ..DocumentHeader::new(tenant, doc_id, op, version)
+            },
             embedding_model: Some("test-model".to_owned()),
             chunks,
         },

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::{ChunkStore, DocumentWrite, MaintenancePolicy, WriteOutcome};
-use crate::core_api::request;
+use crate::core_api::Worker;
 use crate::error::StageError;
 use crate::telemetry::metrics::metrics;
 
@@ -35,21 +35,18 @@ pub struct WriterSettings {
 
 /// A handle to the writing task; cheap to clone.
 #[derive(Clone)]
-pub struct IndexWriter {
-    jobs: mpsc::Sender<Job>,
-}
+pub struct IndexWriter(Worker<Job>);
 
 impl IndexWriter {
     /// Starts the writing task on the current runtime; it owns `store`.
     pub fn spawn(store: ChunkStore, settings: WriterSettings) -> Self {
-        let (jobs, receiver) = mpsc::channel(4096);
-        tokio::spawn(run(store, receiver, settings));
-        Self { jobs }
+        Self(Worker::spawn(4096, |receiver| run(store, receiver, settings)))
     }
 
     /// Applies `write` (with others) and returns once it is committed.
     pub async fn write(&self, write: DocumentWrite) -> Result<WriteOutcome, StageError> {
-        request(&self.jobs, |reply| Job { write, reply })
+        self.0
+            .request(|reply| Job { write, reply })
             .await
             .map_err(|gone| StageError::internal(format!("the index writer {gone}")))?
     }

@@ -79,7 +79,35 @@ pub struct Metrics {
     pub budget_remaining_ratio: GaugeVec,
     /// Questions answered again from their replay record after a redelivery (no model call).
     pub replays: IntCounter,
+    /// OpenTelemetry GenAI `gen_ai.client.operation.duration`: one model call (attempt), by
+    /// operation, provider, requested model and error type (empty when it succeeded).
+    pub gen_ai_operation_seconds: HistogramVec,
+    /// OpenTelemetry GenAI `gen_ai.client.token.usage`: tokens of one successful model call, by
+    /// operation, provider, model and token type (`input`, `output`).
+    pub gen_ai_token_usage: HistogramVec,
+    /// Audit events written to the audit table (repeats after a redelivery included).
+    pub audit_table_rows: IntCounter,
+    /// Audit table files by result (`ok`, `failed`).
+    pub audit_table_files: IntCounterVec,
+    /// Time to encode and write one audit table file.
+    pub audit_table_write_seconds: Histogram,
 }
+
+/// The labels of the GenAI metrics: OpenTelemetry's attribute names with `.` as `_`, the way
+/// OpenTelemetry's Prometheus exporter writes them, so dashboards built for the semantic
+/// conventions work unchanged.
+pub const GEN_AI_CALL_LABELS: [&str; 4] = [
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "error_type",
+];
+pub const GEN_AI_TOKEN_LABELS: [&str; 4] = [
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_token_type",
+];
 
 /// Adds `metric` to `registry` and hands it back. Definitions are constants of this module, so
 /// a failure here is a bug caught by the first test that touches metrics.
@@ -108,6 +136,11 @@ fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn seconds_buckets() -> Vec<f64> {
     exponential_buckets(0.001, 2.5, 14).expect("valid buckets")
+}
+
+/// The buckets OpenTelemetry's GenAI conventions advise for token usage: 1 to 67M by powers of 4.
+fn token_buckets() -> Vec<f64> {
+    exponential_buckets(1.0, 4.0, 14).expect("valid buckets")
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -324,6 +357,45 @@ impl Metrics {
                 &registry,
                 "ragstream_replays_total",
                 "Questions answered again from their replay record after a redelivery (no model call).",
+            ),
+            gen_ai_operation_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gen_ai_client_operation_duration_seconds",
+                        "GenAI operation duration (OpenTelemetry gen_ai.client.operation.duration): one model call.",
+                    )
+                    .buckets(seconds_buckets()),
+                    &GEN_AI_CALL_LABELS,
+                ),
+            ),
+            gen_ai_token_usage: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gen_ai_client_token_usage",
+                        "Tokens of one model call by type (OpenTelemetry gen_ai.client.token.usage).",
+                    )
+                    .buckets(token_buckets()),
+                    &GEN_AI_TOKEN_LABELS,
+                ),
+            ),
+            audit_table_rows: plain_counter(
+                &registry,
+                "ragstream_audit_table_rows_total",
+                "Audit events written to the audit table (repeats after a redelivery included).",
+            ),
+            audit_table_files: counter(
+                &registry,
+                "ragstream_audit_table_files_total",
+                "Audit table files by result (ok, failed; a failed file's events are retried).",
+                &["result"],
+            ),
+            audit_table_write_seconds: histogram(
+                &registry,
+                "ragstream_audit_table_write_duration_seconds",
+                "Time to encode and write one audit table file.",
+                seconds_buckets(),
             ),
             registry,
         }

@@ -153,25 +153,21 @@ mod tests {
         let mut tracker = OffsetTracker::default();
         let handles: Vec<_> = (10..15).map(|offset| tracker.begin(tp(0), offset)).collect();
         assert_eq!(tracker.watermark(&tp(0)), Some(10));
-        tracker.finish(&handles[2]);
-        tracker.finish(&handles[1]);
-        assert_eq!(tracker.watermark(&tp(0)), Some(10), "offset 10 is still running");
-        tracker.finish(&handles[0]);
-        assert_eq!(tracker.watermark(&tp(0)), Some(13));
-        tracker.finish(&handles[4]);
-        assert_eq!(tracker.watermark(&tp(0)), Some(13));
-        tracker.finish(&handles[3]);
-        assert_eq!(tracker.watermark(&tp(0)), Some(15));
+        // (offset finished, watermark after it): 10 holds 11 and 12 back, 13 holds 14.
+        for (offset, watermark) in [(12, 10), (11, 10), (10, 13), (14, 13), (13, 15)] {
+            tracker.finish(&handles[offset - 10]);
+            assert_eq!(tracker.watermark(&tp(0)), Some(watermark), "after {offset}");
+        }
     }
 
     #[test]
     fn gaps_in_offsets_do_not_stall_the_watermark() {
         let mut tracker = OffsetTracker::default();
-        let a = tracker.begin(tp(0), 3);
-        let b = tracker.begin(tp(0), 7);
-        tracker.finish(&b);
-        tracker.finish(&a);
-        assert_eq!(tracker.watermark(&tp(0)), Some(8));
+        let handles = [3, 7].map(|offset| tracker.begin(tp(0), offset));
+        for handle in handles.iter().rev() {
+            tracker.finish(handle);
+        }
+        assert_eq!(tracker.watermark(&tp(0)), Some(8), "4 to 6 were never consumed");
     }
 
     #[test]

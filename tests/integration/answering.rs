@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::scripted_llm::{always_answer, echo_placeholders, user_message, Behaviour, Responder, Script, ScriptedLlm};
 use common::*;
 use ragstream::audit::QuestionEvent;
-use ragstream::contracts::{Answer, AnswerStatus, ChunkedDocument, DocumentChunk, DocumentOp, PartialAnswer};
+use ragstream::contracts::{
+    Answer, AnswerStatus, ChunkedDocument, DocumentChunk, DocumentHeader, DocumentOp, PartialAnswer,
+};
 use ragstream::embed::{shared_local_model, Pooling};
 use ragstream::store::{ChunkStore, DocumentWrite};
 
@@ -69,14 +71,10 @@ pub(crate) async fn write_facts(dir: &Path, tenant: &str, facts: &[(&str, &str)]
         let doc_id = format!("{tenant}-{topic}");
         writes.push(DocumentWrite {
             document: ChunkedDocument {
-                schema_version: 1,
-                doc_id: doc_id.clone(),
-                tenant: tenant.to_owned(),
-                op: DocumentOp::Upsert,
-                version,
-                title: Some(format!("{tenant} {topic}")),
-                source: None,
-                metadata: BTreeMap::new(),
+                header: DocumentHeader {
+                    title: Some(format!("{tenant} {topic}")),
+                    ..DocumentHeader::new(tenant, &doc_id, DocumentOp::Upsert, version)
+                },
                 embedding_model: Some("all-MiniLM-L6-v2".to_owned()),
                 chunks: vec![DocumentChunk {
                     chunk_id: format!("{doc_id}:{version}:0"),
@@ -528,14 +526,9 @@ async fn streamed_answers_arrive_as_partials_that_add_up_to_the_answer() {
 
     let mut reader = TopicReader::new(&running.partials_topic);
     reader
-        .read_until(
-            |received| {
-                received
-                    .iter()
-                    .filter(|m| serde_json::from_slice::<PartialAnswer>(&m.payload).is_ok_and(|p| p.done))
-                    .count()
-                    >= count
-            },
+        .read_until_count(
+            |m| serde_json::from_slice::<PartialAnswer>(&m.payload).is_ok_and(|p| p.done),
+            count,
             Duration::from_secs(60),
         )
         .await;

@@ -60,14 +60,14 @@ async fn documents_are_chunked_and_embedded_with_the_local_model() {
 
     for message in &output {
         let chunked: ChunkedDocument = serde_json::from_slice(&message.payload).unwrap();
-        assert_eq!(message.key.as_deref(), Some(chunked.doc_id.as_bytes()));
-        if chunked.op == DocumentOp::Delete {
+        assert_eq!(message.key.as_deref(), Some(chunked.header.doc_id.as_bytes()));
+        if chunked.header.op == DocumentOp::Delete {
             assert!(chunked.chunks.is_empty());
             continue;
         }
         assert!(chunked.chunks.len() >= 2, "each document has at least its two sections");
         for (position, chunk) in chunked.chunks.iter().enumerate() {
-            assert_eq!(chunk.chunk_id, format!("{}:1:{position}", chunked.doc_id));
+            assert_eq!(chunk.chunk_id, format!("{}:1:{position}", chunked.header.doc_id));
             assert!(chunk.token_count + 2 <= 64);
             let vector = chunk.vector.as_ref().expect("every chunk is embedded");
             assert_eq!(vector.len(), 384);

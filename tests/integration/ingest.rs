@@ -64,7 +64,7 @@ async fn a_folder_is_ingested_and_its_unreadable_files_are_reported() {
         .iter()
         .map(|m| serde_json::from_slice(&m.payload).unwrap())
         .collect();
-    let ids: HashSet<&str> = documents.iter().map(|d| d.doc_id.as_str()).collect();
+    let ids: HashSet<&str> = documents.iter().map(|d| d.header.doc_id.as_str()).collect();
     assert_eq!(
         ids,
         HashSet::from([
@@ -74,11 +74,11 @@ async fn a_folder_is_ingested_and_its_unreadable_files_are_reported() {
         ])
     );
     for (message, document) in received.iter().zip(&documents) {
-        assert_eq!(message.key.as_deref(), Some(document.doc_id.as_bytes()));
-        assert_eq!(document.tenant, "acme");
+        assert_eq!(message.key.as_deref(), Some(document.header.doc_id.as_bytes()));
+        assert_eq!(document.header.tenant, "acme");
     }
-    let html = documents.iter().find(|d| d.doc_id.ends_with(".html")).unwrap();
-    assert_eq!(html.title.as_deref(), Some("Rates"));
+    let html = documents.iter().find(|d| d.header.doc_id.ends_with(".html")).unwrap();
+    assert_eq!(html.header.title.as_deref(), Some("Rates"));
     assert!(html
         .text
         .as_deref()

@@ -7,6 +7,7 @@
 mod common;
 
 mod answering;
+mod audit_table;
 mod chunking;
 mod config_errors;
 mod config_reference;

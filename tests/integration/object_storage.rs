@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ragstream::contracts::{ChunkedDocument, DocumentChunk, DocumentOp};
+use ragstream::contracts::{ChunkedDocument, DocumentChunk, DocumentHeader, DocumentOp};
 use ragstream::store::{ChunkStore, DocumentWrite, MaintenancePolicy, SearchMode, VectorIndexKind, WriteOutcome};
 
 fn endpoint() -> String {
@@ -27,14 +27,7 @@ fn write(tenant: &str, doc_id: &str, version: u64, op: DocumentOp, chunks: usize
         .collect();
     DocumentWrite {
         document: ChunkedDocument {
-            schema_version: 1,
-            doc_id: doc_id.to_owned(),
-            tenant: tenant.to_owned(),
-            op,
-            version,
-            title: None,
-            source: None,
-            metadata: BTreeMap::new(),
+            header: DocumentHeader::new(tenant, doc_id, op, version),
             embedding_model: Some("test".to_owned()),
             chunks,
         },

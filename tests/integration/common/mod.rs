@@ -226,6 +226,15 @@ impl TopicReader {
         self.read_to_end(rest).await;
     }
 
+    /// [`read_until`](Self::read_until) at least `count` messages for which `matches` holds.
+    pub async fn read_until_count(&mut self, matches: impl Fn(&Received) -> bool, count: usize, timeout: Duration) {
+        self.read_until(
+            |received| received.iter().filter(|m| matches(m)).count() >= count,
+            timeout,
+        )
+        .await;
+    }
+
     async fn read_some(&mut self) {
         let Ok(message) = tokio::time::timeout(Duration::from_millis(500), self.consumer.recv()).await else {
             return;
