@@ -202,15 +202,24 @@ pub async fn session(location: &TableLocation, since: Option<DateTime<Utc>>) -> 
     Ok(context)
 }
 
-/// Runs `sql` in `context`.
+/// Runs `sql` in `context`. A result without rows is one empty batch, so it still has its columns.
 pub async fn run(context: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    Ok(context.sql(sql).await?.collect().await?)
+    let frame = context.sql(sql).await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    if batches.iter().all(|batch| batch.num_rows() == 0) {
+        return Ok(vec![RecordBatch::new_empty(schema)]);
+    }
+    Ok(batches)
 }
 
 /// `batches` printed as `format`.
 pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, QueryError> {
     match format {
-        OutputFormat::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        OutputFormat::Table => Ok(format!(
+            "{}\n",
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+        )),
         OutputFormat::Csv => {
             let mut out = Vec::new();
             {
@@ -344,6 +353,14 @@ mod tests {
         let since = parse_since("2026-12-07", Utc::now()).unwrap();
         let context = session(&location, Some(since)).await.unwrap();
         assert_eq!(csv(&context, "SELECT count(*) AS n FROM audit_events").await, "n\n4\n");
+        // No rows: still the columns.
+        let none = "SELECT tenant, request_id FROM audit_events WHERE tenant = 'nobody'";
+        assert_eq!(csv(&context, none).await, "tenant,request_id\n");
+        let table = render(&run(&context, none).await.unwrap(), OutputFormat::Table).unwrap();
+        assert!(
+            table.contains("| tenant | request_id |") && table.ends_with("+\n"),
+            "{table}"
+        );
 
         let broken = dir
             .path()
