@@ -150,7 +150,7 @@ validate_topologies() {
   local status=0 file
   # The container paths (/models, /data) become this checkout's; brokers are never contacted.
   for file in deploy/compose/topology.yaml "$WORK"/k8s-topologies/*.yaml; do
-    RAGSTREAM_MODELS_DIR=$ROOT/models RAGSTREAM_LANCEDB=$WORK/lancedb RAGSTREAM_BROKERS=kafka:9092 RAGSTREAM_REDIS=redis://redis:6379 \
+    RAGSTREAM_MODELS_DIR=$ROOT/models RAGSTREAM_LANCEDB=$WORK/lancedb RAGSTREAM_AUDIT_TABLE=$WORK/audit RAGSTREAM_BROKERS=kafka:9092 RAGSTREAM_REDIS=redis://redis:6379 \
       "$ragstream_bin" validate "$file" || status=1
   done
   return $status

@@ -17,7 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 /// Why a table location cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LocationError {
-    #[error("cannot create the directory {path}: {source}")]
+    #[error("cannot create or sync {path}: {source}")]
     Directory { path: String, source: std::io::Error },
     #[error("`{uri}` is not a URI an object store understands: {reason}")]
     Uri { uri: String, reason: String },
@@ -31,6 +31,8 @@ pub struct TableLocation {
     store: Arc<dyn ObjectStore>,
     root: Path,
     uri: String,
+    /// The directory, when the location is local: written files are synced to disk there.
+    directory: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for TableLocation {
@@ -44,6 +46,7 @@ impl TableLocation {
     /// object store's settings (`aws_endpoint`, `aws_region`, `allow_http`…) from the process's
     /// `AWS_*` variables (as the index reads them) and then `options`, which win.
     pub fn open(uri: &str, options: &BTreeMap<String, String>) -> Result<Self, LocationError> {
+        let directory = (!uri.contains("://")).then(|| std::path::PathBuf::from(uri));
         let (store, root): (Arc<dyn ObjectStore>, Path) = if uri.contains("://") {
             let url = url::Url::parse(uri).map_err(|error| LocationError::Uri {
                 uri: uri.to_owned(),
@@ -69,6 +72,7 @@ impl TableLocation {
             store,
             root,
             uri: uri.to_owned(),
+            directory,
         })
     }
 
@@ -86,8 +90,22 @@ impl TableLocation {
 
     /// Writes `bytes` to `relative` (e.g. `audit_events/date=2026-12-07/part-….parquet`) in one
     /// piece.
+    /// In a directory the file and its directory are synced before this returns, so a file
+    /// whose messages were acknowledged survives a power loss too, not only a crash.
     pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), LocationError> {
         self.store.put(&self.path(relative), PutPayload::from(bytes)).await?;
+        if let Some(directory) = &self.directory {
+            let file = directory.join(relative);
+            let synced = tokio::task::spawn_blocking(move || sync_to_disk(&file))
+                .await
+                .map_err(|error| std::io::Error::other(error.to_string()));
+            synced
+                .and_then(|result| result)
+                .map_err(|source| LocationError::Directory {
+                    path: relative.to_owned(),
+                    source,
+                })?;
+        }
         Ok(())
     }
 
@@ -114,6 +132,15 @@ impl TableLocation {
     /// The whole file at `relative`.
     pub async fn read(&self, relative: &str) -> Result<Bytes, LocationError> {
         Ok(self.store.get(&self.path(relative)).await?.bytes().await?)
+    }
+}
+
+/// Syncs `file` and the directory that names it.
+fn sync_to_disk(file: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    match file.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
     }
 }
 
