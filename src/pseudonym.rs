@@ -184,7 +184,7 @@ fn create_key_file(file: &Path) -> Result<(), StageError> {
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(failed)?;
     }
-    let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    let key = random_key();
     let staged = file.with_extension(format!("{}.{}.tmp", std::process::id(), rand::random::<u32>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -201,6 +201,11 @@ fn create_key_file(file: &Path) -> Result<(), StageError> {
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(failed(error)),
     }
+}
+
+/// 32 random bytes as 64 hex digits.
+fn random_key() -> String {
+    rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A pseudonym key; never printed.
@@ -266,10 +271,7 @@ pub fn install(pseudonyms: Pseudonyms) -> bool {
 /// The process's keys. A process that installed none (a unit test, a library user) gets a
 /// random key of its own: its pseudonyms are stable only within the process, never unkeyed.
 pub fn installed() -> &'static Pseudonyms {
-    INSTALLED.get_or_init(|| {
-        let key: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-        Arc::new(Pseudonyms::new(&key, None).expect("a 64-character key"))
-    })
+    INSTALLED.get_or_init(|| Arc::new(Pseudonyms::new(&random_key(), None).expect("a 64-character key")))
 }
 
 /// The pseudonym of `user` of `tenant` under the process's key ([`installed`]).

@@ -46,8 +46,7 @@ impl TableLocation {
     /// object store's settings (`aws_endpoint`, `aws_region`, `allow_http`…) from the process's
     /// `AWS_*` variables (as the index reads them) and then `options`, which win.
     pub fn open(uri: &str, options: &BTreeMap<String, String>) -> Result<Self, LocationError> {
-        let directory = (!uri.contains("://")).then(|| std::path::PathBuf::from(uri));
-        let (store, root): (Arc<dyn ObjectStore>, Path) = if uri.contains("://") {
+        let (store, root, directory): (Arc<dyn ObjectStore>, Path, _) = if uri.contains("://") {
             let url = url::Url::parse(uri).map_err(|error| LocationError::Uri {
                 uri: uri.to_owned(),
                 reason: error.to_string(),
@@ -60,13 +59,14 @@ impl TableLocation {
                 uri: uri.to_owned(),
                 reason: error.to_string(),
             })?;
-            (Arc::from(store), root)
+            (Arc::from(store), root, None)
         } else {
             std::fs::create_dir_all(uri).map_err(|source| LocationError::Directory {
                 path: uri.to_owned(),
                 source,
             })?;
-            (Arc::new(LocalFileSystem::new_with_prefix(uri)?), Path::default())
+            let store = LocalFileSystem::new_with_prefix(uri)?;
+            (Arc::new(store), Path::default(), Some(std::path::PathBuf::from(uri)))
         };
         Ok(Self {
             store,

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_array::{BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray};
 use chrono::{DateTime, Duration as Span, NaiveDate, Utc};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::datasource::MemTable;
@@ -25,6 +25,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::location::{LocationError, TableLocation};
 use super::rows::schema;
 use super::AUDIT_TABLE;
+use crate::store::column;
 
 /// Why a query could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +112,7 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Quer
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(date.and_hms_opt(0, 0, 0).ok_or_else(bad)?.and_utc());
     }
-    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let split = text.char_indices().last().map(|(at, _)| at).ok_or_else(bad)?;
     let (count, unit) = text.split_at(split);
     let count: i64 = count.parse().map_err(|_| bad())?;
     let span = match unit {
@@ -171,17 +172,6 @@ fn keep(batches: &[RecordBatch], since: Option<DateTime<Utc>>, unique: bool) -> 
         kept.push(filter_record_batch(batch, &mask)?);
     }
     Ok(kept)
-}
-
-fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, QueryError> {
-    batch
-        .column_by_name(name)
-        .and_then(|column| column.as_any().downcast_ref::<T>())
-        .ok_or_else(|| {
-            QueryError::Arrow(arrow_schema::ArrowError::SchemaError(format!(
-                "the audit table has no column `{name}` of the expected type"
-            )))
-        })
 }
 
 /// A DataFusion session with the audit table's tables registered (see the module docs).
@@ -388,7 +378,7 @@ mod tests {
         assert_eq!(at("7d"), "2026-11-30T12:00:00+00:00");
         assert_eq!(at("2026-12-01"), "2026-12-01T00:00:00+00:00");
         assert_eq!(at("2026-12-01T08:00:00+01:00"), "2026-12-01T07:00:00+00:00");
-        for bad in ["", "7w", "d", "yesterday"] {
+        for bad in ["", "7w", "d", "yesterday", "7é"] {
             assert!(parse_since(bad, now).is_err(), "{bad}");
         }
     }

@@ -8,6 +8,7 @@
 //! the same versions again, which yields the same rows (chunk ids are deterministic).
 
 mod columns;
+pub use columns::column;
 mod maintenance;
 mod search;
 mod writer;
@@ -73,6 +74,9 @@ pub struct ChunkStore {
     /// width, read once: every batch is checked against it without another schema read.
     chunks: Option<(Table, i32)>,
     documents: Table,
+    /// A full-text index was seen on the chunks table. Upkeep never drops one, so once seen,
+    /// hybrid searches stop listing the table's indices for every question.
+    text_index_seen: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -140,6 +144,7 @@ impl ChunkStore {
             chunks_name: table.to_owned(),
             chunks,
             documents,
+            text_index_seen: Default::default(),
         };
         Ok(store)
     }

@@ -1,6 +1,7 @@
 //! Tenant-scoped search over the chunks table: vector, full-text, or both (hybrid).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use arrow_array::{Float32Array, RecordBatch, StringArray, UInt64Array};
 use futures::TryStreamExt;
@@ -111,7 +112,7 @@ impl ChunkStore {
         // Until upkeep has built the full-text index, hybrid is vector search: one search, not
         // the pool and a fusion that could only repeat it.
         let text_ready = match self.chunks() {
-            Some(table) if mode == SearchMode::Hybrid => has_text_index(table).await?,
+            Some(table) if mode == SearchMode::Hybrid => self.has_text_index(table).await?,
             _ => false,
         };
         if !text_ready {
@@ -148,6 +149,19 @@ impl ChunkStore {
             .collect())
     }
 
+    /// Whether the chunks table has its full-text index (asked of LanceDB only until it has).
+    async fn has_text_index(&self, table: &lancedb::Table) -> Result<bool, StoreError> {
+        if self.text_index_seen.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let indices = table.list_indices().await?;
+        let seen = indices
+            .iter()
+            .any(|index| index.columns == ["text"] && index.index_type == lancedb::index::IndexType::FTS);
+        self.text_index_seen.store(seen, Ordering::Relaxed);
+        Ok(seen)
+    }
+
     /// [`search`](Self::search) within `scope`: a tenant, and optionally only chunks indexed
     /// since a time (what changed since a schedule's last run).
     pub async fn search_in(
@@ -162,7 +176,7 @@ impl ChunkStore {
             return Ok(Vec::new());
         };
         // Until upkeep has built the full-text index there is nothing for BM25 to use.
-        let mode = if mode == SearchMode::Hybrid && !has_text_index(table).await? {
+        let mode = if mode == SearchMode::Hybrid && !self.has_text_index(table).await? {
             SearchMode::Vector
         } else {
             mode
@@ -188,13 +202,6 @@ impl ChunkStore {
         }
         Ok(hits)
     }
-}
-
-async fn has_text_index(table: &lancedb::Table) -> Result<bool, StoreError> {
-    let indices = table.list_indices().await?;
-    Ok(indices
-        .iter()
-        .any(|index| index.columns == ["text"] && index.index_type == lancedb::index::IndexType::FTS))
 }
 
 fn read_hits(batch: &RecordBatch, mode: SearchMode) -> Result<Vec<SearchHit>, StoreError> {
