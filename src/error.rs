@@ -182,6 +182,25 @@ pub fn is_plain_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// `message` (a decoding error about a message) with the values it quotes replaced by `value`:
+/// serde quotes the offending string (`invalid type: string "ada@example.org"`) or variant
+/// (`` unknown variant `x` ``), and such reasons end up in dead-letter headers and logs, where
+/// personal data must not. Field names (`` missing field `tenant` ``) and what was expected stay.
+pub fn without_values(message: &str) -> String {
+    static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""(?:[^"\\]|\\.)*"|variant `[^`]*`"#).expect("a valid pattern")
+    });
+    QUOTED
+        .replace_all(message, |found: &regex::Captures<'_>| {
+            if found[0].starts_with("variant") {
+                "variant value"
+            } else {
+                "value"
+            }
+        })
+        .into_owned()
+}
+
 impl Findings for Vec<ConfigError> {
     fn report(&mut self, path: impl fmt::Display, field: &str, message: impl Into<String>) {
         self.push(ConfigError::new(&format!("{path}.{field}"), message));
@@ -191,5 +210,33 @@ impl Findings for Vec<ConfigError> {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_errors_lose_the_values_they_quote_and_keep_the_rest() {
+        let typed = serde_json::from_str::<u64>(r#""ada@example.org""#)
+            .unwrap_err()
+            .to_string();
+        assert!(typed.contains("ada@example.org"), "serde quotes it: {typed}");
+        let cleaned = without_values(&typed);
+        assert!(!cleaned.contains("ada"), "{cleaned}");
+        assert!(cleaned.starts_with("invalid type: string value"), "{cleaned}");
+        assert_eq!(
+            without_values(r#"unknown variant `ada@example.org`, expected `qa` at line 1 column 9"#),
+            "unknown variant value, expected `qa` at line 1 column 9"
+        );
+        assert_eq!(
+            without_values(r#"invalid value: string "a \"quoted\" ada", expected x"#),
+            "invalid value: string value, expected x"
+        );
+        assert_eq!(
+            without_values("missing field `tenant` at line 3"),
+            "missing field `tenant` at line 3"
+        );
     }
 }

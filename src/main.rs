@@ -13,7 +13,7 @@ use ragstream::engine::{run_topology, Shutdown};
 use ragstream::ingest::{ingest, IngestOptions};
 use ragstream::pseudonym;
 use ragstream::serve::ServeOptions;
-use ragstream::telemetry::{init_logging, LogFormat, Verbosity};
+use ragstream::telemetry::{init_logging, traces, LogFormat, Verbosity};
 use ragstream::transport::kafka::create_topics;
 
 /// Event-driven stream processor that brings LLMs into Kafka-based systems.
@@ -200,7 +200,18 @@ async fn dispatch(command: Command) -> ExitCode {
                 eprintln!("error: cannot install signal handlers: {error}");
                 return ExitCode::FAILURE;
             }
-            match run_topology(parsed, shutdown).await {
+            let exported_traces = match parsed.telemetry.traces.as_ref().map(traces::install).transpose() {
+                Ok(exported) => exported,
+                Err(reason) => {
+                    eprintln!("error: {reason}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ran = run_topology(parsed, shutdown).await;
+            if let Some(exported) = exported_traces {
+                exported.shutdown().await;
+            }
+            match ran {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error:#}");

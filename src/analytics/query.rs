@@ -1,16 +1,18 @@
-//! SQL over the audit table with DataFusion (`ragstream sql`).
+//! SQL over the audit table (and the answers table) with DataFusion (`ragstream sql`).
 //!
-//! The files are read into memory (an audit table of a few million events fits), repeats of an
-//! event (the same `event_id`, written again after a redelivery) are dropped, keeping the copy
-//! written first, and three tables are registered:
+//! The files are read into memory (an audit table of a few million events fits), repeats of a
+//! row (the same `event_id` or answer `request_id`, written again after a redelivery) are
+//! dropped, keeping the copy written first, and these tables are registered:
 //!
 //! - `audit_events`: one row per event (see [`super::rows`] for the columns);
 //! - `audit_events_raw`: every row of every file, repeats included;
 //! - `stage_durations`: one row per event and stage (`event_id`, `event`, `tenant`,
-//!   `occurred_at`, `stage`, `ms`), from `durations_ms`.
+//!   `occurred_at`, `stage`, `ms`), from `durations_ms`;
+//! - `answers` and `answers_raw`: the same for the answers table (see [`super::answers`]),
+//!   empty when no pipeline writes one.
 //!
-//! `--since` keeps events at or after a time: whole days of files are skipped by their
-//! `date=` partition, the rest by `occurred_at`.
+//! `--since` keeps rows at or after a time: whole days of files are skipped by their `date=`
+//! partition, the rest by `occurred_at` (`created_at` for answers).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,9 +24,9 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::answers::AnswerRow;
 use super::location::{LocationError, TableLocation};
-use super::rows::schema;
-use super::AUDIT_TABLE;
+use super::rows::{AuditRow, TableRow};
 use crate::store::column;
 
 /// Why a query could not be answered.
@@ -32,8 +34,12 @@ use crate::store::column;
 pub enum QueryError {
     #[error(transparent)]
     Location(#[from] LocationError),
-    #[error("{file} is not a readable Parquet file of the audit table: {reason}")]
-    UnreadableFile { file: String, reason: String },
+    #[error("{file} is not a readable Parquet file of the {table} table: {reason}")]
+    UnreadableFile {
+        file: String,
+        table: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     Sql(#[from] datafusion::error::DataFusionError),
     #[error("{0}")]
@@ -131,17 +137,21 @@ fn partition_date(file: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(part, "%Y-%m-%d").ok()
 }
 
-/// Every row of the table's files (of the days from `since` on), in file-name order.
-async fn read_rows(location: &TableLocation, since: Option<DateTime<Utc>>) -> Result<Vec<RecordBatch>, QueryError> {
+/// Every row of the files of `Row`'s table (of the days from `since` on), in file-name order.
+async fn read_rows<Row: TableRow>(
+    location: &TableLocation,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<RecordBatch>, QueryError> {
     let first_day = since.map(|time| time.date_naive());
     let mut batches = Vec::new();
-    for file in location.parquet_files(AUDIT_TABLE).await? {
+    for file in location.parquet_files(Row::TABLE).await? {
         if first_day.is_some_and(|first| partition_date(&file).is_some_and(|day| day < first)) {
             continue;
         }
         let bytes = location.read(&file).await?;
         let unreadable = |reason: String| QueryError::UnreadableFile {
             file: file.clone(),
+            table: Row::TABLE,
             reason,
         };
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -154,15 +164,19 @@ async fn read_rows(location: &TableLocation, since: Option<DateTime<Utc>>) -> Re
     Ok(batches)
 }
 
-/// `batches` without the rows before `since` and, with `unique`, without the repeats of an
-/// `event_id` seen earlier.
-fn keep(batches: &[RecordBatch], since: Option<DateTime<Utc>>, unique: bool) -> Result<Vec<RecordBatch>, QueryError> {
+/// `batches` of `Row`'s table without the rows before `since` and, with `unique`, without the
+/// repeats of an id seen earlier.
+fn keep<Row: TableRow>(
+    batches: &[RecordBatch],
+    since: Option<DateTime<Utc>>,
+    unique: bool,
+) -> Result<Vec<RecordBatch>, QueryError> {
     let since_ms = since.map(|time| time.timestamp_millis());
     let mut seen: HashSet<String> = HashSet::new();
     let mut kept = Vec::new();
     for batch in batches {
-        let ids = column::<StringArray>(batch, "event_id")?;
-        let times = column::<TimestampMillisecondArray>(batch, "occurred_at")?;
+        let ids = column::<StringArray>(batch, Row::ID_COLUMN)?;
+        let times = column::<TimestampMillisecondArray>(batch, Row::TIME_COLUMN)?;
         let mask: BooleanArray = (0..batch.num_rows())
             .map(|row| {
                 let recent = since_ms.is_none_or(|since| times.value(row) >= since);
@@ -174,13 +188,24 @@ fn keep(batches: &[RecordBatch], since: Option<DateTime<Utc>>, unique: bool) -> 
     Ok(kept)
 }
 
-/// A DataFusion session with the audit table's tables registered (see the module docs).
+/// Registers `Row`'s table (repeats dropped) and its `_raw` twin in `context`.
+async fn register<Row: TableRow>(
+    context: &SessionContext,
+    location: &TableLocation,
+    since: Option<DateTime<Utc>>,
+) -> Result<(), QueryError> {
+    let rows = read_rows::<Row>(location, since).await?;
+    let table = |batches: Vec<RecordBatch>| MemTable::try_new(Row::schema(), vec![batches]).map(Arc::new);
+    context.register_table(Row::TABLE, table(keep::<Row>(&rows, since, true)?)?)?;
+    context.register_table(format!("{}_raw", Row::TABLE), table(keep::<Row>(&rows, since, false)?)?)?;
+    Ok(())
+}
+
+/// A DataFusion session with the tables registered (see the module docs).
 pub async fn session(location: &TableLocation, since: Option<DateTime<Utc>>) -> Result<SessionContext, QueryError> {
-    let rows = read_rows(location, since).await?;
     let context = SessionContext::new();
-    let table = |batches: Vec<RecordBatch>| MemTable::try_new(schema(), vec![batches]).map(Arc::new);
-    context.register_table("audit_events", table(keep(&rows, since, true)?)?)?;
-    context.register_table("audit_events_raw", table(keep(&rows, since, false)?)?)?;
+    register::<AuditRow>(&context, location, since).await?;
+    register::<AnswerRow>(&context, location, since).await?;
     context
         .sql(
             "CREATE VIEW stage_durations AS \
@@ -365,6 +390,58 @@ mod tests {
                 .contains("part-9999999999999-0.parquet is not a readable Parquet file"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_answers_table_drops_repeats_by_request_id_and_joins_the_audit_events() {
+        let (_dir, location) = table().await;
+        let answer = |tenant: &str, id: usize, tokens: u64| {
+            let answer: crate::contracts::Answer = serde_json::from_value(json!({
+                "schema_version": 1, "request_id": format!("r{id}"), "tenant": tenant, "user": "u",
+                "task": "qa", "status": "ok", "answer": "text", "citations": [],
+                "model": "small", "provider": "openai",
+                "usage": {"prompt_tokens": tokens, "completion_tokens": 1}, "cost_usd": 0.5,
+                "latency_ms": 60.0, "created_at": "2026-12-07T09:00:01Z"
+            }))
+            .unwrap();
+            AnswerRow::from_answer(&answer, "ref".to_owned(), false).unwrap()
+        };
+        let flush = FlushPolicy {
+            max_rows: 2,
+            max_wait_ms: 3_600_000,
+        };
+        let writer = TableWriter::spawn(location.clone(), flush, false, crate::clock::system());
+        let (a, b) = tokio::join!(
+            writer.write(answer("acme", 1, 100)),
+            writer.write(answer("acme", 2, 100))
+        );
+        a.and(b).unwrap();
+        // Answered again after a redelivery: the first copy stays.
+        let (c, d) = tokio::join!(
+            writer.write(answer("acme", 2, 999)),
+            writer.write(answer("globex", 4, 100))
+        );
+        c.and(d).unwrap();
+        let context = session(&location, None).await.unwrap();
+        assert_eq!(csv(&context, "SELECT count(*) AS n FROM answers_raw").await, "n\n4\n");
+        assert_eq!(
+            csv(
+                &context,
+                "SELECT count(*) AS n, sum(\"gen_ai.usage.input_tokens\") AS tokens FROM answers"
+            )
+            .await,
+            "n,tokens\n3,300\n"
+        );
+        let joined = "SELECT a.request_id, e.event FROM answers a \
+                      JOIN audit_events e ON a.tenant = e.tenant AND a.request_id = e.request_id \
+                      ORDER BY a.request_id";
+        assert_eq!(
+            csv(&context, joined).await,
+            "request_id,event\nr1,question_answered\nr2,question_answered\nr4,question_answered\n"
+        );
+        let since = parse_since("2026-12-08", Utc::now()).unwrap();
+        let later = session(&location, Some(since)).await.unwrap();
+        assert_eq!(csv(&later, "SELECT count(*) AS n FROM answers").await, "n\n0\n");
     }
 
     #[test]

@@ -14,9 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-/// OpenTelemetry's `gen_ai.operation.name` of a chat completion and of a tool call.
-const CHAT: &str = "chat";
-const EXECUTE_TOOL: &str = "execute_tool";
+use super::AUDIT_TABLE;
+use crate::telemetry::traces::gen_ai::Operation;
 
 /// An audit event as a row. Serialized by field name into the columns of [`schema`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -120,8 +119,8 @@ impl AuditRow {
         let source = event.get("source");
         let model = text("model");
         let operation = match kind.as_str() {
-            "question_answered" if event.get("provider").is_some() => Some(CHAT),
-            "tool_called" => Some(EXECUTE_TOOL),
+            "question_answered" if event.get("provider").is_some() => Some(Operation::Chat.name()),
+            "tool_called" => Some(Operation::ExecuteTool.name()),
             _ => None,
         };
         let usage = |key: &str| event.pointer(&format!("/usage/{key}")).and_then(Value::as_i64);
@@ -169,25 +168,55 @@ impl AuditRow {
             occurred_at,
         })
     }
+}
 
-    /// The tenant the event belongs to.
-    pub fn tenant(&self) -> &str {
+/// A row of one of the tables: what the writer needs to place and encode it, and what
+/// `ragstream sql` needs to drop its repeats.
+pub trait TableRow: Serialize + Send + Sync + 'static {
+    /// The table's directory under the location, and its name in SQL.
+    const TABLE: &'static str;
+    /// The column that names a row: a repeat written after a redelivery has the same value.
+    const ID_COLUMN: &'static str;
+    /// The row's time (a UTC timestamp column): `--since` filters on it.
+    const TIME_COLUMN: &'static str;
+    /// The table's columns, in file order.
+    fn schema() -> SchemaRef;
+    /// The tenant the row belongs to.
+    fn tenant(&self) -> &str;
+    /// The UTC day of the row: its partition.
+    fn date(&self) -> NaiveDate;
+}
+
+impl TableRow for AuditRow {
+    const TABLE: &'static str = AUDIT_TABLE;
+    const ID_COLUMN: &'static str = "event_id";
+    const TIME_COLUMN: &'static str = "occurred_at";
+
+    fn schema() -> SchemaRef {
+        schema()
+    }
+
+    fn tenant(&self) -> &str {
         &self.tenant
     }
 
-    /// The UTC day the event happened: the table's partition.
-    pub fn date(&self) -> NaiveDate {
-        DateTime::parse_from_rfc3339(&self.occurred_at)
-            .map(|time| time.with_timezone(&Utc).date_naive())
-            .unwrap_or_default()
+    fn date(&self) -> NaiveDate {
+        utc_day(&self.occurred_at)
     }
 }
 
-fn text(name: &str) -> Field {
+/// The UTC day of an RFC 3339 time (checked when the row was made).
+pub(super) fn utc_day(time: &str) -> NaiveDate {
+    DateTime::parse_from_rfc3339(time)
+        .map(|time| time.with_timezone(&Utc).date_naive())
+        .unwrap_or_default()
+}
+
+pub(super) fn text(name: &str) -> Field {
     Field::new(name, DataType::Utf8, true)
 }
 
-fn map_of(name: &str, values: DataType) -> Field {
+pub(super) fn map_of(name: &str, values: DataType) -> Field {
     let entries = Fields::from(vec![
         Field::new("key", DataType::Utf8, false),
         Field::new("value", values, true),
@@ -255,11 +284,13 @@ pub fn schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-/// `rows` as one record batch of [`schema`].
-pub fn to_batch(rows: &[AuditRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema()).build_decoder()?;
+/// `rows` as one record batch of their table's schema.
+pub fn to_batch<Row: TableRow>(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(Row::schema()).build_decoder()?;
     decoder.serialize(rows)?;
-    Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema())))
+    Ok(decoder
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(Row::schema())))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Batching audit rows into Parquet files.
+//! Batching table rows (audit events, answers) into Parquet files.
 //!
 //! Every message of the pipeline hands its row to one task, which gathers rows until
 //! `max_rows` wait or the oldest has waited `max_wait` (or the pipeline drains), writes one
@@ -20,8 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::location::TableLocation;
-use super::rows::{schema, to_batch, AuditRow};
-use super::AUDIT_TABLE;
+use super::rows::{to_batch, TableRow};
 use crate::clock::Clock;
 use crate::core_api::Worker;
 use crate::error::{ConfigError, Findings, StageError};
@@ -29,9 +28,9 @@ use crate::telemetry::metrics::metrics;
 
 type Reply = oneshot::Sender<Result<(), StageError>>;
 
-enum Command {
+enum Command<Row> {
     Write {
-        row: Box<AuditRow>,
+        row: Box<Row>,
         reply: Reply,
     },
     /// Write what waits now, and from now on every row as it comes (the pipeline is draining:
@@ -69,11 +68,16 @@ impl FlushPolicy {
     }
 }
 
-/// A handle to the writing task; cheap to clone.
-#[derive(Clone)]
-pub struct TableWriter(Worker<Command>);
+/// A handle to the writing task of one table; cheap to clone.
+pub struct TableWriter<Row>(Worker<Command<Row>>);
 
-impl TableWriter {
+impl<Row> Clone for TableWriter<Row> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<Row: TableRow> TableWriter<Row> {
     /// Starts the writing task on the current runtime; `by_tenant`: partitions `date=…/tenant=…/`
     /// instead of `date=…/`.
     pub fn spawn(location: TableLocation, flush: FlushPolicy, by_tenant: bool, clock: Arc<dyn Clock>) -> Self {
@@ -82,12 +86,12 @@ impl TableWriter {
     }
 
     /// Returns once `row` is in a file written whole.
-    pub async fn write(&self, row: AuditRow) -> Result<(), StageError> {
+    pub async fn write(&self, row: Row) -> Result<(), StageError> {
         let row = Box::new(row);
         self.0
             .request(|reply| Command::Write { row, reply })
             .await
-            .map_err(|gone| StageError::internal(format!("the audit table writer {gone}")))?
+            .map_err(|gone| StageError::internal(format!("the {} table writer {gone}", Row::TABLE)))?
     }
 
     /// Writes the rows waiting now, and from then on each row without waiting for more.
@@ -102,9 +106,14 @@ struct Layout {
     by_tenant: bool,
 }
 
-async fn run(layout: Layout, mut commands: mpsc::Receiver<Command>, flush: FlushPolicy, clock: Arc<dyn Clock>) {
+async fn run<Row: TableRow>(
+    layout: Layout,
+    mut commands: mpsc::Receiver<Command<Row>>,
+    flush: FlushPolicy,
+    clock: Arc<dyn Clock>,
+) {
     let mut max_wait = Duration::from_millis(flush.max_wait_ms);
-    let mut waiting: Vec<(AuditRow, Reply)> = Vec::new();
+    let mut waiting: Vec<(Row, Reply)> = Vec::new();
     let mut due: Option<Instant> = None;
     loop {
         let command = match due {
@@ -148,7 +157,7 @@ async fn run(layout: Layout, mut commands: mpsc::Receiver<Command>, flush: Flush
 }
 
 /// The directory of a row's partition, under the table.
-fn partition_of(row: &AuditRow, by_tenant: bool) -> String {
+fn partition_of<Row: TableRow>(row: &Row, by_tenant: bool) -> String {
     let date = row.date().format("%Y-%m-%d");
     if by_tenant {
         // The contracts allow tenants of these characters only; anything else (an event from
@@ -164,18 +173,18 @@ fn partition_of(row: &AuditRow, by_tenant: bool) -> String {
                 }
             })
             .collect();
-        format!("{AUDIT_TABLE}/date={date}/tenant={tenant}")
+        format!("{}/date={date}/tenant={tenant}", Row::TABLE)
     } else {
-        format!("{AUDIT_TABLE}/date={date}")
+        format!("{}/date={date}", Row::TABLE)
     }
 }
 
 /// One file per partition; each row's message hears how its file went.
-async fn write_files(layout: &Layout, waiting: Vec<(AuditRow, Reply)>) {
+async fn write_files<Row: TableRow>(layout: &Layout, waiting: Vec<(Row, Reply)>) {
     if waiting.is_empty() {
         return;
     }
-    let mut partitions: BTreeMap<String, Vec<(AuditRow, Reply)>> = BTreeMap::new();
+    let mut partitions: BTreeMap<String, Vec<(Row, Reply)>> = BTreeMap::new();
     for (row, reply) in waiting {
         partitions
             .entry(partition_of(&row, layout.by_tenant))
@@ -183,7 +192,7 @@ async fn write_files(layout: &Layout, waiting: Vec<(AuditRow, Reply)>) {
             .push((row, reply));
     }
     for (partition, entries) in partitions {
-        let (rows, replies): (Vec<AuditRow>, Vec<Reply>) = entries.into_iter().unzip();
+        let (rows, replies): (Vec<Row>, Vec<Reply>) = entries.into_iter().unzip();
         let started = Instant::now();
         let result = write_file(&layout.location, &partition, &rows).await;
         let m = metrics();
@@ -194,7 +203,7 @@ async fn write_files(layout: &Layout, waiting: Vec<(AuditRow, Reply)>) {
                 m.audit_table_write_seconds.observe(started.elapsed().as_secs_f64());
             }
             Err(error) => {
-                warn!(partition, rows = rows.len(), %error, "audit table file not written; its messages are retried");
+                warn!(partition, rows = rows.len(), %error, "table file not written; its messages are retried");
                 m.audit_table_files.with_label_values(&["failed"]).inc();
             }
         }
@@ -204,17 +213,18 @@ async fn write_files(layout: &Layout, waiting: Vec<(AuditRow, Reply)>) {
     }
 }
 
-async fn write_file(location: &TableLocation, partition: &str, rows: &[AuditRow]) -> Result<(), StageError> {
-    let encode = |error: String| StageError::internal(format!("cannot encode the audit rows as Parquet: {error}"));
+async fn write_file<Row: TableRow>(location: &TableLocation, partition: &str, rows: &[Row]) -> Result<(), StageError> {
+    let encode =
+        |error: String| StageError::internal(format!("cannot encode the {} rows as Parquet: {error}", Row::TABLE));
     let batch = to_batch(rows).map_err(|error| encode(error.to_string()))?;
     let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut buffer = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut buffer, schema(), Some(properties)).map_err(|error| encode(error.to_string()))?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, Row::schema(), Some(properties))
+        .map_err(|error| encode(error.to_string()))?;
     writer.write(&batch).map_err(|error| encode(error.to_string()))?;
     writer.close().map_err(|error| encode(error.to_string()))?;
     // Names sort in the order files were written, which `ragstream sql` relies on to keep the
-    // first copy of a repeated event.
+    // first copy of a repeated row.
     let name = format!(
         "{partition}/part-{:013}-{:016x}.parquet",
         chrono::Utc::now().timestamp_millis(),
@@ -233,6 +243,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::analytics::rows::AuditRow;
+    use crate::analytics::AUDIT_TABLE;
 
     fn row(tenant: &str, id: usize, at: &str) -> AuditRow {
         AuditRow::from_event(&json!({

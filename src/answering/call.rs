@@ -20,10 +20,8 @@ use crate::llm::{
 };
 use crate::pii::PiiScope;
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::traces::gen_ai::Operation;
 use crate::tools::Toolbox;
-
-/// OpenTelemetry's `gen_ai.operation.name` of a chat completion.
-const GEN_AI_CHAT: &str = "chat";
 
 /// Calls the planned models and decides the question with their reply.
 pub struct CallLayer {
@@ -119,7 +117,7 @@ impl CallLayer {
                 let provider = provider_of(&self.models, &attempt.model);
                 metrics()
                     .gen_ai_operation_seconds
-                    .with_label_values(&[GEN_AI_CHAT, provider, &attempt.model, error_type])
+                    .with_label_values(&[Operation::Chat.name(), provider, &attempt.model, error_type])
                     .observe(seconds);
             }
         }
@@ -130,7 +128,7 @@ impl CallLayer {
         for (token_type, tokens) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens)] {
             metrics()
                 .gen_ai_token_usage
-                .with_label_values(&[GEN_AI_CHAT, provider, &answered.model, token_type])
+                .with_label_values(&[Operation::Chat.name(), provider, &answered.model, token_type])
                 .observe(tokens as f64);
         }
         draft.provenance.provider = Some(provider.to_owned());

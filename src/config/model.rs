@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::pseudonym::PseudonymConfig;
 use crate::schedule::SchedulesConfig;
 use crate::stages::StageConfig;
+use crate::telemetry::traces::TracesConfig;
 use serde_inline_default::serde_inline_default;
 
 /// librdkafka client properties, passed through verbatim (e.g. `security.protocol`, `sasl.mechanism`).
@@ -71,6 +72,10 @@ pub struct TelemetryConfig {
     /// Address of the HTTP listener serving `/metrics`, `/healthz` and `/readyz`.
     #[serde_inline_default("127.0.0.1:9898".to_owned())]
     pub listen: String,
+    /// OTLP trace export (spans per message, stage, model call, retrieval and tool call);
+    /// unset: no spans are exported.
+    #[serde(default)]
+    pub traces: Option<TracesConfig>,
 }
 
 fn default_listen() -> String {
@@ -81,6 +86,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            traces: None,
         }
     }
 }

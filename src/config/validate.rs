@@ -64,6 +64,9 @@ fn validate_top_level(top: &RawTopology, errors: &mut Vec<ConfigError>) {
             ),
         ));
     }
+    if let Some(traces) = &top.telemetry.traces {
+        traces.validate("telemetry.traces", errors);
+    }
     if top.shutdown.drain_timeout_ms == 0 {
         errors.push(ConfigError::new("shutdown.drain_timeout_ms", "must be greater than 0"));
     }

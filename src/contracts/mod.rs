@@ -514,20 +514,27 @@ impl Contract {
     }
 
     /// Every way `value` breaks the schema, each prefixed with its JSON pointer.
-    fn violations(&self, value: &Value) -> Vec<String> {
+    /// Every way `value` breaks the schema, each with the path of the offending field. With
+    /// `show_values` false the field's value is replaced by `value`: these reasons go into
+    /// dead-letter headers and logs, and the value may be personal data.
+    fn violations(&self, value: &Value, show_values: bool) -> Vec<String> {
         self.validator
             .iter_errors(value)
             .map(|error| {
                 let at = error.instance_path().to_string();
                 let at = if at.is_empty() { "/".to_owned() } else { at };
-                format!("{at}: {error}")
+                if show_values {
+                    format!("{at}: {error}")
+                } else {
+                    format!("{at}: {}", error.masked())
+                }
             })
             .collect()
     }
 
     /// Checks a message ragstream is about to write (used by tests to keep code and schema in step).
     pub fn validate(&self, value: &Value) -> Result<(), String> {
-        let violations = self.violations(value);
+        let violations = self.violations(value, true);
         if violations.is_empty() {
             Ok(())
         } else {
@@ -540,7 +547,8 @@ impl Contract {
     }
 
     /// Decodes raw bytes: UTF-8, then JSON, then the schema, then the typed struct. Every failure
-    /// is the input's fault and says precisely what is wrong.
+    /// is the input's fault and says precisely what is wrong, without quoting the values it
+    /// found (a reason is a dead-letter header).
     pub fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<(T, Value), StageError> {
         let text = std::str::from_utf8(bytes).map_err(|error| {
             StageError::input(format!(
@@ -550,7 +558,7 @@ impl Contract {
         })?;
         let value: Value = serde_json::from_str(text)
             .map_err(|error| StageError::input(format!("payload is not valid JSON: {error}")))?;
-        let violations = self.violations(&value);
+        let violations = self.violations(&value, false);
         if !violations.is_empty() {
             let shown = violations
                 .iter()
@@ -585,6 +593,17 @@ mod tests {
 
     fn reason(result: Result<(Document, Value), StageError>) -> String {
         result.expect_err("should be rejected").reason
+    }
+
+    #[test]
+    fn a_schema_error_names_the_field_and_not_its_value() {
+        let bytes = br#"{"schema_version":1,"doc_id":"d1","tenant":"ada.lovelace@example.org","op":"upsert","version":"v-ada.lovelace@example.org","text":"hello"}"#;
+        let reason = reason(Contract::documents().decode::<Document>(bytes));
+        assert!(reason.contains("/tenant") && reason.contains("/version"), "{reason}");
+        assert!(
+            !reason.contains("ada.lovelace"),
+            "a personal value in the reason: {reason}"
+        );
     }
 
     #[test]

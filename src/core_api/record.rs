@@ -54,8 +54,10 @@ impl Payload {
     /// The message a stage expects, `what` naming it for the error (e.g. `an answer draft (put
     /// retrieve first)`): a payload of another shape is the input's fault, not a retryable one.
     pub fn typed<T: DeserializeOwned>(self, what: &str) -> Result<T, StageError> {
-        self.into_typed()
-            .map_err(|error| StageError::input(format!("not {what}: {error}")))
+        self.into_typed().map_err(|error| {
+            let reason = crate::error::without_values(&error.to_string());
+            StageError::input(format!("not {what}: {reason}"))
+        })
     }
 
     /// A JSON payload holding `message`, `what` naming it for the error: a message that cannot

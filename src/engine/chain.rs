@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use opentelemetry::KeyValue;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
@@ -12,6 +13,7 @@ use crate::core_api::{MessageContext, Record};
 use crate::core_api::{Stage, StageEnvironment};
 use crate::error::{Fault, StageError};
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::traces;
 
 /// Name of the step before the stages, in metrics and dead-letter headers (the same name as
 /// the checks made before any stage).
@@ -144,7 +146,8 @@ impl StageChain {
             .with_jitter();
         let max_backoff = Duration::from_millis(self.retry.max_backoff_ms);
         let mut attempts = 0u32;
-        let result = (|| {
+        let span = traces::stage(&self.pipeline, &stage.name);
+        let attempt = (|| {
             attempts += 1;
             stage.stage.process(record.clone(), context)
         })
@@ -157,9 +160,18 @@ impl StageChain {
                 .with_label_values(&[labels[0], labels[1], "retry"])
                 .inc();
             warn!(pipeline = labels[0], stage = labels[1], offset = context.offset, ?delay, %error, "retrying");
-        })
-        .await;
+        });
+        let result = traces::within(span.clone(), attempt).await;
         context.finish_stage();
+        traces::annotate(&span, KeyValue::new("ragstream.stage.attempts", i64::from(attempts)));
+        traces::finish(
+            &span,
+            match &result {
+                Ok(_) => Ok(()),
+                // The fault, not the reason: a reason may quote the message.
+                Err(error) => Err((error.fault.as_str(), "the stage failed")),
+            },
+        );
         metrics()
             .stage_duration
             .with_label_values(&labels)

@@ -21,6 +21,7 @@ use crate::contracts::avro;
 use crate::core_api::{MessageContext, Payload, Record};
 use crate::error::StageError;
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::traces;
 use crate::transport::registry::{RegisteredSink, SchemaRegistry};
 
 /// Header names on dead letters. Documented in the README; consumers of the dead-letter topic
@@ -161,8 +162,10 @@ impl Outputs {
 
     /// Produces every record concurrently and waits until all are acknowledged.
     pub async fn produce(&self, records: Vec<Record>) -> Result<(), OutputError> {
-        let sends = records.into_iter().map(|record| async move {
+        let sends = records.into_iter().map(|mut record| async move {
             let sink = record.sink.clone().unwrap_or_else(|| self.default_sink.clone());
+            // A consumer of the output continues the message's trace (when traces are exported).
+            traces::inject_current(&mut record.headers);
             let topic = self
                 .sinks
                 .get(&sink)

@@ -20,6 +20,7 @@ use crate::core_api::{MessageContext, Payload, Record};
 use crate::core_api::{Stage, StageEnvironment, StageFailure};
 use crate::error::{Fault, StageError};
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::traces::{self, MessageTrace};
 use crate::telemetry::Readiness;
 use crate::transport::kafka::{self, PipelineConsumer, PipelineContext};
 use crate::transport::offsets::{InFlight, OffsetTracker};
@@ -165,20 +166,28 @@ impl Pipeline {
             message.timestamp().to_millis(),
         )
         .with_early_outputs(self.outputs.clone());
-        let outcome = match self.transform(&message, &context).await {
-            Ok(records) => self.outputs.produce(records).await.map_err(|e| e.to_string()),
-            Err(rejection) if rejection.error.fault == Fault::Internal => Err(format!(
-                "stage `{}` failed at {}/{}/{}: {}",
-                rejection.stage, context.topic, context.partition, context.offset, rejection.error
-            )),
-            Err(rejection) => {
-                warn!(
-                    pipeline = %self.name, stage = %rejection.stage, partition = context.partition,
-                    offset = context.offset, reason = %rejection.error.reason, "dead-lettering message"
-                );
-                self.dead_letter(&message, &context, &rejection).await
-            }
-        };
+        let headers = message_headers(&message);
+        let trace = traces::message_context(&MessageTrace {
+            pipeline: &self.name,
+            group: &self.config.source.group,
+            topic: &context.topic,
+            partition: context.partition,
+            offset: context.offset,
+            headers: &headers,
+        });
+        let (outcome, rejected_by) = traces::within(trace.clone(), self.settle(&message, &context, headers)).await;
+        match (&rejected_by, &outcome) {
+            // The stage and the fault, not the reason: a reason may quote the message.
+            (Some(rejection), _) => traces::finish(
+                &trace,
+                Err((
+                    rejection.error.fault.as_str(),
+                    &format!("rejected by stage `{}`", rejection.stage),
+                )),
+            ),
+            (None, Err(_)) => traces::finish(&trace, Err(("produce", "the outputs could not be produced"))),
+            (None, Ok(())) => traces::finish(&trace, Ok(())),
+        }
         match outcome {
             Ok(()) => {
                 self.lock_tracker().finish(&in_flight);
@@ -187,6 +196,33 @@ impl Pipeline {
         }
         metrics().in_flight.with_label_values(&[&self.name]).dec();
         drop(permit);
+    }
+
+    /// Runs the message through the chain and produces its outputs, or dead-letters it; `Err`
+    /// with why the pipeline must stop, and the rejection when a stage refused the message.
+    async fn settle(
+        &self,
+        message: &OwnedMessage,
+        context: &MessageContext,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> (Result<(), String>, Option<Rejection>) {
+        match self.transform(message, context, headers).await {
+            Ok(records) => (self.outputs.produce(records).await.map_err(|e| e.to_string()), None),
+            Err(rejection) if rejection.error.fault == Fault::Internal => (
+                Err(format!(
+                    "stage `{}` failed at {}/{}/{}: {}",
+                    rejection.stage, context.topic, context.partition, context.offset, rejection.error
+                )),
+                Some(rejection),
+            ),
+            Err(rejection) => {
+                warn!(
+                    pipeline = %self.name, stage = %rejection.stage, partition = context.partition,
+                    offset = context.offset, reason = %rejection.error.reason, "dead-lettering message"
+                );
+                (self.dead_letter(message, context, &rejection).await, Some(rejection))
+            }
+        }
     }
 
     /// Dead-letters the message and, when a stage had identified it, emits what its readers
@@ -216,7 +252,12 @@ impl Pipeline {
         dead_letter.and(events).map_err(|e| e.to_string())
     }
 
-    async fn transform(&self, message: &OwnedMessage, context: &MessageContext) -> Result<Vec<Record>, Rejection> {
+    async fn transform(
+        &self,
+        message: &OwnedMessage,
+        context: &MessageContext,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<Record>, Rejection> {
         let payload = message.payload().unwrap_or_default();
         if payload.len() > self.config.max_message_bytes {
             return Err(Rejection {
@@ -228,15 +269,6 @@ impl Pipeline {
                 )),
             });
         }
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
         let record = Record {
             key: message.key().map(<[u8]>::to_vec),
             payload: Payload::Bytes(payload.to_vec()),
@@ -290,4 +322,17 @@ impl Pipeline {
     fn lock_tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The message's Kafka headers as (name, value) pairs (a header without a value: empty).
+fn message_headers(message: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

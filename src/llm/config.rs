@@ -261,6 +261,7 @@ impl ModelChain {
         for model in models {
             chain.push(ChainModel {
                 name: model.display_name(),
+                provider_name: model.provider.as_str(),
                 provider: model.provider().await?,
                 breaker: Arc::new(CircuitBreaker::new(
                     breaker.failure_threshold,

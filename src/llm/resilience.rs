@@ -5,10 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 use rand::Rng;
 
 use super::{CallError, CallErrorKind, ChatProvider, ChatRequest, CircuitBreaker, Completion, DeltaSink};
 use crate::contracts::{millis, ModelAttempt};
+use crate::telemetry::traces;
+use crate::telemetry::traces::gen_ai::{self, Operation};
 
 /// How hard one model is tried.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +33,9 @@ pub struct RetryPolicy {
 pub struct ChainModel {
     /// Name recorded in answers and audit events.
     pub name: String,
+    /// OpenTelemetry's `gen_ai.provider.name` of the model (`openai`, `anthropic`,
+    /// `ragstream.local`), for its spans.
+    pub provider_name: &'static str,
     pub provider: Arc<dyn ChatProvider>,
     pub breaker: Arc<CircuitBreaker>,
 }
@@ -188,7 +195,9 @@ impl ModelChain {
                     None => model.provider.complete(request).await,
                 }
             };
-            let result = match tokio::time::timeout(remaining.min(self.retry.call_timeout), call).await {
+            let span = call_span(model, request, attempt);
+            let bounded = tokio::time::timeout(remaining.min(self.retry.call_timeout), call);
+            let result = match traces::within(span.clone(), bounded).await {
                 Ok(result) => result,
                 Err(_) => Err(CallError::new(
                     CallErrorKind::Timeout,
@@ -198,6 +207,7 @@ impl ModelChain {
                     ),
                 )),
             };
+            finish_call_span(&span, &result);
             let latency = started.elapsed();
             let error = match result {
                 Ok(completion) => {
@@ -244,6 +254,68 @@ impl ModelChain {
             .saturating_mul(1u32 << (attempt - 1).min(20))
             .min(self.retry.max_backoff);
         ceiling.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// The span of one call to `model` (OpenTelemetry's GenAI client span: `chat {model}`).
+fn call_span(model: &ChainModel, request: &ChatRequest, attempt: u32) -> opentelemetry::Context {
+    let span = traces::child(
+        format!("{} {}", Operation::Chat.name(), model.name),
+        SpanKind::Client,
+        vec![
+            KeyValue::new(gen_ai::OPERATION_NAME, Operation::Chat.name()),
+            KeyValue::new(gen_ai::PROVIDER_NAME, model.provider_name),
+            KeyValue::new(gen_ai::REQUEST_MODEL, model.name.clone()),
+            KeyValue::new("gen_ai.request.max_tokens", i64::from(request.max_output_tokens)),
+            KeyValue::new("gen_ai.request.temperature", f64::from(request.temperature)),
+            KeyValue::new("ragstream.model.attempt", i64::from(attempt)),
+        ],
+    );
+    // The prompt as sent: the question and passages already masked by `mask_pii`.
+    traces::annotate_content(&span, "gen_ai.input.messages", || {
+        serde_json::to_string(&request.messages).unwrap_or_default()
+    });
+    span
+}
+
+fn finish_call_span(span: &opentelemetry::Context, result: &Result<Completion, CallError>) {
+    match result {
+        Ok(completion) => {
+            let usage = completion.usage;
+            traces::annotate(
+                span,
+                KeyValue::new("gen_ai.usage.input_tokens", usage.prompt_tokens as i64),
+            );
+            traces::annotate(
+                span,
+                KeyValue::new("gen_ai.usage.output_tokens", usage.completion_tokens as i64),
+            );
+            if let Some(reason) = &completion.finish_reason {
+                traces::annotate(
+                    span,
+                    KeyValue::new(
+                        "gen_ai.response.finish_reasons",
+                        opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(reason.clone())].into()),
+                    ),
+                );
+            }
+            // The reply as written: placeholders, before `restore_pii` puts real values back.
+            traces::annotate_content(span, "gen_ai.output.messages", || {
+                serde_json::json!([{
+                    "role": "assistant",
+                    "content": completion.text,
+                    "tool_calls": completion.tool_calls,
+                }])
+                .to_string()
+            });
+            traces::finish(span, Ok(()));
+        }
+        Err(error) => {
+            if let Some(status) = error.status {
+                traces::annotate(span, KeyValue::new("http.response.status_code", i64::from(status)));
+            }
+            traces::finish(span, Err((error.kind.as_str(), "the model call failed")));
+        }
     }
 }
 
@@ -308,6 +380,7 @@ mod tests {
             .into_iter()
             .map(|(name, provider)| ChainModel {
                 name: name.to_owned(),
+                provider_name: "openai",
                 provider,
                 breaker: Arc::new(CircuitBreaker::new(2, Duration::from_secs(60))),
             })

@@ -113,21 +113,35 @@ impl StageBuilder for EmbedConfig {
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
+        Ok(Box::new(EmbedStage {
+            embedder: Embedder::build(self)?,
+            model_name: self.recorded_model_name(),
+        }))
+    }
+}
+
+impl EmbedConfig {
+    /// The model's name with its vectors: `model_name`, else the model directory's name, else
+    /// the endpoint's model.
+    pub(super) fn recorded_model_name(&self) -> String {
         let directory_name = self
             .model_dir
             .as_ref()
             .and_then(|dir| dir.file_name())
             .map(|n| n.to_string_lossy().into_owned());
-        let model_name = self
-            .model_name
+        self.model_name
             .clone()
             .or(directory_name)
             .or_else(|| self.model.clone())
-            .unwrap_or_else(|| "unnamed".to_owned());
-        Ok(Box::new(EmbedStage {
-            embedder: Embedder::build(self)?,
-            model_name,
-        }))
+            .unwrap_or_else(|| "unnamed".to_owned())
+    }
+
+    /// OpenTelemetry's `gen_ai.provider.name` of the embedding model.
+    pub(super) fn provider_name(&self) -> &'static str {
+        match self.provider {
+            EmbedProvider::Local => "ragstream.local",
+            EmbedProvider::Openai => "openai",
+        }
     }
 }
 

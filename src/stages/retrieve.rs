@@ -17,6 +17,8 @@ use crate::error::{ConfigError, StageError};
 use crate::pii::PiiScope;
 use crate::status;
 use crate::store::{ChunkStore, SearchMode, SearchScope};
+use crate::telemetry::traces::gen_ai::{self, Operation};
+use crate::telemetry::traces::{self, KeyValue, SpanKind};
 use serde_inline_default::serde_inline_default;
 
 /// Searches the LanceDB chunks table of the question's tenant (the output of `mask_pii`). The
@@ -109,6 +111,38 @@ impl Retrieve {
     }
 }
 
+impl Retrieve {
+    /// The span of the question's embedding (OpenTelemetry's GenAI `embeddings` operation).
+    fn embedding_span(&self) -> opentelemetry::Context {
+        let model = self.config.embedding.recorded_model_name();
+        traces::child(
+            format!("{} {model}", Operation::Embeddings.name()),
+            SpanKind::Client,
+            vec![
+                KeyValue::new(gen_ai::OPERATION_NAME, Operation::Embeddings.name()),
+                KeyValue::new(gen_ai::PROVIDER_NAME, self.config.embedding.provider_name()),
+                KeyValue::new(gen_ai::REQUEST_MODEL, model),
+            ],
+        )
+    }
+
+    /// The span of the search of the chunks table for `tenant`'s passages.
+    fn retrieval_span(&self, tenant: &str, mode: SearchMode, limit: usize) -> opentelemetry::Context {
+        traces::child(
+            format!("{} {}", Operation::Retrieval.name(), self.config.table),
+            SpanKind::Client,
+            vec![
+                KeyValue::new(gen_ai::OPERATION_NAME, Operation::Retrieval.name()),
+                KeyValue::new("gen_ai.data_source.id", self.config.table.clone()),
+                KeyValue::new("db.system.name", "lancedb"),
+                KeyValue::new("ragstream.tenant", tenant.to_owned()),
+                KeyValue::new("ragstream.retrieval.hybrid", mode == SearchMode::Hybrid),
+                KeyValue::new("ragstream.retrieval.top_k", limit as i64),
+            ],
+        )
+    }
+}
+
 /// `options.changed_since` as a time (the questions contract checked its form).
 fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, StageError> {
     chrono::DateTime::parse_from_rfc3339(text)
@@ -131,12 +165,13 @@ impl Stage for Retrieve {
                 .as_ref()
                 .and_then(|o| o.top_k)
                 .map_or(self.config.top_k, |k| k as usize);
-            let vector = self
-                .embedder
-                .vectors(vec![draft.question.clone()])
-                .await?
-                .pop()
-                .ok_or_else(|| StageError::internal("the embedder returned no vector"))?;
+            let vector = traces::traced(
+                self.embedding_span(),
+                self.embedder.vectors(vec![draft.question.clone()]),
+            )
+            .await?
+            .pop()
+            .ok_or_else(|| StageError::internal("the embedder returned no vector"))?;
             let since = draft.options.as_ref().and_then(|o| o.changed_since.as_deref());
             let scope = SearchScope {
                 tenant: &draft.tenant,
@@ -147,11 +182,26 @@ impl Stage for Retrieve {
             } else {
                 SearchMode::Vector
             };
-            let hits = self
-                .store()
-                .await?
-                .passages(scope, &draft.question, &vector, limit, mode, self.config.min_score)
-                .await?;
+            let search = self.retrieval_span(&draft.tenant, mode, limit);
+            let store = self.store().await?;
+            let hits = traces::traced(search.clone(), async {
+                let hits = store
+                    .passages(scope, &draft.question, &vector, limit, mode, self.config.min_score)
+                    .await?;
+                // Before the span ends: attributes set later are dropped.
+                traces::annotate(
+                    &search,
+                    KeyValue::new("ragstream.retrieval.passages", hits.len() as i64),
+                );
+                if let Some(best) = hits.first() {
+                    traces::annotate(
+                        &search,
+                        KeyValue::new("ragstream.retrieval.best_score", f64::from(best.score)),
+                    );
+                }
+                Ok::<_, StageError>(hits)
+            })
+            .await?;
             // Kept for the semantic response cache and the meaning ranker of `generate`; never
             // emitted.
             draft.question_vector = vector;

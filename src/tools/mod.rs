@@ -27,6 +27,8 @@ use crate::llm::{ToolCall, ToolSpec};
 use crate::pii::PiiScope;
 use crate::secrets::ProviderKey;
 use crate::telemetry::metrics::metrics;
+use crate::telemetry::traces::gen_ai::{self, Operation};
+use crate::telemetry::traces::{self, KeyValue, SpanKind};
 
 /// The tools of one `generate` stage, ready to run.
 pub struct Toolbox {
@@ -168,6 +170,25 @@ impl Toolbox {
     /// recorded one, else the tool itself with the arguments' placeholders restored from
     /// `scope`; the result masked with `scope` either way.
     pub async fn run(&self, call: &ToolCall, site: &CallSite<'_>, scope: Option<&PiiScope>) -> ToolOutcome {
+        let span = tool_span(call);
+        let outcome = traces::within(span.clone(), self.run_traced(call, site, scope)).await;
+        traces::annotate(&span, KeyValue::new("ragstream.tool.outcome", outcome.outcome));
+        traces::annotate(&span, KeyValue::new("ragstream.tool.replayed", outcome.replayed));
+        // What the model wrote and read: placeholders, not the values the tool was called with.
+        traces::annotate_content(&span, "gen_ai.tool.call.arguments", || outcome.masked_arguments.clone());
+        traces::annotate_content(&span, "gen_ai.tool.call.result", || outcome.content.clone());
+        traces::finish(
+            &span,
+            if outcome.is_ok() {
+                Ok(())
+            } else {
+                Err((outcome.outcome, "the tool call failed"))
+            },
+        );
+        outcome
+    }
+
+    async fn run_traced(&self, call: &ToolCall, site: &CallSite<'_>, scope: Option<&PiiScope>) -> ToolOutcome {
         let started = Instant::now();
         let idempotent = self.tools.get(call.name()).is_none_or(|tool| tool.config.idempotent());
         let (outcome, raw, replayed) = match self.recorded(site, call).await {
@@ -321,6 +342,20 @@ impl Toolbox {
 }
 
 /// `value` with the placeholders in every string restored to the request's real values.
+/// The span of one tool call (OpenTelemetry's GenAI `execute_tool {tool}`).
+fn tool_span(call: &ToolCall) -> opentelemetry::Context {
+    traces::child(
+        format!("{} {}", Operation::ExecuteTool.name(), call.name()),
+        SpanKind::Internal,
+        vec![
+            KeyValue::new(gen_ai::OPERATION_NAME, Operation::ExecuteTool.name()),
+            KeyValue::new("gen_ai.tool.name", call.name().to_owned()),
+            KeyValue::new("gen_ai.tool.call.id", call.id.clone()),
+            KeyValue::new("gen_ai.tool.type", "function"),
+        ],
+    )
+}
+
 fn restore_strings(value: Value, scope: &PiiScope) -> Value {
     match value {
         Value::String(text) => Value::String(scope.restore(&text).text),

@@ -138,6 +138,17 @@ pub(crate) async fn start(prefix: &str, setup: Setup) -> Running {
 
 /// [`start`] with extra environment variables for the process.
 pub(crate) async fn start_with_env(prefix: &str, setup: Setup, env: &[(&str, &str)]) -> Running {
+    start_adjusted(prefix, setup, env, |_| {}).await
+}
+
+/// [`start_with_env`], `adjust` changing the topology before the process starts (its
+/// telemetry, say).
+pub(crate) async fn start_adjusted(
+    prefix: &str,
+    setup: Setup,
+    env: &[(&str, &str)],
+    adjust: impl FnOnce(&mut TestTopology),
+) -> Running {
     let index = tempfile::tempdir().unwrap();
     index_corpus(index.path()).await;
     let mut topology = TestTopology::new(prefix);
@@ -167,6 +178,7 @@ pub(crate) async fn start_with_env(prefix: &str, setup: Setup, env: &[(&str, &st
         retrieve = setup.retrieve_extra,
         generate = setup.generate_extra,
     );
+    adjust(&mut topology);
     topology.create_topics(3).await;
     let mut process = Ragstream::start_with_env(&topology, env);
     process.wait_ready(Duration::from_secs(60)).await;

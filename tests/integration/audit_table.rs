@@ -121,6 +121,16 @@ async fn every_audit_event_reaches_the_table_through_kill_9_and_its_sums_match_t
     create_topics(&[&sink.output, &sink.dead_letter], 3).await;
     let mut writer = Ragstream::start(&sink);
     writer.wait_ready(Duration::from_secs(60)).await;
+    // The answers table beside it, written by a third process from the answers topic.
+    let mut answers_sink = TestTopology::new("answers-table-sink");
+    answers_sink.input = running.topology.output.clone();
+    answers_sink.max_in_flight = 64;
+    answers_sink.stages = format!(
+        "[{{ type: audit_table, table: answers, uri: \"{}\", flush: {{ max_rows: 64, max_wait_ms: 200 }} }}]",
+        table.path().display()
+    );
+    create_topics(&[&answers_sink.output, &answers_sink.dead_letter], 3).await;
+    let answers_writer = Ragstream::start(&answers_sink);
 
     let mut ids = HashSet::new();
     let mut messages = Vec::new();
@@ -191,22 +201,24 @@ async fn every_audit_event_reaches_the_table_through_kill_9_and_its_sums_match_t
     );
 
     // Tokens and cost per tenant and model: `ragstream sql` over the table against the answers.
+    let sql = |query: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_ragstream"))
+            .args([
+                "sql",
+                "--format",
+                "csv",
+                "--table",
+                table.path().to_str().unwrap(),
+                query,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
     let query = r#"SELECT tenant, "gen_ai.request.model" AS model, sum("gen_ai.usage.input_tokens") AS input_tokens,
                           sum("gen_ai.usage.output_tokens") AS output_tokens, sum(cost_usd) AS cost_usd
                    FROM audit_events WHERE event = 'question_answered' GROUP BY 1, 2 ORDER BY 1, 2"#;
-    let output = Command::new(env!("CARGO_BIN_EXE_ragstream"))
-        .args([
-            "sql",
-            "--format",
-            "csv",
-            "--table",
-            table.path().to_str().unwrap(),
-            query,
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let from_table = sums_from_csv(&String::from_utf8_lossy(&output.stdout));
     let mut from_answers = Sums::new();
     for answer in answers.values() {
         let model = answer.provenance.model.clone().expect("a model answered");
@@ -215,19 +227,47 @@ async fn every_audit_event_reaches_the_table_through_kill_9_and_its_sums_match_t
         sums.1 += answer.provenance.usage.completion_tokens;
         sums.2 += answer.provenance.cost_usd;
     }
-    assert_eq!(
-        from_table.len(),
-        TENANTS.len() * 2,
-        "3 tenants × 2 models: {from_table:?}"
-    );
-    for (key, (input, output, cost)) in &from_answers {
-        let (table_input, table_output, table_cost) = from_table[key];
-        assert_eq!((table_input, table_output), (*input, *output), "{key:?}");
-        assert!(
-            (table_cost - cost).abs() <= 1e-9 * cost.max(1.0),
-            "{key:?}: {table_cost} vs {cost}"
+    let assert_sums = |table_sums: Sums| {
+        assert_eq!(
+            table_sums.len(),
+            TENANTS.len() * 2,
+            "3 tenants × 2 models: {table_sums:?}"
         );
+        for (key, (input, output, cost)) in &from_answers {
+            let (table_input, table_output, table_cost) = table_sums[key];
+            assert_eq!((table_input, table_output), (*input, *output), "{key:?}");
+            assert!(
+                (table_cost - cost).abs() <= 1e-9 * cost.max(1.0),
+                "{key:?}: {table_cost} vs {cost}"
+            );
+        }
+    };
+    assert_sums(sums_from_csv(&sql(query)));
+
+    // The answers table: one row per answer (repeats dropped), the same sums, and the same user
+    // pseudonym as the audit event of the question.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sql("SELECT count(*) AS n FROM answers") != format!("n\n{QUESTIONS}\n") {
+        assert!(Instant::now() < deadline, "the answers table never held every answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_sums(sums_from_csv(&sql(&query.replace(
+        "FROM audit_events WHERE event = 'question_answered'",
+        "FROM answers",
+    ))));
+    let joined = sql("SELECT count(*) AS n FROM answers a JOIN audit_events e \
+         ON a.request_id = e.request_id AND a.user_ref = e.user_ref WHERE e.event = 'question_answered'");
+    assert_eq!(
+        joined,
+        format!("n\n{QUESTIONS}\n"),
+        "answers join their audit events by user_ref"
+    );
+    assert_eq!(
+        sql("SELECT count(*) AS n FROM answers WHERE answer IS NOT NULL OR user_ref LIKE 'user-%'"),
+        "n\n0\n",
+        "no answer text without answer_text, and users as pseudonyms"
+    );
+    drop(answers_writer);
 
     // DuckDB reads the same files, without conversion.
     let python = duckdb_python();

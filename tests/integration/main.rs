@@ -27,3 +27,4 @@ mod serve;
 mod state_store;
 mod status;
 mod tools;
+mod traces;

@@ -23,12 +23,12 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 /// What the scripted model does on a turn, from the conversation so far.
-type Turn = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
+pub(crate) type Turn = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
 
 /// A model server that answers each request with the message `turn` writes; every request body
 /// is logged.
-struct ToolModel {
-    url: String,
+pub(crate) struct ToolModel {
+    pub(crate) url: String,
     bodies: Arc<Mutex<Vec<String>>>,
 }
 
@@ -40,7 +40,7 @@ async fn serve(router: Router) -> String {
 }
 
 impl ToolModel {
-    async fn start(turn: Turn) -> Self {
+    pub(crate) async fn start(turn: Turn) -> Self {
         Self::start_holding(turn, None).await
     }
 
@@ -144,7 +144,7 @@ fn call(id: &str, name: &str, arguments: Value) -> Value {
 
 /// Calls `get_order_status` with the order number and the e-mail placeholder of the question,
 /// then answers with the tool's result.
-fn order_status_model() -> Turn {
+pub(crate) fn order_status_model() -> Turn {
     Arc::new(|request: &Value| {
         let results = tool_results(request);
         if let Some(result) = results.last() {
@@ -170,13 +170,13 @@ type CallLog = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// An order service: the status of an order for the e-mail it was placed with; every call is
 /// logged with its path, e-mail and idempotency key.
-struct OrderService {
-    url: String,
+pub(crate) struct OrderService {
+    pub(crate) url: String,
     calls: CallLog,
 }
 
 impl OrderService {
-    async fn start(delay: Duration) -> Self {
+    pub(crate) async fn start(delay: Duration) -> Self {
         let calls: CallLog = Arc::default();
         let handler = move |State(calls): State<CallLog>,
                             Path(order): Path<String>,
@@ -287,7 +287,7 @@ async fn ask_one(running: &Running, id: &str, text: &str) -> Answer {
     answers.remove(id).expect("the answer")
 }
 
-fn tools_block(order_url: &str, extra: &str) -> String {
+pub(crate) fn tools_block(order_url: &str, extra: &str) -> String {
     format!(
         ", tools: {{ max_iterations: 3, max_consecutive_failures: 2 {extra}, definitions: [{{ \
            name: get_order_status, description: \"The delivery status of an order\", \

@@ -215,10 +215,13 @@ impl TopicReader {
     /// duplicates), or until `timeout`.
     pub async fn read_until(&mut self, done: impl Fn(&[Received]) -> bool, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !done(&self.received) && Instant::now() < deadline {
-            for _ in 0..100 {
-                self.read_some().await;
-            }
+        // `done` is looked at every 100 messages, and whenever a read finds nothing new (each
+        // waits at most 500 ms): a reader that has what it waits for stops then, instead of
+        // after another 100 empty reads.
+        let mut unchecked = 0;
+        while !(unchecked == 0 && done(&self.received)) && Instant::now() < deadline {
+            let read = self.read_some().await;
+            unchecked = if read && unchecked < 99 { unchecked + 1 } else { 0 };
         }
         let rest = deadline
             .saturating_duration_since(Instant::now())
@@ -235,9 +238,10 @@ impl TopicReader {
         .await;
     }
 
-    async fn read_some(&mut self) {
+    /// Reads the next message, waiting at most 500 ms; whether one came.
+    async fn read_some(&mut self) -> bool {
         let Ok(message) = tokio::time::timeout(Duration::from_millis(500), self.consumer.recv()).await else {
-            return;
+            return false;
         };
         let message = message.expect("consume");
         self.next_offsets.insert(message.partition(), message.offset() + 1);
@@ -246,7 +250,7 @@ impl TopicReader {
             .unwrap_or_default()
             .starts_with(MARKER_PREFIX.as_bytes())
         {
-            return;
+            return true;
         }
         let headers = message
             .headers()
@@ -268,6 +272,7 @@ impl TopicReader {
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
         });
+        true
     }
 }
 
@@ -379,6 +384,8 @@ pub struct TestTopology {
     pub sink_settings: Vec<(String, String)>,
     /// Extra top-level YAML (e.g. a `schema_registry:` block), not indented.
     pub top_extra: String,
+    /// Extra settings of `telemetry:` (e.g. a `traces:` block), each line indented by two spaces.
+    pub telemetry_extra: String,
 }
 
 impl TestTopology {
@@ -399,6 +406,7 @@ impl TestTopology {
             extra_sinks: Vec::new(),
             sink_settings: Vec::new(),
             top_extra: String::new(),
+            telemetry_extra: String::new(),
         }
     }
 
@@ -415,6 +423,7 @@ impl TestTopology {
             source_kafka_extra: self.source_kafka_extra.clone(),
             sink_settings: self.sink_settings.clone(),
             top_extra: self.top_extra.clone(),
+            telemetry_extra: self.telemetry_extra.clone(),
             port: free_port(),
             ..*self
         }
@@ -445,6 +454,7 @@ kafka:
   bootstrap.servers: {brokers}
 telemetry:
   listen: 127.0.0.1:{port}
+{telemetry_extra}
 shutdown:
   drain_timeout_ms: {drain}
 {top_extra}
@@ -484,6 +494,7 @@ pipelines:
                 .collect::<String>(),
             output = self.output,
             top_extra = self.top_extra,
+            telemetry_extra = self.telemetry_extra,
             out_settings = self.sink_settings_of("out"),
             extra_sinks = self
                 .extra_sinks
