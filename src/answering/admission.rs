@@ -9,12 +9,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::fallback::Fallback;
-use super::{join_route, Layer, Next, Turn};
-use crate::contracts::{millis, AnswerDraft, Step, Task};
+use super::{join_route, store_unavailable, store_write_lost, Layer, Next, Turn};
+use crate::contracts::{millis, AnswerDraft, AnswerStatus, Step, Task};
 use crate::cost::limits::Refusal;
-use crate::cost::{Admission, CostControls, Estimate, Reservation, Used};
+use crate::cost::{Admission, CostControls, Estimate, Reservation, StoreUnavailablePolicy, Used};
 use crate::error::StageError;
 use crate::status::StatusReporter;
+
+/// Why a question is not answered under `on_store_unavailable: closed`.
+const STORE_CLOSED: &str =
+    "not answered: budgets and rate limits cannot be checked while the state store is unavailable";
 
 /// Reserves a call's expected tokens and cost, and settles them after it.
 pub struct AdmissionLayer {
@@ -28,7 +32,24 @@ impl Layer for AdmissionLayer {
         let estimates = turn.planned()?.estimates.clone();
         let status = turn.context.extension::<StatusReporter>();
         let draft = &mut *turn.draft;
-        let reservation = match self.controls.admit(draft, &estimates, &queued(&status)).await? {
+        let admitted = match self.controls.admit(draft, &estimates, &queued(&status)).await {
+            Ok(admitted) => admitted,
+            Err(error) => match store_unavailable("admission", self.controls.on_store_unavailable(), error)? {
+                StoreUnavailablePolicy::Open => {
+                    draft.provenance.route = Some(join_route(
+                        draft.provenance.route.take(),
+                        "budgets and rate limits not checked: the state store is unavailable".to_owned(),
+                    ));
+                    // No reservation and no gate: nothing to settle, later tool turns go ahead.
+                    return next.answer(turn).await;
+                }
+                _ => {
+                    draft.decide(AnswerStatus::Failed, Some(STORE_CLOSED.to_owned()));
+                    return Ok(());
+                }
+            },
+        };
+        let reservation = match admitted {
             Admission::Admitted {
                 index,
                 reservation,
@@ -62,7 +83,7 @@ impl Layer for AdmissionLayer {
         });
         turn.planned()?.later_turns = Some(gate.clone());
         let answered = next.answer(turn).await;
-        gate.settle(turn.draft).await?;
+        store_write_lost("admission", gate.settle(turn.draft).await);
         answered
     }
 }
@@ -91,11 +112,23 @@ impl TurnGate {
     /// Reserves `estimate` for the next turn of `draft`; the refusal, when a limit refuses it.
     pub async fn admit(&self, draft: &AnswerDraft, estimate: &Estimate) -> Result<Result<(), Refusal>, StageError> {
         let on_wait = queued(&self.status);
-        match self
+        let admitted = match self
             .controls
             .admit(draft, std::slice::from_ref(estimate), &on_wait)
-            .await?
+            .await
         {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                return match store_unavailable("admission", self.controls.on_store_unavailable(), error)? {
+                    StoreUnavailablePolicy::Open => Ok(Ok(())),
+                    _ => Ok(Err(Refusal {
+                        status: AnswerStatus::Failed,
+                        reason: STORE_CLOSED.to_owned(),
+                    })),
+                }
+            }
+        };
+        match admitted {
             Admission::Admitted { reservation, .. } => {
                 self.reservations
                     .lock()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Layer, Next, Turn};
+use super::{store_unavailable, store_write_lost, Layer, Next, Turn};
 use crate::contracts::AnswerStatus;
 use crate::cost::CostControls;
 use crate::error::StageError;
@@ -27,9 +27,16 @@ impl Layer for CacheLayer {
         let models = plan.models();
         let key = self.controls.cache_key(turn.draft, &models, &plan.request.messages);
         if let Some(key) = &key {
-            if let Some(hit) = self.controls.cached(key, turn.draft, &models).await? {
-                hit.apply(turn.draft);
-                return Ok(());
+            match self.controls.cached(key, turn.draft, &models).await {
+                Ok(Some(hit)) => {
+                    hit.apply(turn.draft);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                // Open or closed alike: no cache, and admission decides what the question gets.
+                Err(error) => {
+                    store_unavailable("cache", self.controls.on_store_unavailable(), error)?;
+                }
             }
         }
         next.answer(turn).await?;
@@ -37,7 +44,7 @@ impl Layer for CacheLayer {
         let from_a_model =
             draft.status == Some(AnswerStatus::Ok) && draft.provenance.model.as_deref() != Some("extractive");
         if let (Some(key), true) = (&key, from_a_model) {
-            self.controls.cache(key, draft, &models).await?;
+            store_write_lost("cache", self.controls.cache(key, draft, &models).await);
         }
         Ok(())
     }

@@ -36,9 +36,10 @@ use async_trait::async_trait;
 
 use crate::contracts::AnswerDraft;
 use crate::core_api::MessageContext;
-use crate::cost::Estimate;
-use crate::error::StageError;
+use crate::cost::{Estimate, StoreUnavailablePolicy};
+use crate::error::{Fault, StageError};
 use crate::llm::{ChatRequest, Prompt};
+use crate::telemetry::metrics::metrics;
 use crate::tools::Toolbox;
 
 /// One question on its way through the layers.
@@ -130,6 +131,44 @@ impl Answering {
 }
 
 /// `route` with `more` appended.
+/// What a store-backed layer (replay records, the response cache, admission) does with an error
+/// of its store: the store's failures are its only external faults (model calls are the call
+/// layer's). `Ok(Some(policy))`: the store is unavailable and `policy` applies; `Err`: the
+/// error itself, to be returned (a defect, or `retry`).
+pub(crate) fn store_unavailable(
+    layer: &'static str,
+    policy: StoreUnavailablePolicy,
+    error: StageError,
+) -> Result<StoreUnavailablePolicy, StageError> {
+    if error.fault != Fault::External {
+        return Err(error);
+    }
+    metrics()
+        .store_unavailable
+        .with_label_values(&[layer, policy.as_str()])
+        .inc();
+    match policy {
+        StoreUnavailablePolicy::Retry => Err(error),
+        open_or_closed => {
+            tracing::warn!(layer, policy = open_or_closed.as_str(), reason = %error.reason, "state store unavailable");
+            Ok(open_or_closed)
+        }
+    }
+}
+
+/// Records what the store could not keep after the question was answered (a settlement, a
+/// cached answer, a replay record). Never the stage's failure: retrying the stage would call
+/// the model, and pay, a second time for an answer that exists.
+pub(crate) fn store_write_lost(layer: &'static str, result: Result<(), StageError>) {
+    if let Err(error) = result {
+        metrics()
+            .store_unavailable
+            .with_label_values(&[layer, "write_lost"])
+            .inc();
+        tracing::warn!(layer, reason = %error.reason, "state store write lost; the answer goes out");
+    }
+}
+
 pub(crate) fn join_route(route: Option<String>, more: String) -> String {
     match route {
         Some(route) => format!("{route}; {more}"),

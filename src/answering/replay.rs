@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{Layer, Next, Turn};
+use super::{store_unavailable, store_write_lost, Layer, Next, Turn};
 use crate::clock::Clock;
 use crate::contracts::{AnswerDraft, AnswerStatus, StoredOutcome};
+use crate::cost::StoreUnavailablePolicy;
 use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
 use crate::state::{self, StateStore};
@@ -59,6 +60,9 @@ pub struct ReplayLayer {
     store: StateStore,
     key_prefix: String,
     ttl: Duration,
+    /// What a question meets while the store does not answer: the cost-control policy when the
+    /// store is cost control's, else `retry`.
+    on_unavailable: StoreUnavailablePolicy,
 }
 
 impl ReplayLayer {
@@ -66,23 +70,28 @@ impl ReplayLayer {
     /// used where the replay block sets none.
     pub async fn connect(
         config: &ReplayConfig,
-        shared: Option<(&str, &str)>,
+        shared: Option<(&str, &str, StoreUnavailablePolicy)>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StageError> {
+        let on_unavailable = match (shared, &config.store) {
+            (Some((_, _, policy)), None) => policy,
+            _ => StoreUnavailablePolicy::Retry,
+        };
         let url = config
             .store
             .as_deref()
-            .or(shared.map(|(url, _)| url))
+            .or(shared.map(|(url, _, _)| url))
             .unwrap_or("memory");
         let key_prefix = config
             .key_prefix
             .as_deref()
-            .or(shared.map(|(_, prefix)| prefix))
+            .or(shared.map(|(_, prefix, _)| prefix))
             .unwrap_or("ragstream");
         Ok(Self {
             store: StateStore::connect(url, clock).await?,
             key_prefix: key_prefix.to_owned(),
             ttl: Duration::from_secs(config.ttl_s),
+            on_unavailable,
         })
     }
 
@@ -125,13 +134,21 @@ impl ReplayLayer {
 #[async_trait]
 impl Layer for ReplayLayer {
     async fn answer(&self, turn: &mut Turn<'_>, next: Next<'_>) -> Result<(), StageError> {
-        if let Some(stored) = self.replayed(turn.draft).await? {
-            metrics().replays.inc();
-            stored.apply(turn.draft);
-            return Ok(());
+        match self.replayed(turn.draft).await {
+            Ok(Some(stored)) => {
+                metrics().replays.inc();
+                stored.apply(turn.draft);
+                return Ok(());
+            }
+            Ok(None) => {}
+            // Open or closed alike: no record to replay; admission decides what the question gets.
+            Err(error) => {
+                store_unavailable("replay", self.on_unavailable, error)?;
+            }
         }
         next.answer(turn).await?;
-        self.remember(turn.draft).await
+        store_write_lost("replay", self.remember(turn.draft).await);
+        Ok(())
     }
 }
 

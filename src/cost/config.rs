@@ -26,6 +26,32 @@ pub enum ExceededPolicy {
     Downgrade,
 }
 
+/// What a question meets while the store (Redis) does not answer (each command gives up after
+/// the client's response timeout, 500 ms, so nothing waits on a dead server).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreUnavailablePolicy {
+    /// The `generate` stage fails with an external error: the pipeline's `retry` policy applies
+    /// (backoff between attempts), then the question is dead-lettered with a `failed` answer.
+    #[default]
+    Retry,
+    /// Fail open: answered without budgets, rate limits, the response cache or replay records;
+    /// what those calls use is not counted in the budgets afterwards.
+    Open,
+    /// Fail closed: answered at once with status `failed` (the reason says why); no model call.
+    Closed,
+}
+
+impl StoreUnavailablePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreUnavailablePolicy::Retry => "retry",
+            StoreUnavailablePolicy::Open => "open",
+            StoreUnavailablePolicy::Closed => "closed",
+        }
+    }
+}
+
 /// Budgets, rate limits and the response cache of a `generate` stage.
 #[serde_inline_default]
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +94,10 @@ pub struct CostControlConfig {
     /// passage the answer cites (at the same document version) was retrieved for this question
     /// too. Unset: exact matches only.
     pub semantic_threshold: Option<f32>,
+    /// While the store does not answer: `retry` (the pipeline's retries, then the dead-letter
+    /// topic), `open` (answer without budgets, limits and cache) or `closed` (answer `failed`).
+    #[serde(default)]
+    pub on_store_unavailable: StoreUnavailablePolicy,
 }
 
 impl CostControlConfig {

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 
 pub use admission::{Admission, Estimate, OnWait, Reservation, Used};
-pub use config::{CostControlConfig, ExceededPolicy};
+pub use config::{CostControlConfig, ExceededPolicy, StoreUnavailablePolicy};
 
 use crate::clock::{self, Clock};
 use crate::error::StageError;
@@ -43,6 +43,11 @@ impl CostControls {
             config: config.clone(),
             clock,
         })
+    }
+
+    /// What a question meets while the store does not answer.
+    pub fn on_store_unavailable(&self) -> StoreUnavailablePolicy {
+        self.config.on_store_unavailable
     }
 
     /// The time of day on the clock.

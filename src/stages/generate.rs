@@ -210,7 +210,7 @@ impl Generate {
             let shared = config
                 .cost_control
                 .as_ref()
-                .map(|c| (c.store.as_str(), c.key_prefix.as_str()));
+                .map(|c| (c.store.as_str(), c.key_prefix.as_str(), c.on_store_unavailable));
             let replay = ReplayLayer::connect(&config.replay, shared, clock::system()).await?;
             tool_records = Some(replay.tool_records());
             layers.push(Box::new(replay));

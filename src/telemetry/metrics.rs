@@ -77,6 +77,9 @@ pub struct Metrics {
     pub budget_decisions: IntCounterVec,
     /// Fraction of the tightest budget window a tenant has left (0 to 1).
     pub budget_remaining_ratio: GaugeVec,
+    /// State store failures met by the answering layers, by layer (`replay`, `cache`,
+    /// `admission`) and what was done (`retry`, `open`, `closed`, `write_lost`).
+    pub store_unavailable: IntCounterVec,
     /// Questions answered again from their replay record after a redelivery (no model call).
     pub replays: IntCounter,
     /// OpenTelemetry GenAI `gen_ai.client.operation.duration`: one model call (attempt), by
@@ -352,6 +355,12 @@ impl Metrics {
                     ),
                     &["tenant"],
                 ),
+            ),
+            store_unavailable: counter(
+                &registry,
+                "ragstream_store_unavailable_total",
+                "State store failures met by the answering layers, by layer and what was done (retry, open, closed, write_lost).",
+                &["layer", "policy"],
             ),
             replays: plain_counter(
                 &registry,

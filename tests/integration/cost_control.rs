@@ -560,3 +560,157 @@ async fn a_cached_answer_is_never_restored_with_another_requests_values() {
     );
     assert_eq!(llm.requests().len(), 2);
 }
+
+/// A Redis server of this test's own on a free port (Debian's `redis-server`, which
+/// `deploy/local/redis.sh` installs), appending every write to disk before it answers: killed
+/// for an outage and started again with its counters, while the machine's Redis serves the other
+/// tests. Killed, not paused: a paused server would run the commands queued during the pause
+/// once resumed, and this test must know what the store was told.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, from its append-only file) and waits until it answers.
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (deploy/local/redis.sh installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok() {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: the server is gone until [`restart`](Self::restart).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Dollars counted in `tenant`'s daily cost budget under `prefix`.
+    async fn spent_today(&self, prefix: &str, tenant: &str) -> f64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:budget:t:{tenant}:cost:day:*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let mut micro_dollars = 0.0;
+        for key in keys {
+            let value: String = redis::cmd("GET").arg(&key).query_async(&mut connection).await.unwrap();
+            micro_dollars += value.parse::<f64>().unwrap();
+        }
+        micro_dollars / 1e6
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_questions_fail_open_or_closed_as_configured_and_no_call_is_billed_twice() {
+    let llm = ScriptedLlm::start(always_answer(), constant_reply()).await;
+    let mut redis = OwnRedis::start().await;
+    for policy in ["open", "closed"] {
+        let prefix = unique(&format!("outage-{policy}"));
+        // The cache is off: every question is a call of $1 (estimated at $1.60 before it).
+        let setup = Setup {
+            models: dollar_per_call(&llm.url),
+            generate_extra: format!(
+                ", max_output_tokens: 16, cost_control: {{ store: \"{}\", key_prefix: {prefix}, cache_ttl_s: 0, \
+                   tenant: {{ cost_usd_per_day: 1000 }}, on_store_unavailable: {policy} }}",
+                redis.url()
+            ),
+            ..Setup::openai(&llm.url)
+        };
+        let running = start(&format!("outage-{policy}"), setup).await;
+        let ask = |phase: &'static str| {
+            let (messages, ids) = questions(&format!("{prefix}-{phase}"), 4, "acme");
+            let topic = running.topology.output.clone();
+            let input = running.topology.input.clone();
+            async move {
+                produce_all(&input, messages).await;
+                let answers = crate::answering::answers_for(&topic, &ids, Duration::from_secs(120)).await;
+                answers.into_values().collect::<Vec<Answer>>()
+            }
+        };
+
+        for answer in ask("before").await {
+            assert_eq!(answer.status, AnswerStatus::Ok, "{answer:?}");
+        }
+        assert_eq!(redis.spent_today(&prefix, "acme").await, 4.0);
+        let calls_before = llm.requests().len();
+
+        redis.kill();
+        let during = ask("during").await;
+        let calls_during = llm.requests().len() - calls_before;
+        for answer in &during {
+            let route = answer.provenance.route.clone().unwrap_or_default();
+            let reason = answer.provenance.reason.clone().unwrap_or_default();
+            match policy {
+                "open" => {
+                    assert_eq!(answer.status, AnswerStatus::Ok, "{answer:?}");
+                    assert!(route.contains("not checked"), "{route}");
+                }
+                _ => {
+                    assert_eq!(answer.status, AnswerStatus::Failed, "{answer:?}");
+                    assert!(reason.contains("cannot be checked"), "{reason}");
+                }
+            }
+        }
+        assert_eq!(calls_during, if policy == "open" { 4 } else { 0 }, "{policy}");
+
+        redis.restart().await;
+        for answer in ask("after").await {
+            assert_eq!(answer.status, AnswerStatus::Ok, "{answer:?}");
+        }
+        // The calls before and after the outage, each once; the outage's calls (open) are not
+        // counted, and nothing sent while the store was down is counted later.
+        assert_eq!(redis.spent_today(&prefix, "acme").await, 8.0, "{policy}");
+        let metrics = running.process.metrics().await.expect("the process is alive");
+        assert_eq!(
+            metric(
+                &metrics,
+                "ragstream_store_unavailable_total",
+                &[("layer", "admission"), ("policy", policy)]
+            ),
+            4.0
+        );
+    }
+}
