@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::clock::Clock;
 use crate::error::StageError;
@@ -98,8 +98,44 @@ pub struct Bucket {
 /// The shared state.
 #[derive(Clone)]
 pub enum StateStore {
-    Redis(ConnectionManager),
+    Redis(RedisConnection),
     Memory(Arc<Mutex<Memory>>),
+}
+
+/// The Redis client's connection manager, replaced by a fresh one after a failure: a manager
+/// whose server went away can stay stuck reconnecting after the server is back (seen with a
+/// restarted Redis), so every later command would time out.
+#[derive(Clone)]
+pub struct RedisConnection {
+    client: redis::Client,
+    manager: Arc<Mutex<ConnectionManager>>,
+}
+
+impl RedisConnection {
+    fn current(&self) -> ConnectionManager {
+        self.manager.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs `command` on the current manager; after a failure the next command gets a new
+    /// manager, which connects on first use.
+    async fn run<T>(
+        &self,
+        command: impl FnOnce(ConnectionManager) -> futures::future::BoxFuture<'static, redis::RedisResult<T>>,
+    ) -> Result<T, StageError> {
+        let result = bounded(command(self.current())).await;
+        if result.is_err() {
+            self.renew();
+        }
+        result
+    }
+
+    /// A new manager in place of the current one, connecting on first use.
+    fn renew(&self) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), ConnectionManagerConfig::new()) {
+            Ok(fresh) => *self.manager.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(error) => tracing::warn!(%error, "state store: cannot renew the Redis connection"),
+        }
+    }
 }
 
 /// Values the memory store holds before it first sweeps out expired ones.
@@ -182,9 +218,32 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// Longest a Redis command may take, reconnecting included. The client bounds a reply on a live
+/// connection (500 ms), but a request made while it reconnects to a server that is gone waits for
+/// the reconnection, which can take indefinitely: without this bound a Redis outage would hold
+/// every question instead of letting `on_store_unavailable` decide.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `command` with [`COMMAND_TIMEOUT`]; a Redis error or the timeout is the store being unavailable.
+async fn bounded<T>(command: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, StageError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StageError::external(format!(
+            "state store (Redis): no reply within {} ms",
+            COMMAND_TIMEOUT.as_millis()
+        ))),
+    }
+}
+
 /// Runs one Redis command.
-async fn query<T: redis::FromRedisValue>(manager: &ConnectionManager, command: &redis::Cmd) -> Result<T, StageError> {
-    command.query_async(&mut manager.clone()).await.map_err(unavailable)
+async fn query<T: redis::FromRedisValue + Send + 'static>(
+    connection: &RedisConnection,
+    command: &redis::Cmd,
+) -> Result<T, StageError> {
+    let command = command.clone();
+    connection
+        .run(move |mut manager| Box::pin(async move { command.query_async(&mut manager).await }))
+        .await
 }
 
 /// A TTL in whole milliseconds, at least one (Redis refuses zero).
@@ -195,14 +254,19 @@ fn ttl_millis(ttl: Duration) -> u64 {
 /// Runs the Lua script `source` on Redis with the keys and arguments `bind` adds; one round
 /// trip, atomic on the server.
 async fn run_script<T: redis::FromRedisValue>(
-    manager: &ConnectionManager,
+    connection: &RedisConnection,
     source: &str,
     bind: impl FnOnce(&mut redis::ScriptInvocation<'_>),
 ) -> Result<T, StageError> {
     let script = redis::Script::new(source);
     let mut invocation = script.prepare_invoke();
     bind(&mut invocation);
-    invocation.invoke_async(&mut manager.clone()).await.map_err(unavailable)
+    let mut manager = connection.current();
+    let result = bounded(invocation.invoke_async(&mut manager)).await;
+    if result.is_err() {
+        connection.renew();
+    }
+    result
 }
 
 fn unavailable(error: redis::RedisError) -> StageError {
@@ -225,7 +289,10 @@ impl StateStore {
         let client = redis::Client::open(url)
             .map_err(|error| StageError::internal(format!("state store URL `{}`: {error}", redacted(url))))?;
         let manager = client.get_connection_manager().await.map_err(unavailable)?;
-        Ok(StateStore::Redis(manager))
+        Ok(StateStore::Redis(RedisConnection {
+            client,
+            manager: Arc::new(Mutex::new(manager)),
+        }))
     }
 
     /// The value at `key`, if any.

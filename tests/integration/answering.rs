@@ -212,12 +212,12 @@ pub(crate) async fn answers_for(
     timeout: Duration,
 ) -> HashMap<String, Answer> {
     let mut reader = TopicReader::new(topic);
-    let wanted = request_ids.len();
     reader
         .read_until(
             |received| {
+                // The topic may hold answers to earlier questions too: wait for these ones.
                 let keys: HashSet<&[u8]> = received.iter().filter_map(|m| m.key.as_deref()).collect();
-                keys.len() >= wanted
+                request_ids.iter().all(|id| keys.contains(id.as_bytes()))
             },
             timeout,
         )

@@ -667,7 +667,11 @@ async fn without_redis_questions_fail_open_or_closed_as_configured_and_no_call_i
             async move {
                 produce_all(&input, messages).await;
                 let answers = crate::answering::answers_for(&topic, &ids, Duration::from_secs(120)).await;
-                answers.into_values().collect::<Vec<Answer>>()
+                answers
+                    .into_iter()
+                    .filter(|(id, _)| ids.contains(id))
+                    .map(|(_, answer)| answer)
+                    .collect::<Vec<Answer>>()
             }
         };
 
