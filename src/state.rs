@@ -122,14 +122,18 @@ impl RedisConnection {
         &self,
         command: impl FnOnce(ConnectionManager) -> futures::future::BoxFuture<'static, redis::RedisResult<T>>,
     ) -> Result<T, StageError> {
-        let result = bounded(command(self.current())).await;
+        self.renewed_after(bounded(command(self.current())).await)
+    }
+
+    /// `result`, after putting a new manager (connecting on first use) in place of the current
+    /// one when it is a failure.
+    fn renewed_after<T>(&self, result: Result<T, StageError>) -> Result<T, StageError> {
         if result.is_err() {
             self.renew();
         }
         result
     }
 
-    /// A new manager in place of the current one, connecting on first use.
     fn renew(&self) {
         match ConnectionManager::new_lazy_with_config(self.client.clone(), ConnectionManagerConfig::new()) {
             Ok(fresh) => *self.manager.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
@@ -262,11 +266,7 @@ async fn run_script<T: redis::FromRedisValue>(
     let mut invocation = script.prepare_invoke();
     bind(&mut invocation);
     let mut manager = connection.current();
-    let result = bounded(invocation.invoke_async(&mut manager)).await;
-    if result.is_err() {
-        connection.renew();
-    }
-    result
+    connection.renewed_after(bounded(invocation.invoke_async(&mut manager)).await)
 }
 
 fn unavailable(error: redis::RedisError) -> StageError {

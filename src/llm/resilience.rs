@@ -259,18 +259,18 @@ impl ModelChain {
 
 /// The span of one call to `model` (OpenTelemetry's GenAI client span: `chat {model}`).
 fn call_span(model: &ChainModel, request: &ChatRequest, attempt: u32) -> opentelemetry::Context {
-    let span = traces::child(
-        format!("{} {}", Operation::Chat.name(), model.name),
-        SpanKind::Client,
-        vec![
+    let span = traces::child(SpanKind::Client, || {
+        let name = format!("{} {}", Operation::Chat.name(), model.name);
+        let attributes = vec![
             KeyValue::new(gen_ai::OPERATION_NAME, Operation::Chat.name()),
             KeyValue::new(gen_ai::PROVIDER_NAME, model.provider_name),
             KeyValue::new(gen_ai::REQUEST_MODEL, model.name.clone()),
             KeyValue::new("gen_ai.request.max_tokens", i64::from(request.max_output_tokens)),
             KeyValue::new("gen_ai.request.temperature", f64::from(request.temperature)),
             KeyValue::new("ragstream.model.attempt", i64::from(attempt)),
-        ],
-    );
+        ];
+        (name, attributes)
+    });
     // The prompt as sent: the question and passages already masked by `mask_pii`.
     traces::annotate_content(&span, "gen_ai.input.messages", || {
         serde_json::to_string(&request.messages).unwrap_or_default()

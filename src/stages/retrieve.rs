@@ -114,32 +114,32 @@ impl Retrieve {
 impl Retrieve {
     /// The span of the question's embedding (OpenTelemetry's GenAI `embeddings` operation).
     fn embedding_span(&self) -> opentelemetry::Context {
-        let model = self.config.embedding.recorded_model_name();
-        traces::child(
-            format!("{} {model}", Operation::Embeddings.name()),
-            SpanKind::Client,
-            vec![
+        traces::child(SpanKind::Client, || {
+            let model = self.config.embedding.recorded_model_name();
+            let name = format!("{} {model}", Operation::Embeddings.name());
+            let attributes = vec![
                 KeyValue::new(gen_ai::OPERATION_NAME, Operation::Embeddings.name()),
                 KeyValue::new(gen_ai::PROVIDER_NAME, self.config.embedding.provider_name()),
                 KeyValue::new(gen_ai::REQUEST_MODEL, model),
-            ],
-        )
+            ];
+            (name, attributes)
+        })
     }
 
     /// The span of the search of the chunks table for `tenant`'s passages.
     fn retrieval_span(&self, tenant: &str, mode: SearchMode, limit: usize) -> opentelemetry::Context {
-        traces::child(
-            format!("{} {}", Operation::Retrieval.name(), self.config.table),
-            SpanKind::Client,
-            vec![
+        traces::child(SpanKind::Client, || {
+            let name = format!("{} {}", Operation::Retrieval.name(), self.config.table);
+            let attributes = vec![
                 KeyValue::new(gen_ai::OPERATION_NAME, Operation::Retrieval.name()),
                 KeyValue::new("gen_ai.data_source.id", self.config.table.clone()),
                 KeyValue::new("db.system.name", "lancedb"),
                 KeyValue::new("ragstream.tenant", tenant.to_owned()),
                 KeyValue::new("ragstream.retrieval.hybrid", mode == SearchMode::Hybrid),
                 KeyValue::new("ragstream.retrieval.top_k", limit as i64),
-            ],
-        )
+            ];
+            (name, attributes)
+        })
     }
 }
 

@@ -197,7 +197,8 @@ pub fn message_context(message: &MessageTrace<'_>) -> Context {
         return Context::new();
     }
     let parent = TraceContextPropagator::new().extract(&HeaderCarrier(message.headers));
-    let span = tracer()
+    let tracer = tracer();
+    let span = tracer
         .span_builder(format!("process {}", message.topic))
         .with_kind(SpanKind::Consumer)
         .with_attributes([
@@ -210,7 +211,7 @@ pub fn message_context(message: &MessageTrace<'_>) -> Context {
             KeyValue::new("messaging.kafka.offset", message.offset),
             KeyValue::new("ragstream.pipeline", message.pipeline.to_owned()),
         ])
-        .start_with_context(&tracer(), &parent);
+        .start_with_context(&tracer, &parent);
     parent.with_span(span)
 }
 
@@ -238,17 +239,20 @@ pub fn finish(context: &Context, outcome: Result<(), (&str, &str)>) {
     span.end();
 }
 
-/// A child span of the current context named `name`, of `kind`, with `attributes`.
-pub fn child(name: String, kind: SpanKind, attributes: Vec<KeyValue>) -> Context {
+/// A child span of the current context, of `kind`, named and described by `describe`, which
+/// runs only when spans are exported (no name is formatted for the no-op tracer).
+pub fn child(kind: SpanKind, describe: impl FnOnce() -> (String, Vec<KeyValue>)) -> Context {
     let current = Context::current();
     if !enabled() {
         return current;
     }
-    let span = tracer()
+    let (name, attributes) = describe();
+    let tracer = tracer();
+    let span = tracer
         .span_builder(name)
         .with_kind(kind)
         .with_attributes(attributes)
-        .start_with_context(&tracer(), &current);
+        .start_with_context(&tracer, &current);
     current.with_span(span)
 }
 
@@ -277,14 +281,15 @@ pub async fn traced<T>(
 
 /// The span of one stage of `pipeline` for the current message.
 pub fn stage(pipeline: &str, stage: &str) -> Context {
-    child(
-        format!("stage {stage}"),
-        SpanKind::Internal,
-        vec![
-            KeyValue::new("ragstream.pipeline", pipeline.to_owned()),
-            KeyValue::new("ragstream.stage", stage.to_owned()),
-        ],
-    )
+    child(SpanKind::Internal, || {
+        (
+            format!("stage {stage}"),
+            vec![
+                KeyValue::new("ragstream.pipeline", pipeline.to_owned()),
+                KeyValue::new("ragstream.stage", stage.to_owned()),
+            ],
+        )
+    })
 }
 
 /// Sets `attribute` on the span of `context` (a count or a name learnt while it ran).

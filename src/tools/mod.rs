@@ -344,16 +344,16 @@ impl Toolbox {
 /// `value` with the placeholders in every string restored to the request's real values.
 /// The span of one tool call (OpenTelemetry's GenAI `execute_tool {tool}`).
 fn tool_span(call: &ToolCall) -> opentelemetry::Context {
-    traces::child(
-        format!("{} {}", Operation::ExecuteTool.name(), call.name()),
-        SpanKind::Internal,
-        vec![
+    traces::child(SpanKind::Internal, || {
+        let name = format!("{} {}", Operation::ExecuteTool.name(), call.name());
+        let attributes = vec![
             KeyValue::new(gen_ai::OPERATION_NAME, Operation::ExecuteTool.name()),
             KeyValue::new("gen_ai.tool.name", call.name().to_owned()),
             KeyValue::new("gen_ai.tool.call.id", call.id.clone()),
             KeyValue::new("gen_ai.tool.type", "function"),
-        ],
-    )
+        ];
+        (name, attributes)
+    })
 }
 
 fn restore_strings(value: Value, scope: &PiiScope) -> Value {
