@@ -183,20 +183,22 @@ pub fn is_plain_name(name: &str) -> bool {
 }
 
 /// `message` (a decoding error about a message) with the values it quotes replaced by `value`:
-/// serde quotes the offending string (`invalid type: string "ada@example.org"`) or variant
-/// (`` unknown variant `x` ``), and such reasons end up in dead-letter headers and logs, where
-/// personal data must not. Field names (`` missing field `tenant` ``) and what was expected stay.
+/// serde quotes the offending string (`invalid type: string "ada@example.org"`), variant
+/// (`` unknown variant `x` ``), unknown field name or number (`` floating point `4915112345678.0` ``),
+/// and such reasons end up in dead-letter headers and logs, where personal data must not. The
+/// kind of value, field names the contract declares (`` missing field `tenant` ``) and what was
+/// expected stay.
 pub fn without_values(message: &str) -> String {
     static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r#""(?:[^"\\]|\\.)*"|variant `[^`]*`"#).expect("a valid pattern")
+        regex::Regex::new(
+            r#""(?:[^"\\]|\\.)*"|(variant|unknown field|integer|floating point|boolean|character) `[^`]*`"#,
+        )
+        .expect("a valid pattern")
     });
     QUOTED
-        .replace_all(message, |found: &regex::Captures<'_>| {
-            if found[0].starts_with("variant") {
-                "variant value"
-            } else {
-                "value"
-            }
+        .replace_all(message, |found: &regex::Captures<'_>| match found.get(1) {
+            Some(kind) => format!("{} value", kind.as_str()),
+            None => "value".to_owned(),
         })
         .into_owned()
 }
@@ -237,6 +239,34 @@ mod tests {
         assert_eq!(
             without_values("missing field `tenant` at line 3"),
             "missing field `tenant` at line 3"
+        );
+    }
+
+    #[test]
+    fn numbers_and_unknown_field_names_are_values_too() {
+        // A phone number sent as a number, where the contract wants a small integer.
+        let float = serde_json::from_value::<u32>(serde_json::json!(4_915_112_345_678.0_f64))
+            .unwrap_err()
+            .to_string();
+        assert!(float.contains("4915112345678"), "serde quotes it: {float}");
+        assert_eq!(
+            without_values(&float),
+            "invalid type: floating point value, expected u32"
+        );
+        let integer = serde_json::from_value::<bool>(serde_json::json!(4_915_112_345_678_u64))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            without_values(&integer),
+            "invalid type: integer value, expected a boolean"
+        );
+        assert_eq!(
+            without_values("unknown field `ada@example.org`, expected `tenant` or `doc_id`"),
+            "unknown field value, expected `tenant` or `doc_id`"
+        );
+        assert_eq!(
+            without_values("expected `,` or `}` at line 1 column 9"),
+            "expected `,` or `}` at line 1 column 9"
         );
     }
 }

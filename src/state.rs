@@ -75,6 +75,36 @@ end
 return {'0', 0}
 ";
 
+/// Takes the claim `KEYS[1]` for `ARGV[1]` (for `ARGV[2]` ms) when it is free and nobody else
+/// holds the reservation `KEYS[2]` of the next turn; a caller that finds it taken reserves the
+/// next turn (for `ARGV[3]` ms) unless another already has. 1 if taken, 0 if not. Without the
+/// reservation a holder with more work re-takes the claim the moment it gives it back, and the
+/// others, polling, could wait indefinitely.
+const CLAIM_IN_TURN: &str = r"
+local reserved = redis.call('GET', KEYS[2])
+if reserved and reserved ~= ARGV[1] then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if reserved then redis.call('DEL', KEYS[2]) end
+  return 1
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+return 0
+";
+
+/// Extends the expiry of `KEYS[1]` to `ARGV[2]` ms if it still holds `ARGV[1]` (its claimant's
+/// token); 1 if it did, 0 if the claim was lost (expired, or taken by another).
+const RENEW_CLAIM: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
+/// Removes `KEYS[1]` if it still holds `ARGV[1]`: a claimant whose claim expired must not
+/// remove the next claimant's.
+const RELEASE_CLAIM: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// A counter to reserve on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Counter {
@@ -344,6 +374,88 @@ impl StateStore {
                 Ok(true)
             }
         }
+    }
+
+    /// Like [`StateStore::claim`], but fair among claimants that keep asking: a caller that
+    /// finds `key` taken reserves the next turn at `queue` for `reservation` (renewed by every
+    /// call of its), and until it takes it or its reservation runs out nobody else takes `key`.
+    pub async fn claim_in_turn(
+        &self,
+        key: &str,
+        queue: &str,
+        value: &str,
+        ttl: Duration,
+        reservation: Duration,
+    ) -> Result<bool, StageError> {
+        match self {
+            StateStore::Redis(manager) => {
+                let taken: i64 = run_script(manager, CLAIM_IN_TURN, |invocation| {
+                    invocation
+                        .key(key)
+                        .key(queue)
+                        .arg(value)
+                        .arg(ttl_millis(ttl))
+                        .arg(ttl_millis(reservation));
+                })
+                .await?;
+                Ok(taken == 1)
+            }
+            StateStore::Memory(memory) => {
+                let mut memory = lock(memory);
+                let reserved = memory.get(queue).cloned();
+                if reserved.as_deref().is_some_and(|holder| holder != value) {
+                    return Ok(false);
+                }
+                if memory.get(key).is_none() {
+                    memory.set(key, value.to_owned(), Some(ttl));
+                    memory.values.remove(queue);
+                    return Ok(true);
+                }
+                memory.set(queue, value.to_owned(), Some(reservation));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Extends a claim taken with [`StateStore::claim`] to `ttl` from now, if `key` still holds
+    /// `value`: whether the claim is still this caller's.
+    pub async fn renew_claim(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StageError> {
+        match self {
+            StateStore::Redis(manager) => {
+                let renewed: i64 = run_script(manager, RENEW_CLAIM, |invocation| {
+                    invocation.key(key).arg(value).arg(ttl_millis(ttl));
+                })
+                .await?;
+                Ok(renewed == 1)
+            }
+            StateStore::Memory(memory) => {
+                let mut memory = lock(memory);
+                if memory.get(key).map(String::as_str) != Some(value) {
+                    return Ok(false);
+                }
+                memory.set(key, value.to_owned(), Some(ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Gives up a claim, if `key` still holds `value` (else it is another's now, and stays).
+    pub async fn release_claim(&self, key: &str, value: &str) -> Result<(), StageError> {
+        match self {
+            StateStore::Redis(manager) => {
+                run_script::<i64>(manager, RELEASE_CLAIM, |invocation| {
+                    invocation.key(key).arg(value);
+                })
+                .await?;
+            }
+            StateStore::Memory(memory) => {
+                let mut memory = lock(memory);
+                if memory.get(key).map(String::as_str) == Some(value) {
+                    memory.values.remove(key);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes `key`.

@@ -12,13 +12,13 @@ mod status;
 pub use outcome::StoredOutcome;
 pub use status::{StatusEvent, Step};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::StageError;
+use crate::error::{without_values, StageError};
 
 /// Version written to and expected in `schema_version` by this build.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -484,6 +484,10 @@ macro_rules! contracts {
 pub struct Contract {
     name: &'static str,
     validator: jsonschema::Validator,
+    /// Every property name the schema declares, anywhere in it: the parts of a field's path that
+    /// are the contract's words. Any other part (a `metadata` key) is the message's, and may be
+    /// personal data.
+    declared: HashSet<String>,
 }
 
 /// How many schema violations are listed in a dead-letter reason before it is cut short.
@@ -495,7 +499,13 @@ impl Contract {
         // here is a build defect, not a runtime condition.
         let schema: Value = serde_json::from_str(schema_text).expect("embedded schema is valid JSON");
         let validator = jsonschema::validator_for(&schema).expect("embedded schema compiles");
-        Self { name, validator }
+        let mut declared = HashSet::new();
+        declared_names(&schema, &mut declared);
+        Self {
+            name,
+            validator,
+            declared,
+        }
     }
 
     contracts! {
@@ -513,23 +523,39 @@ impl Contract {
         audit: "audit event" from "audit.schema.json";
     }
 
-    /// Every way `value` breaks the schema, each prefixed with its JSON pointer.
     /// Every way `value` breaks the schema, each with the path of the offending field. With
-    /// `show_values` false the field's value is replaced by `value`: these reasons go into
-    /// dead-letter headers and logs, and the value may be personal data.
+    /// `show_values` false nothing of the message's own is shown: the field's value is replaced
+    /// by `value`, path parts the schema does not declare (a `metadata` key) by `*`, and
+    /// unexpected properties are counted, not named. These reasons go into dead-letter headers
+    /// and logs, and any of those may be personal data.
     fn violations(&self, value: &Value, show_values: bool) -> Vec<String> {
         self.validator
             .iter_errors(value)
             .map(|error| {
                 let at = error.instance_path().to_string();
-                let at = if at.is_empty() { "/".to_owned() } else { at };
                 if show_values {
-                    format!("{at}: {error}")
+                    format!("{}: {error}", root_if_empty(at))
                 } else {
-                    format!("{at}: {}", error.masked())
+                    format!("{}: {}", root_if_empty(self.declared_path(&at)), masked(&error))
                 }
             })
             .collect()
+    }
+
+    /// `path` (a JSON pointer into a message) with every part the schema does not declare
+    /// replaced by `*`. Array positions go too: none of the validated contracts has an array,
+    /// so a part of digits is a map key (a phone number, say).
+    fn declared_path(&self, path: &str) -> String {
+        path.split('/')
+            .map(|part| {
+                if part.is_empty() || self.declared.contains(part) {
+                    part
+                } else {
+                    "*"
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     /// Checks a message ragstream is about to write (used by tests to keep code and schema in step).
@@ -556,7 +582,9 @@ impl Contract {
                 error.valid_up_to()
             ))
         })?;
-        let value: Value = serde_json::from_str(text)
+        // serde_json's syntax errors name a position, never the text found there, and its
+        // recursion limit (128) bounds how deep a message may nest.
+        let mut value: Value = serde_json::from_str(text)
             .map_err(|error| StageError::input(format!("payload is not valid JSON: {error}")))?;
         let violations = self.violations(&value, false);
         if !violations.is_empty() {
@@ -577,13 +605,86 @@ impl Contract {
                 shown.join("; ")
             )));
         }
+        integral_floats_as_integers(&mut value);
+        // Still possible: an integer the schema allows but no Rust integer holds (`1e20`). The
+        // sender's message, not our bug: dead-lettered, not a reason to stop the pipeline.
         let typed = serde_json::from_value(value.clone()).map_err(|error| {
-            StageError::internal(format!(
-                "{} passed its schema but not the typed contract: {error}",
-                self.name
+            StageError::input(format!(
+                "{} does not fit its typed contract: {}",
+                self.name,
+                without_values(&error.to_string())
             ))
         })?;
         Ok((typed, value))
+    }
+}
+
+/// `/` for the path of the message itself.
+fn root_if_empty(path: String) -> String {
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    }
+}
+
+/// `error` without the message's values: jsonschema's masked form, except that it names
+/// unexpected properties, whose names are the message's too.
+fn masked(error: &jsonschema::ValidationError<'_>) -> String {
+    match error.kind() {
+        jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+            format!(
+                "Additional properties are not allowed ({} unexpected)",
+                unexpected.len()
+            )
+        }
+        _ => error.masked().to_string(),
+    }
+}
+
+/// Adds every property name `schema` declares, at any depth, to `names`.
+fn declared_names(schema: &Value, names: &mut HashSet<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                names.extend(properties.keys().cloned());
+            }
+            map.values().for_each(|value| declared_names(value, names));
+        }
+        Value::Array(items) => items.iter().for_each(|item| declared_names(item, names)),
+        _ => {}
+    }
+}
+
+/// JSON Schema counts `2.0` and `1e2` as integers and serde does not: such numbers become the
+/// integers they are, so that a message its schema accepts is not refused by the typed contract.
+/// (Nesting is bounded: serde_json parses at most 128 levels deep.)
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            let integer = number.as_f64().filter(|_| number.is_f64()).and_then(exact_integer);
+            if let Some(integer) = integer {
+                *value = integer;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
+/// `float` as a JSON integer, when it is one that `u64` or `i64` holds exactly.
+fn exact_integer(float: f64) -> Option<Value> {
+    const TWO_TO_THE_64: f64 = 18_446_744_073_709_551_616.0;
+    const TWO_TO_THE_63: f64 = 9_223_372_036_854_775_808.0;
+    if float.fract() != 0.0 {
+        None
+    } else if (0.0..TWO_TO_THE_64).contains(&float) {
+        Some(Value::from(float as u64))
+    } else if (-TWO_TO_THE_63..0.0).contains(&float) {
+        Some(Value::from(float as i64))
+    } else {
+        None
     }
 }
 
@@ -604,6 +705,78 @@ mod tests {
             !reason.contains("ada.lovelace"),
             "a personal value in the reason: {reason}"
         );
+    }
+
+    #[test]
+    fn names_of_the_messages_own_are_left_out_of_schema_errors() {
+        // An unexpected property and a metadata key, each named with personal data.
+        let bytes = br#"{"schema_version":1,"doc_id":"d1","tenant":"acme","op":"upsert","version":1,"text":"t",
+            "ada.lovelace@example.org":"x","metadata":{"+44 20 7946 0958":{"nested":true},"4915112345678":7}}"#;
+        let document = reason(Contract::documents().decode::<Document>(bytes));
+        assert!(!document.contains("ada.lovelace"), "{document}");
+        assert!(
+            !document.contains("7946") && !document.contains("4915112345678"),
+            "{document}"
+        );
+        assert!(
+            document.contains("/: Additional properties are not allowed (1 unexpected)"),
+            "{document}"
+        );
+        assert!(
+            document.contains("/metadata/*: value is not of type \"string\""),
+            "{document}"
+        );
+        let options = br#"{"schema_version":1,"request_id":"r1","tenant":"acme","user":"u","question":"q","task":"qa",
+            "options":{"ada@example.org":1}}"#;
+        let question = Contract::questions().decode::<Question>(options).unwrap_err().reason;
+        assert_eq!(
+            question,
+            "question does not match its schema: /options: Additional properties are not allowed (1 unexpected)"
+        );
+    }
+
+    #[test]
+    fn integers_written_as_floats_are_integers_and_too_large_ones_are_the_inputs_fault() {
+        // JSON Schema accepts `1.0` where it asks for an integer (and the constant 1): so must
+        // the typed contract.
+        let bytes = br#"{"schema_version":1.0,"doc_id":"d1","tenant":"acme","op":"upsert","version":2e0,"text":"t"}"#;
+        let (document, value): (Document, Value) = Contract::documents().decode(bytes).unwrap();
+        assert_eq!((document.header.schema_version, document.header.version), (1, 2));
+        assert_eq!(value["version"], serde_json::json!(2));
+        let question = br#"{"schema_version":1,"request_id":"r1","tenant":"acme","user":"u","question":"q","task":"qa",
+            "options":{"top_k":3.0,"max_output_tokens":64.0}}"#;
+        let (question, _): (Question, Value) = Contract::questions().decode(question).unwrap();
+        assert_eq!(question.options.unwrap().top_k, Some(3));
+        // An integer no u64 holds: dead-lettered (an input fault), never a reason to stop.
+        let huge = br#"{"schema_version":1,"doc_id":"d1","tenant":"acme","op":"upsert","version":4.9151123456789e25,"text":"t"}"#;
+        let error = Contract::documents().decode::<Document>(huge).unwrap_err();
+        assert_eq!(error.fault, crate::error::Fault::Input);
+        assert_eq!(
+            error.reason,
+            "document does not fit its typed contract: invalid type: floating point value, expected u64"
+        );
+        assert_eq!(exact_integer(-3.0), Some(serde_json::json!(-3)));
+        assert_eq!(exact_integer(0.5), None);
+        assert_eq!(exact_integer(18_446_744_073_709_551_616.0), None);
+    }
+
+    #[test]
+    fn json_errors_name_a_position_not_the_text_and_nesting_is_bounded() {
+        let documents = Contract::documents();
+        let broken = br#"{"doc_id": "ada@example.org" "tenant": "Ada Lovelace"}"#;
+        let syntax = reason(documents.decode(broken));
+        assert!(
+            syntax.starts_with("payload is not valid JSON: expected `,` or `}`"),
+            "{syntax}"
+        );
+        assert!(!syntax.contains("ada") && !syntax.contains("Ada"), "{syntax}");
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let nesting = reason(documents.decode(deep.as_bytes()));
+        assert!(nesting.contains("recursion limit exceeded"), "{nesting}");
+        let lone_surrogate = br#"{"doc_id": "\ud800 ada@example.org"}"#;
+        let escape = reason(documents.decode(lone_surrogate));
+        assert!(escape.starts_with("payload is not valid JSON: "), "{escape}");
+        assert!(!escape.contains("ada"), "{escape}");
     }
 
     #[test]

@@ -144,8 +144,8 @@ impl ChatProvider for AnthropicProvider {
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, CallError> {
         let response = self.send(&self.body(request)).await?;
         let bytes = response.bytes().await.map_err(CallError::from_transport)?;
-        let body: Response = serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable message response: {e}")))?;
+        let body: Response =
+            serde_json::from_slice(&bytes).map_err(|e| CallError::unreadable("message response", &e))?;
         let mut text = String::new();
         let mut tool_calls = Vec::new();
         for block in body.content {
@@ -185,8 +185,8 @@ impl ChatProvider for AnthropicProvider {
                 break;
             };
             for event in arrived {
-                let event: serde_json::Value = serde_json::from_str(&event.data)
-                    .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable stream event: {e}")))?;
+                let event: serde_json::Value =
+                    serde_json::from_str(&event.data).map_err(|e| CallError::unreadable("stream event", &e))?;
                 match event["type"].as_str().unwrap_or_default() {
                     "message_start" => {
                         completion.usage.prompt_tokens =
@@ -290,6 +290,34 @@ mod tests {
             .unwrap();
         assert_eq!(completion.text, "Paris [1]");
         assert_ends_turn_with_usage(&completion, 9, 2);
+    }
+
+    #[tokio::test]
+    async fn a_response_that_echoes_the_key_is_malformed_without_showing_it() {
+        // A proxy that answers 200 with the request's key where the content should be.
+        let handler = |headers: HeaderMap| async move {
+            let key = headers["x-api-key"].to_str().unwrap().to_owned();
+            (StatusCode::OK, Json(serde_json::json!({ "content": key }))).into_response()
+        };
+        let url = crate::llm::serve_for_test(Router::new().route("/v1/messages", post(handler))).await;
+        let key = "sk-ant-api03-echoed-7f3a9c";
+        let provider = AnthropicProvider::new(
+            &url,
+            "claude",
+            ProviderKey::fixed(Some(crate::secrets::Secret::new(key))),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let request = ChatRequest::new(vec![ChatMessage::new(Role::User, "capital?")], 8);
+        let error = provider.complete(&request).await.unwrap_err();
+        assert_eq!(error.kind, CallErrorKind::Malformed);
+        assert!(
+            error
+                .message
+                .starts_with("unreadable message response: invalid type: string value"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("7f3a9c"), "{error}");
     }
 
     #[track_caller]

@@ -275,13 +275,27 @@ impl CallError {
         }
     }
 
+    /// A response body that is not what the API sends (`what` names it). serde quotes the
+    /// values it trips over, and a response may echo the request (the key, the prompt): they are
+    /// left out, as this message reaches answers, audit events and logs.
+    pub fn unreadable(what: &str, error: &serde_json::Error) -> Self {
+        Self::new(
+            CallErrorKind::Malformed,
+            format!(
+                "unreadable {what}: {}",
+                crate::error::without_values(&error.to_string())
+            ),
+        )
+    }
+
     /// The error for a failed HTTP exchange (no status): timeouts, connection failures, bodies
     /// that broke off. The URL is left out of the message (it may carry a key).
     pub fn from_transport(error: reqwest::Error) -> Self {
+        // reqwest reports every failure to read a body as a decode error, a connection closed
+        // or reset partway through the body included. Bodies are parsed here, not by reqwest
+        // (an unreadable one is `Malformed` there), so what is not a timeout is the connection.
         let kind = if error.is_timeout() {
             CallErrorKind::Timeout
-        } else if error.is_decode() {
-            CallErrorKind::Malformed
         } else {
             CallErrorKind::Connection
         };
@@ -441,6 +455,11 @@ pub trait ChatProvider: Send + Sync {
 }
 
 /// An HTTP client whose calls give up after `timeout` (for providers and embedding APIs).
+///
+/// The timeout is reqwest's total one: it runs from connecting until the last byte of the
+/// body, so a server that sends its head and then trickles the body (or an event stream) and
+/// never ends it is cut off too. A per-read timeout would not be: every trickled piece would
+/// start it again.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, StageError> {
     reqwest::Client::builder()
         .timeout(timeout)

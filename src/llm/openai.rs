@@ -139,8 +139,7 @@ impl OpenAiProvider {
 
 /// A whole (non-streamed) chat completion.
 fn parse_completion(bytes: &[u8]) -> Result<Completion, CallError> {
-    let body: Response = serde_json::from_slice(bytes)
-        .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable chat completion: {e}")))?;
+    let body: Response = serde_json::from_slice(bytes).map_err(|e| CallError::unreadable("chat completion", &e))?;
     let choice = body
         .choices
         .into_iter()
@@ -200,8 +199,8 @@ impl ChatProvider for OpenAiProvider {
                     saw_done = true;
                     break;
                 }
-                let chunk: StreamChunk = serde_json::from_str(&event.data)
-                    .map_err(|e| CallError::new(CallErrorKind::Malformed, format!("unreadable stream event: {e}")))?;
+                let chunk: StreamChunk =
+                    serde_json::from_str(&event.data).map_err(|e| CallError::unreadable("stream event", &e))?;
                 if let Some(error) = chunk.error {
                     let message = error["message"].as_str().unwrap_or("no message");
                     return Err(CallError::new(
@@ -458,5 +457,73 @@ mod tests {
         assert_eq!(result.unwrap_err().kind, CallErrorKind::Malformed);
         let (result, _) = stream_from("data: {\"error\":{\"message\":\"overloaded\"}}\n\n").await;
         assert_eq!(result.unwrap_err().kind, CallErrorKind::Server);
+    }
+
+    /// The head of a 200 JSON answer whose body is cut short of its length.
+    const JSON_HEAD: &str =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n{\"choices\": [";
+
+    /// Serves one call on a raw socket: `head` once the request arrives, then `drip` every 20 ms
+    /// until the client hangs up, or, without `drip`, the write half shut there and then.
+    async fn raw_server(head: &'static str, drip: Option<&'static str>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut ignored = [0u8; 4096];
+            let _ = socket.read(&mut ignored).await;
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            match drip {
+                Some(piece) => {
+                    while socket.write_all(piece.as_bytes()).await.is_ok() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                None => {
+                    let _ = socket.shutdown().await;
+                    while socket.read(&mut ignored).await.is_ok_and(|n| n > 0) {}
+                }
+            }
+        });
+        url
+    }
+
+    fn keyless(url: &str, timeout: Duration) -> OpenAiProvider {
+        OpenAiProvider::new(url, "m", ProviderKey::fixed(None), timeout).unwrap()
+    }
+
+    /// A call that ends by itself; one the provider does not bound would hang the test, so it
+    /// fails after a generous wait instead.
+    async fn bounded(call: impl std::future::Future<Output = Result<Completion, CallError>>) -> CallError {
+        tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("the call was not bounded by its timeout")
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_a_connection_failure() {
+        let url = raw_server(JSON_HEAD, None).await;
+        let error = bounded(keyless(&url, Duration::from_secs(5)).complete(&request())).await;
+        assert_eq!(error.kind, CallErrorKind::Connection, "{error}");
+    }
+
+    /// A body that trickles and never ends, whole or streamed: only the call's timeout ends it
+    /// (each piece arrives well within it, so a per-read timeout never would).
+    #[tokio::test]
+    async fn a_body_that_never_ends_is_cut_off_at_the_call_timeout() {
+        let timeout = Duration::from_millis(300);
+        let url = raw_server(JSON_HEAD, Some(" ")).await;
+        let error = bounded(keyless(&url, timeout).complete(&request())).await;
+        assert_eq!(error.kind, CallErrorKind::Timeout, "{error}");
+
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        let url = raw_server(head, Some("data: {\"choices\":[{\"delta\":{\"content\":\".\"}}]}\n\n")).await;
+        let (sink, _receiver) = DeltaSink::channel();
+        let error = bounded(keyless(&url, timeout).stream(&request(), &sink)).await;
+        assert_eq!(error.kind, CallErrorKind::Timeout, "{error}");
     }
 }

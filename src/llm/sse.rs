@@ -28,6 +28,10 @@ impl SseStream {
 
     /// The events the body's next chunk completes; once the body has ended, an event the
     /// server did not close, then `None`.
+    ///
+    /// No deadline of its own: the response's client ([`super::http_client`]) bounds the whole
+    /// call, body included, so a stream that drips forever ends here with a timeout error (and
+    /// the model chain's own bound on each call is there for a client that would not).
     pub async fn next_events(&mut self) -> Result<Option<Vec<SseEvent>>, CallError> {
         if self.ended {
             return Ok(None);

@@ -61,7 +61,9 @@ impl Stage for DecodeQuestion {
 }
 
 /// The key a decoded message should carry: its id field. A missing key is filled in; a
-/// different one is the producer's mistake unless explicitly allowed.
+/// different one is the producer's mistake unless explicitly allowed. The error names the field
+/// and the rule, never the key or the id: the reason becomes a dead-letter header and a log
+/// line, and a key may be personal data (an e-mail address as the request id, say).
 pub(super) fn checked_key(
     key: Option<Vec<u8>>,
     id: &str,
@@ -70,8 +72,7 @@ pub(super) fn checked_key(
 ) -> Result<Vec<u8>, StageError> {
     match key {
         Some(key) if key != id.as_bytes() && !allow_foreign_key => Err(StageError::input(format!(
-            "message key `{}` differs from {field} `{id}` (the key must be the {field})",
-            String::from_utf8_lossy(&key)
+            "message key differs from {field} (the key must be the {field} unless allow_foreign_key is set)"
         ))),
         _ => Ok(id.as_bytes().to_vec()),
     }
@@ -91,11 +92,23 @@ mod tests {
         let error = checked_key(Some(b"x".to_vec()), "r1", "request_id", false).unwrap_err();
         assert_eq!(
             error.reason,
-            "message key `x` differs from request_id `r1` (the key must be the request_id)"
+            "message key differs from request_id (the key must be the request_id unless allow_foreign_key is set)"
         );
         assert_eq!(
             checked_key(Some(b"x".to_vec()), "r1", "request_id", true).unwrap(),
             b"r1"
         );
+    }
+
+    #[test]
+    fn a_foreign_key_is_refused_without_showing_the_key_or_the_id() {
+        let key = "Siobhán O'Connell <siobhan.oconnell@example.org>";
+        let id = "ticket for +44 20 7946 0958";
+        let error = checked_key(Some(key.as_bytes().to_vec()), id, "doc_id", false).unwrap_err();
+        assert_eq!(error.fault, crate::error::Fault::Input);
+        for shown in ["Siobhán", "O'Connell", "siobhan.oconnell", "7946", "ticket"] {
+            assert!(!error.reason.contains(shown), "{}", error.reason);
+        }
+        assert!(error.reason.contains("doc_id"), "{}", error.reason);
     }
 }

@@ -1,20 +1,22 @@
 //! `index`: writes embedded documents into LanceDB and emits an audit event for each.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{started, StageBuilder};
-use crate::audit::{DocumentEvent, DocumentEventKind};
+use crate::audit::{DocumentEvent, DocumentEventKind, Subject};
 use crate::contracts::ChunkedDocument;
 use crate::core_api::{MessageContext, Record, Stage, StageEnvironment};
 use crate::error::Findings;
 use crate::error::{ConfigError, StageError};
+use crate::state;
 use crate::store::{
-    ChunkStore, DocumentWrite, IndexWriter, MaintenancePolicy, VectorIndexKind, WriteOutcome, WriterSettings,
+    ChunkStore, CommitLock, DocumentWrite, IndexWriter, MaintenancePolicy, VectorIndexKind, WriteOutcome,
+    WriterSettings,
 };
 use serde_inline_default::serde_inline_default;
 
@@ -58,6 +60,13 @@ pub struct IndexConfig {
     /// Table versions older than this are removed during upkeep.
     #[serde_inline_default(3_600)]
     pub keep_versions_for_s: u64,
+    /// A Redis URL (`redis://…`) shared by every replica writing this table: they take turns
+    /// through a lease there, so a replica never replaces a newer version another replica just
+    /// wrote. Required whenever more than one process writes the table (replicas of a pipeline
+    /// whose documents of one id may arrive on different partitions, or several pipelines);
+    /// without it this process assumes it is the table's only writer.
+    #[serde(default)]
+    pub commit_lock: Option<String>,
 }
 
 impl StageBuilder for IndexConfig {
@@ -68,6 +77,9 @@ impl StageBuilder for IndexConfig {
         errors.require_name(path, "table", &self.table);
         errors.require_within(path, "batch_max_documents", self.batch_max_documents, 1..=10_000);
         errors.require_nonzero(path, "maintenance_interval_ms", self.maintenance_interval_ms);
+        if let Some(Err(problem)) = self.commit_lock.as_deref().map(state::check_url) {
+            errors.report(path, "commit_lock", problem);
+        }
     }
 
     fn build(&self) -> Result<Box<dyn Stage>, StageError> {
@@ -99,6 +111,10 @@ impl Stage for IndexStage {
         let store = ChunkStore::open_with_options(&config.uri, &config.table, &config.storage_options)
             .await
             .map_err(|error| StageError::internal(format!("cannot open the index at {}: {error}", config.uri)))?;
+        let commit_lock = match &config.commit_lock {
+            Some(url) => Some(CommitLock::connect(url, &config.uri, &config.table).await?),
+            None => None,
+        };
         let settings = WriterSettings {
             max_documents: config.batch_max_documents,
             max_wait: Duration::from_millis(config.batch_max_wait_ms),
@@ -109,6 +125,7 @@ impl Stage for IndexStage {
                 full_text_index: config.full_text_index,
                 keep_versions_for: Duration::from_secs(config.keep_versions_for_s),
             },
+            commit_lock,
         };
         let _ = self.writer.set(IndexWriter::spawn(store, settings));
         Ok(())
@@ -124,6 +141,15 @@ impl Stage for IndexStage {
             document.header.doc_id.clone(),
             document.header.version,
         );
+        // A pipeline that starts here (documents embedded by another pipeline) still reports a
+        // failed write per document, as `decode_document` does for the whole chain.
+        if context.failure_report().is_none() {
+            context.set_failure_report(Arc::new(Subject::Document {
+                tenant: tenant.clone(),
+                doc_id: doc_id.clone(),
+                version,
+            }));
+        }
         let embedding_model = document.embedding_model.clone();
         let outcome = writer
             .write(DocumentWrite {

@@ -67,9 +67,21 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// One round of upkeep on both tables. Called between write batches, never concurrently
-    /// with them, so it cannot conflict with this replica's own commits.
+    /// One round of upkeep on both tables: [`ChunkStore::update_indices`], then
+    /// [`ChunkStore::tidy`]. Called between write batches, never concurrently with them, so it
+    /// cannot conflict with this replica's own commits; replicas sharing a table do it in their
+    /// turn (see `commit_lock`).
     pub async fn maintain(&self, policy: &MaintenancePolicy) -> Result<MaintenanceReport, StoreError> {
+        let started = Instant::now();
+        let mut report = self.update_indices(policy).await?;
+        report.add(self.tidy(policy).await?);
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// Builds the vector index once the table is big enough and the full-text index, and adds
+    /// new rows to both.
+    async fn update_indices(&self, policy: &MaintenancePolicy) -> Result<MaintenanceReport, StoreError> {
         let started = Instant::now();
         let mut report = MaintenanceReport::default();
         if let Some(chunks) = self.chunks() {
@@ -91,15 +103,37 @@ impl ChunkStore {
                     .await?;
                 report.full_text_index_built = true;
             }
-            tidy(chunks, policy, &mut report).await?;
             // New rows are searched exactly until they are added to the indices; do that now.
             chunks
                 .optimize(OptimizeAction::Index(OptimizeOptions::default()))
                 .await?;
         }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// Compacts both tables' small fragments and removes their old versions.
+    async fn tidy(&self, policy: &MaintenancePolicy) -> Result<MaintenanceReport, StoreError> {
+        let started = Instant::now();
+        let mut report = MaintenanceReport::default();
+        if let Some(chunks) = self.chunks() {
+            tidy(chunks, policy, &mut report).await?;
+        }
         tidy(&self.documents, policy, &mut report).await?;
         report.duration = started.elapsed();
         Ok(report)
+    }
+}
+
+impl MaintenanceReport {
+    /// This report with `other`'s work added (durations too).
+    fn add(&mut self, other: MaintenanceReport) {
+        self.vector_index_built |= other.vector_index_built;
+        self.full_text_index_built |= other.full_text_index_built;
+        self.fragments_removed += other.fragments_removed;
+        self.fragments_added += other.fragments_added;
+        self.old_versions_removed += other.old_versions_removed;
+        self.duration += other.duration;
     }
 }
 

@@ -5,10 +5,12 @@
 //! the new versions' chunks and removes every other chunk of those documents (so readers never
 //! see a document half-replaced), then one on the documents table recording the versions. A
 //! crash between the two leaves the documents table behind; the redelivered messages then apply
-//! the same versions again, which yields the same rows (chunk ids are deterministic).
+//! the same versions again, which yields the same rows (chunk ids are deterministic). Replicas
+//! writing one table take turns (`commit_lock`).
 
 mod columns;
 pub use columns::column;
+mod commit_lock;
 mod maintenance;
 mod search;
 mod writer;
@@ -21,6 +23,7 @@ use lancedb::query::{ExecutableQuery, QueryBase};
 use lancedb::{Connection, Table};
 
 pub use columns::{doc_key, DocumentState, DocumentWrite};
+pub use commit_lock::{CommitLock, Turn};
 pub use maintenance::{MaintenancePolicy, MaintenanceReport, VectorIndexKind};
 pub use search::{SearchHit, SearchMode, SearchScope};
 pub use writer::{IndexWriter, WriterSettings};

@@ -5,14 +5,16 @@
 //! gathers up to `max_documents` of them (or waits at most `max_wait`), applies them as one
 //! batch, and only then answers each message; the offsets of those messages are committed
 //! after that, so nothing is acknowledged before it is durable. The same task runs upkeep
-//! between batches, so upkeep never races this replica's writes.
+//! between batches, so upkeep never races this replica's writes; with a [`CommitLock`], a batch
+//! and upkeep wait for this replica's turn, so they never race other replicas' commits either.
 
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::{ChunkStore, DocumentWrite, MaintenancePolicy, WriteOutcome};
+use super::{ChunkStore, CommitLock, DocumentWrite, MaintenancePolicy, StoreError, WriteOutcome};
 use crate::core_api::Worker;
 use crate::error::StageError;
 use crate::telemetry::metrics::metrics;
@@ -31,6 +33,9 @@ pub struct WriterSettings {
     pub max_wait: Duration,
     pub maintenance_interval: Duration,
     pub maintenance: MaintenancePolicy,
+    /// Replicas writing the same table take turns through this lease; `None` when this
+    /// process is the table's only writer.
+    pub commit_lock: Option<CommitLock>,
 }
 
 /// A handle to the writing task; cheap to clone.
@@ -65,14 +70,14 @@ async fn run(mut store: ChunkStore, mut receiver: mpsc::Receiver<Job>, settings:
             job = receiver.recv() => {
                 let Some(first) = job else { return };
                 let jobs = gather(first, &mut receiver, &settings).await;
-                apply(&mut store, jobs).await;
+                apply(&mut store, jobs, settings.commit_lock.as_ref()).await;
                 if !written {
                     written = true;
-                    maintain(&store, &settings.maintenance).await;
+                    maintain(&store, &settings).await;
                     upkeep.reset();
                 }
             }
-            _ = upkeep.tick() => maintain(&store, &settings.maintenance).await,
+            _ = upkeep.tick() => maintain(&store, &settings).await,
         }
     }
 }
@@ -89,11 +94,28 @@ async fn gather(first: Job, receiver: &mut mpsc::Receiver<Job>, settings: &Write
     jobs
 }
 
-async fn apply(store: &mut ChunkStore, jobs: Vec<Job>) {
+/// The result of `work`, done in this replica's turn when replicas share the table.
+async fn in_turn<T>(
+    lock: Option<&CommitLock>,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StageError> {
+    let Some(lock) = lock else {
+        return Ok(work.await?);
+    };
+    let turn = lock.take().await?;
+    let result = match turn.check() {
+        Ok(()) => work.await.map_err(StageError::from),
+        Err(lost) => Err(lost),
+    };
+    turn.end().await;
+    result
+}
+
+async fn apply(store: &mut ChunkStore, jobs: Vec<Job>, lock: Option<&CommitLock>) {
     let started = Instant::now();
     let (writes, replies): (Vec<DocumentWrite>, Vec<Reply>) = jobs.into_iter().map(|j| (j.write, j.reply)).unzip();
     let chunks: usize = writes.iter().map(|w| w.document.chunks.len()).sum();
-    let result = store.apply(&writes).await;
+    let result = in_turn(lock, store.apply(&writes)).await;
     let m = metrics();
     m.index_batch_documents.observe(writes.len() as f64);
     m.index_batch_seconds.observe(started.elapsed().as_secs_f64());
@@ -116,7 +138,6 @@ async fn apply(store: &mut ChunkStore, jobs: Vec<Job>) {
             }
         }
         Err(error) => {
-            let error = StageError::from(error);
             warn!(documents = writes.len(), %error, "index batch failed");
             m.index_documents
                 .with_label_values(&["failed"])
@@ -128,20 +149,25 @@ async fn apply(store: &mut ChunkStore, jobs: Vec<Job>) {
     }
 }
 
-async fn maintain(store: &ChunkStore, policy: &MaintenancePolicy) {
-    match store.maintain(policy).await {
-        Ok(report) => {
-            metrics()
-                .index_maintenance_seconds
-                .observe(report.duration.as_secs_f64());
-            if report.vector_index_built || report.full_text_index_built || report.fragments_removed > 0 {
-                info!(?report, "index upkeep");
-            }
-        }
-        // Upkeep failing only slows searches and grows storage; writes go on. Retried next round.
-        Err(error) => {
-            metrics().index_maintenance_failures.inc();
-            warn!(%error, "index upkeep failed");
-        }
+async fn maintain(store: &ChunkStore, settings: &WriterSettings) {
+    // A panic inside LanceDB during upkeep (seen: an index left by two replicas' concurrent
+    // builds, before upkeep took turns) must not take the writer, and every write, with it.
+    let upkeep = in_turn(settings.commit_lock.as_ref(), store.maintain(&settings.maintenance));
+    let report = match std::panic::AssertUnwindSafe(upkeep).catch_unwind().await {
+        Ok(Ok(report)) => report,
+        Ok(Err(error)) => return upkeep_failed(error),
+        Err(_) => return upkeep_failed(StageError::external("LanceDB panicked during upkeep")),
+    };
+    metrics()
+        .index_maintenance_seconds
+        .observe(report.duration.as_secs_f64());
+    if report.vector_index_built || report.full_text_index_built || report.fragments_removed > 0 {
+        info!(?report, "index upkeep");
     }
+}
+
+/// Upkeep failing only slows searches and grows storage; writes go on. Retried next round.
+fn upkeep_failed(error: StageError) {
+    metrics().index_maintenance_failures.inc();
+    warn!(%error, "index upkeep failed");
 }

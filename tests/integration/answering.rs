@@ -243,7 +243,9 @@ pub(crate) async fn answers_for(
     answers
 }
 
-async fn audit_events(topic: &str, count: usize) -> Vec<(QuestionEvent, String)> {
+/// The audit events on `topic` once `count` have arrived, each checked against its contract, with
+/// its JSON text.
+pub(crate) async fn audit_events(topic: &str, count: usize) -> Vec<(QuestionEvent, String)> {
     read_topic(topic, count, Duration::from_secs(60))
         .await
         .into_iter()

@@ -75,7 +75,7 @@ fn versions_of(messages: &[Outgoing]) -> HashSet<(String, String, u64)> {
         .collect()
 }
 
-fn topology(prefix: &str, lancedb: &Path) -> TestTopology {
+pub(crate) fn topology(prefix: &str, lancedb: &Path) -> TestTopology {
     let mut topology = TestTopology::new(prefix);
     topology.stages = format!(
         "[{{ type: decode_document }}, \
@@ -89,13 +89,13 @@ fn topology(prefix: &str, lancedb: &Path) -> TestTopology {
     topology
 }
 
-async fn stop(process: &mut Ragstream) {
+pub(crate) async fn stop(process: &mut Ragstream) {
     process.sigterm();
     let status = process.wait_exit(Duration::from_secs(30)).await;
     assert!(status.is_some_and(|s| s.success()), "{}", process.log_text());
 }
 
-fn events(received: &[Received]) -> Vec<DocumentEvent> {
+pub(crate) fn events(received: &[Received]) -> Vec<DocumentEvent> {
     received
         .iter()
         .map(|m| serde_json::from_slice(&m.payload).expect("audit event"))
@@ -103,7 +103,10 @@ fn events(received: &[Received]) -> Vec<DocumentEvent> {
 }
 
 /// Reads the audit topic until every `(tenant, doc_id, version)` in `expected` has an event.
-async fn read_events_for(reader: &mut TopicReader, expected: &HashSet<(String, String, u64)>) -> Vec<DocumentEvent> {
+pub(crate) async fn read_events_for(
+    reader: &mut TopicReader,
+    expected: &HashSet<(String, String, u64)>,
+) -> Vec<DocumentEvent> {
     reader
         .read_until(
             |received| {
@@ -113,15 +116,27 @@ async fn read_events_for(reader: &mut TopicReader, expected: &HashSet<(String, S
                     .collect();
                 expected.is_subset(&seen)
             },
-            Duration::from_secs(240),
+            Duration::from_secs(480),
         )
         .await;
     events(&reader.received)
 }
 
 /// Every row of the chunks table: (tenant, chunk_id) → (doc_id, version, text).
-async fn table_rows(lancedb: &Path) -> BTreeMap<(String, String), (String, u64, String)> {
-    let connection = lancedb::connect(lancedb.to_str().unwrap()).execute().await.unwrap();
+pub(crate) async fn table_rows(lancedb: &Path) -> BTreeMap<(String, String), (String, u64, String)> {
+    table_rows_at(lancedb.to_str().unwrap(), &BTreeMap::new()).await
+}
+
+/// [`table_rows`] of the database at `uri` (a directory or an object-store URI).
+pub(crate) async fn table_rows_at(
+    uri: &str,
+    storage_options: &BTreeMap<String, String>,
+) -> BTreeMap<(String, String), (String, u64, String)> {
+    let connection = lancedb::connect(uri)
+        .storage_options(storage_options.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .execute()
+        .await
+        .unwrap();
     let table = connection.open_table("chunks").execute().await.unwrap();
     let batches: Vec<RecordBatch> = table
         .query()

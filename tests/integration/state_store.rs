@@ -97,3 +97,50 @@ async fn values_expire() {
         assert_eq!(store.get(&key).await.unwrap(), None);
     }
 }
+
+#[tokio::test]
+async fn a_claim_is_renewed_and_released_only_by_its_holder() {
+    for (store, clock) in stores().await {
+        let key = unique("claim");
+        let lease = Duration::from_millis(300);
+        assert!(store.claim(&key, "first", lease).await.unwrap());
+        assert!(!store.claim(&key, "second", lease).await.unwrap(), "held");
+        // Another's token neither renews nor removes the claim.
+        assert!(!store.renew_claim(&key, "second", lease).await.unwrap());
+        store.release_claim(&key, "second").await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap().as_deref(), Some("first"));
+        // Renewed for longer than the first lease: still held after that lease.
+        assert!(store.renew_claim(&key, "first", lease * 4).await.unwrap());
+        time_passes(&clock, lease * 2).await;
+        assert!(!store.claim(&key, "second", lease).await.unwrap(), "renewed");
+        store.release_claim(&key, "first").await.unwrap();
+        // Once released, the next claimant takes it; the old holder's renewal fails.
+        assert!(store.claim(&key, "second", lease).await.unwrap());
+        assert!(!store.renew_claim(&key, "first", lease).await.unwrap());
+        store.release_claim(&key, "second").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_claimant_that_waits_gets_the_next_turn() {
+    for (store, _) in stores().await {
+        let (key, queue) = (unique("turn"), unique("turn-next"));
+        let (lease, reservation) = (Duration::from_secs(30), Duration::from_secs(30));
+        let take = |who: &'static str| store.claim_in_turn(&key, &queue, who, lease, reservation);
+        assert!(take("busy").await.unwrap());
+        // Taken: the waiter reserves the next turn.
+        assert!(!take("waiter").await.unwrap());
+        store.release_claim(&key, "busy").await.unwrap();
+        // The busy one, back at once with more work, does not take it from the waiter; nor does
+        // a third.
+        assert!(!take("busy").await.unwrap());
+        assert!(!take("third").await.unwrap());
+        assert!(take("waiter").await.unwrap());
+        // The reservation went with the turn: the next to ask reserves again.
+        assert!(!take("third").await.unwrap());
+        store.release_claim(&key, "waiter").await.unwrap();
+        assert!(!take("busy").await.unwrap(), "the third reserved it");
+        assert!(take("third").await.unwrap());
+        store.release_claim(&key, "third").await.unwrap();
+    }
+}

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
+pub mod proxy;
 pub mod scripted_llm;
 
 use std::collections::{HashMap, HashSet};
@@ -35,8 +37,13 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates topics with `partitions` partitions each.
 pub async fn create_topics(names: &[&str], partitions: i32) {
+    create_topics_at(&brokers(), names, partitions).await;
+}
+
+/// [`create_topics`] on the broker at `brokers` (a test that runs a broker of its own).
+pub async fn create_topics_at(brokers: &str, names: &[&str], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let topics: Vec<_> = names
@@ -62,8 +69,13 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
 /// so a consumer group resuming from a committed offset mid-batch would miss messages through
 /// no fault of the consumer. One-record batches keep the tests about ragstream, not that bug.
 pub fn producer() -> FutureProducer {
+    producer_at(&brokers())
+}
+
+/// [`producer`] for the broker at `brokers`.
+pub fn producer_at(brokers: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("message.max.bytes", "8388608")
         .set("batch.num.messages", "1")
         .set("linger.ms", "0")
@@ -80,7 +92,12 @@ pub struct Outgoing {
 
 /// Produces every message and returns where each one landed, in the same order.
 pub async fn produce_all(topic: &str, messages: Vec<Outgoing>) -> Vec<(i32, i64)> {
-    send_all(&producer(), topic, messages).await
+    produce_all_at(&brokers(), topic, messages).await
+}
+
+/// [`produce_all`] to the broker at `brokers`.
+pub async fn produce_all_at(brokers: &str, topic: &str, messages: Vec<Outgoing>) -> Vec<(i32, i64)> {
+    send_all(&producer_at(brokers), topic, messages).await
 }
 
 /// [`produce_all`] with a producer the caller keeps (a benchmark times the messages, not the
@@ -131,20 +148,28 @@ pub fn reader(group: &str) -> StreamConsumer {
 
 /// [`reader`] with its own `fetch.wait.max.ms`.
 pub fn reader_waiting(group: &str, fetch_wait_ms: &str) -> StreamConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    reader_config(&brokers(), group, fetch_wait_ms)
+        .create()
+        .expect("consumer")
+}
+
+/// The settings of [`reader_waiting`] for the broker at `brokers`, for a caller to add to.
+pub fn reader_config(brokers: &str, group: &str, fetch_wait_ms: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
-        .set("fetch.wait.max.ms", fetch_wait_ms)
-        .create()
-        .expect("consumer")
+        .set("fetch.wait.max.ms", fetch_wait_ms);
+    config
 }
 
 /// Reads a topic from the beginning by direct assignment (no consumer group to join).
 pub struct TopicReader {
     topic: String,
+    brokers: String,
     consumer: StreamConsumer,
     next_offsets: HashMap<i32, i64>,
     /// Everything read so far.
@@ -154,15 +179,26 @@ pub struct TopicReader {
 impl TopicReader {
     /// A reader positioned at the beginning of every partition of `topic`.
     pub fn new(topic: &str) -> Self {
-        let consumer = reader(&unique("reader"));
+        Self::new_at(&brokers(), topic, &[])
+    }
+
+    /// [`TopicReader::new`] on the broker at `brokers`, with consumer `properties` besides the
+    /// usual ones (e.g. `isolation.level`).
+    pub fn new_at(brokers: &str, topic: &str, properties: &[(&str, &str)]) -> Self {
+        let mut config = reader_config(brokers, &unique("reader"), "10");
+        for (key, value) in properties {
+            config.set(*key, *value);
+        }
+        let consumer: StreamConsumer = config.create().expect("consumer");
         let mut list = TopicPartitionList::new();
-        for partition in partitions_of(topic) {
+        for partition in partitions_of_at(brokers, topic) {
             list.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
                 .unwrap();
         }
         consumer.assign(&list).expect("assign");
         Self {
             topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
             consumer,
             next_offsets: HashMap::new(),
             received: Vec::new(),
@@ -175,7 +211,7 @@ impl TopicReader {
     /// batch plus one), so the end is found with markers instead: one is produced to every
     /// partition and reading stops when all of them have been seen. Markers are not recorded.
     pub async fn read_to_end(&mut self, timeout: Duration) {
-        let partitions = partitions_of(&self.topic);
+        let partitions = partitions_of_at(&self.brokers, &self.topic);
         let markers = partitions
             .iter()
             .map(|partition| Outgoing {
@@ -184,7 +220,10 @@ impl TopicReader {
                 payload: format!("{MARKER_PREFIX}{}", unique("end")).into_bytes(),
             })
             .collect();
-        let targets: HashMap<i32, i64> = produce_all(&self.topic, markers).await.into_iter().collect();
+        let targets: HashMap<i32, i64> = produce_all_at(&self.brokers, &self.topic, markers)
+            .await
+            .into_iter()
+            .collect();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let done = targets
@@ -295,8 +334,10 @@ pub async fn read_topic(topic: &str, at_least: usize, timeout: Duration) -> Vec<
     reader.received
 }
 
-fn partitions_of(topic: &str) -> Vec<i32> {
-    let consumer = reader(&unique("meta"));
+fn partitions_of_at(brokers: &str, topic: &str) -> Vec<i32> {
+    let consumer: StreamConsumer = reader_config(brokers, &unique("meta"), "10")
+        .create()
+        .expect("consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -317,9 +358,14 @@ pub fn end_offsets_of(coordinates: &[(i32, i64)]) -> HashMap<i32, i64> {
 
 /// Offsets committed by `group` on `topic` (partitions without a commit are left out).
 pub fn committed_offsets(group: &str, topic: &str) -> HashMap<i32, i64> {
-    let consumer = reader(group);
+    committed_offsets_at(&brokers(), group, topic)
+}
+
+/// [`committed_offsets`] on the broker at `brokers`.
+pub fn committed_offsets_at(brokers: &str, group: &str, topic: &str) -> HashMap<i32, i64> {
+    let consumer: StreamConsumer = reader_config(brokers, group, "10").create().expect("consumer");
     let mut list = TopicPartitionList::new();
-    for partition in partitions_of(topic) {
+    for partition in partitions_of_at(brokers, topic) {
         list.add_partition(topic, partition);
     }
     let committed = consumer
@@ -338,8 +384,13 @@ pub fn committed_offsets(group: &str, topic: &str) -> HashMap<i32, i64> {
 /// Moves `group`'s committed offsets on every partition of `topic` back to the start, as an
 /// operator resetting a consumer group would (the group must have no active members).
 pub fn rewind_group(group: &str, topic: &str, partitions: i32) {
+    rewind_group_at(&brokers(), group, topic, partitions);
+}
+
+/// [`rewind_group`] on the broker at `brokers`.
+pub fn rewind_group_at(brokers: &str, group: &str, topic: &str, partitions: i32) {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -353,7 +404,7 @@ pub fn rewind_group(group: &str, topic: &str, partitions: i32) {
     consumer
         .commit(&offsets, CommitMode::Sync)
         .expect("rewind committed offsets");
-    let committed = committed_offsets(group, topic);
+    let committed = committed_offsets_at(brokers, group, topic);
     assert!(committed.values().all(|&o| o == 0), "{committed:?}");
 }
 
@@ -386,6 +437,10 @@ pub struct TestTopology {
     pub top_extra: String,
     /// Extra settings of `telemetry:` (e.g. a `traces:` block), each line indented by two spaces.
     pub telemetry_extra: String,
+    /// Bootstrap address: the shared test broker, unless the test runs a broker of its own.
+    pub brokers: String,
+    /// The pipeline's name (several topologies can share one process, see [`TestTopology::yaml_with`]).
+    pub name: String,
 }
 
 impl TestTopology {
@@ -407,6 +462,8 @@ impl TestTopology {
             sink_settings: Vec::new(),
             top_extra: String::new(),
             telemetry_extra: String::new(),
+            brokers: brokers(),
+            name: "test".to_owned(),
         }
     }
 
@@ -424,6 +481,8 @@ impl TestTopology {
             sink_settings: self.sink_settings.clone(),
             top_extra: self.top_extra.clone(),
             telemetry_extra: self.telemetry_extra.clone(),
+            brokers: self.brokers.clone(),
+            name: self.name.clone(),
             port: free_port(),
             ..*self
         }
@@ -433,7 +492,7 @@ impl TestTopology {
     pub async fn create_topics(&self, partitions: i32) {
         let mut topics = vec![self.input.as_str(), self.output.as_str(), self.dead_letter.as_str()];
         topics.extend(self.extra_sinks.iter().map(|(_, topic)| topic.as_str()));
-        create_topics(&topics, partitions).await;
+        create_topics_at(&self.brokers, &topics, partitions).await;
     }
 
     /// The `sink_settings` of sink `name` as YAML lines of its entry.
@@ -459,7 +518,32 @@ shutdown:
   drain_timeout_ms: {drain}
 {top_extra}
 pipelines:
-  - name: test
+{pipeline}"#,
+            brokers = self.brokers,
+            port = self.port,
+            drain = self.drain_timeout_ms,
+            top_extra = self.top_extra,
+            telemetry_extra = self.telemetry_extra,
+            pipeline = self.pipeline_yaml(),
+        )
+    }
+
+    /// A topology that runs this pipeline and `others` in one process; the top-level settings
+    /// (broker, telemetry port, shutdown, extras) are this one's. Pipeline names must differ.
+    pub fn yaml_with(&self, others: &[&TestTopology]) -> String {
+        let mut text = self.yaml();
+        for other in others {
+            assert_eq!(other.brokers, self.brokers, "pipelines of one process share its broker");
+            assert_ne!(other.name, self.name, "pipeline names must differ");
+            text.push_str(&other.pipeline_yaml());
+        }
+        text
+    }
+
+    /// This pipeline's entry under `pipelines:`.
+    fn pipeline_yaml(&self) -> String {
+        format!(
+            r#"  - name: {name}
     source:
       topic: {input}
       group: {group}
@@ -478,9 +562,7 @@ pipelines:
 {out_settings}{extra_sinks}    dead_letter:
       topic: {dlq}
 "#,
-            brokers = brokers(),
-            port = self.port,
-            drain = self.drain_timeout_ms,
+            name = self.name,
             input = self.input,
             group = self.group,
             max_in_flight = self.max_in_flight,
@@ -493,8 +575,6 @@ pipelines:
                 .map(|(key, value)| format!("        {key}: {value}\n"))
                 .collect::<String>(),
             output = self.output,
-            top_extra = self.top_extra,
-            telemetry_extra = self.telemetry_extra,
             out_settings = self.sink_settings_of("out"),
             extra_sinks = self
                 .extra_sinks
@@ -525,10 +605,16 @@ impl Ragstream {
 
     /// Like [`Ragstream::start`], with extra environment variables for the process.
     pub fn start_with_env(topology: &TestTopology, env: &[(&str, &str)]) -> Self {
+        Self::start_yaml(&topology.yaml(), topology.port, env)
+    }
+
+    /// Starts `ragstream run` on a topology file's text (e.g. [`TestTopology::yaml_with`]);
+    /// `port` is its telemetry port.
+    pub fn start_yaml(yaml: &str, port: u16, env: &[(&str, &str)]) -> Self {
         let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-        file.write_all(topology.yaml().as_bytes()).unwrap();
+        file.write_all(yaml.as_bytes()).unwrap();
         let args = ["run".into(), "--topology".into(), file.path().as_os_str().to_owned()];
-        let mut process = Self::spawn(&args, topology.port, env);
+        let mut process = Self::spawn(&args, port, env);
         process._topology = Some(file);
         process
     }

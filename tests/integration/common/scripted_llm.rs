@@ -2,8 +2,9 @@
 //!
 //! It speaks plain HTTP/1.1 on a raw socket (not a framework) so that it can fail the way real
 //! servers and networks do: status codes with `Retry-After`, answers that never come, bodies
-//! that are not JSON, and connections reset mid-request. Every request is logged with its
-//! arrival time, body and what the script did with it.
+//! that are not JSON, bytes that are not HTTP at all, connections reset or half-closed before
+//! or partway through an answer, and bodies or event streams that trickle and never end. Every
+//! request is logged with its arrival time, body and what the script did with it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +33,20 @@ pub enum Behaviour {
     /// A streamed answer (when the request asks for one) that breaks off halfway: the
     /// connection is reset after half of the pieces.
     BreakMidStream,
+    /// Bytes that are not HTTP at all (binary noise), then the connection closes.
+    Garbage,
+    /// Read the request, then shut the write half without a word: the client reads the end of
+    /// the connection where the response should be, while the server keeps its read half open.
+    HalfClose,
+    /// A 200 whose `Content-Length` promises more than the few bytes sent before the write half
+    /// is shut.
+    HalfCloseMidBody,
+    /// A 200 whose body (an event stream of text pieces when the request asks to stream)
+    /// trickles one small piece every `every` and never ends: only a bound on the whole call
+    /// stops it.
+    SlowDrip { every: Duration },
+    /// This status and body, whatever was asked (a response of another API, a proxy's page).
+    Raw { status: u16, body: String },
 }
 
 /// Characters per streamed piece: small, so placeholders are split across pieces.
@@ -45,6 +60,8 @@ pub struct LoggedRequest {
     pub body: String,
     /// The `Authorization` header, if the request had one.
     pub authorization: Option<String>,
+    /// The `x-api-key` header (Anthropic's key), if the request had one.
+    pub api_key: Option<String>,
     pub behaviour: Behaviour,
 }
 
@@ -103,21 +120,29 @@ impl ScriptedLlm {
     }
 }
 
-/// One request as read: path, body and `Authorization` header.
-type Request = (String, String, Option<String>);
+/// One request as read.
+struct Request {
+    path: String,
+    body: String,
+    authorization: Option<String>,
+    api_key: Option<String>,
+}
+
+/// The value of the header `name` in a request's head, if it has one.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (found, value) = line.split_once(':')?;
+        found.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}
 
 /// Reads one HTTP request (headers, then a Content-Length body); `None` when the peer closed.
 async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
     loop {
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
+            let length: usize = header(&head, "content-length")
+                .and_then(|value| value.parse().ok())
                 .unwrap_or(0);
             let total = end + 4 + length;
             while buffer.len() < total {
@@ -128,15 +153,14 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
                 }
                 buffer.extend_from_slice(&chunk[..n]);
             }
-            let body = String::from_utf8_lossy(&buffer[end + 4..total]).into_owned();
-            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            let authorization = head.lines().find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("authorization")
-                    .then(|| value.trim().to_owned())
-            });
+            let request = Request {
+                path: head.split_whitespace().nth(1).unwrap_or("/").to_owned(),
+                body: String::from_utf8_lossy(&buffer[end + 4..total]).into_owned(),
+                authorization: header(&head, "authorization"),
+                api_key: header(&head, "x-api-key"),
+            };
             buffer.drain(..total);
-            return Some((path, body, authorization));
+            return Some(request);
         }
         let mut chunk = [0u8; 8192];
         let n = stream.read(&mut chunk).await.ok()?;
@@ -163,7 +187,13 @@ async fn serve(
     calls: Arc<Mutex<usize>>,
 ) {
     let mut buffer = Vec::new();
-    while let Some((path, body, authorization)) = read_request(&mut stream, &mut buffer).await {
+    while let Some(Request {
+        path,
+        body,
+        authorization,
+        api_key,
+    }) = read_request(&mut stream, &mut buffer).await
+    {
         let at = Instant::now();
         let request: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
         let call = {
@@ -177,6 +207,7 @@ async fn serve(
             path,
             body: body.clone(),
             authorization,
+            api_key,
             behaviour: behaviour.clone(),
         });
         if let Behaviour::AnswerAfter(delay) = behaviour {
@@ -208,6 +239,7 @@ async fn serve(
             ),
             Behaviour::Status(status) => response(*status, "Error", "", "{}"),
             Behaviour::Malformed => response(200, "OK", "", "{\"choices\": [ not json"),
+            Behaviour::Raw { status, body: raw } => response(*status, "Scripted", "", raw),
             Behaviour::Hang(duration) => {
                 tokio::time::sleep(*duration).await;
                 return;
@@ -217,6 +249,31 @@ async fn serve(
                 // deprecation warns that it blocks on drop; with a zero linger it does not).
                 #[allow(deprecated)]
                 let _ = stream.set_linger(Some(Duration::ZERO));
+                return;
+            }
+            Behaviour::Garbage => {
+                if stream.write_all(&garbage()).await.is_ok() {
+                    let _ = stream.shutdown().await;
+                }
+                return;
+            }
+            Behaviour::HalfClose => {
+                half_close(&mut stream).await;
+                return;
+            }
+            Behaviour::HalfCloseMidBody => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n";
+                if stream
+                    .write_all(format!("{head}{{\"choices\": [").as_bytes())
+                    .await
+                    .is_ok()
+                {
+                    half_close(&mut stream).await;
+                }
+                return;
+            }
+            Behaviour::SlowDrip { every } => {
+                drip(&mut stream, streamed, *every).await;
                 return;
             }
         };
@@ -256,6 +313,53 @@ async fn stream_answer(stream: &mut TcpStream, text: &str, complete: bool) {
         .write_all(format!("data: {last}\n\ndata: [DONE]\n\n").as_bytes())
         .await;
     let _ = stream.shutdown().await;
+}
+
+/// Bytes no HTTP client can parse: a NUL where the status line's `HTTP/` should be, then
+/// binary noise (a fixed sequence, so that a failure can be replayed).
+fn garbage() -> Vec<u8> {
+    (0u32..512)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// Shuts the write half (the client reads the end of the connection) and keeps the read half
+/// open until the client hangs up, as a peer that stalled after its FIN does.
+async fn half_close(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut ignored = [0u8; 1024];
+    while stream.read(&mut ignored).await.is_ok_and(|n| n > 0) {}
+}
+
+/// Starts a 200 answer and sends one more small piece every `every` until the client hangs up:
+/// JSON whitespace under a `Content-Length` never reached, or, when the request asks to stream,
+/// an event stream of one-character text pieces that never says `[DONE]`.
+async fn drip(stream: &mut TcpStream, streamed: bool, every: Duration) {
+    let (head, piece) = if streamed {
+        let event = serde_json::json!({"choices": [{"index": 0, "delta": {"content": "."}}]});
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n".to_owned(),
+            format!("data: {event}\n\n"),
+        )
+    } else {
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n{\"choices\": ["
+                .to_owned(),
+            " ".to_owned(),
+        )
+    };
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    // Ends when a write fails: the client gave up and closed the connection.
+    loop {
+        tokio::time::sleep(every).await;
+        if stream.write_all(piece.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The user message of a chat request.
