@@ -166,7 +166,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(dispatch(cli.command))
+    let code = runtime.block_on(dispatch(cli.command));
+    // Dropping the runtime would wait for every blocking task, and a librdkafka call stuck on a
+    // broker that went away (an offset commit) would then hold the exit forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 async fn dispatch(command: Command) -> ExitCode {

@@ -26,6 +26,9 @@ use crate::transport::kafka::{self, PipelineConsumer, PipelineContext};
 use crate::transport::offsets::{InFlight, OffsetTracker};
 use crate::transport::registry::SchemaRegistry;
 
+/// Longest wait, at shutdown, for the last offset commit (see `run`).
+const FINAL_COMMIT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A pipeline ready to run.
 pub struct Pipeline {
     name: Arc<str>,
@@ -143,8 +146,16 @@ impl Pipeline {
             warn!(pipeline = %self.name, abandoned, "drain deadline reached; unfinished messages stay uncommitted and will be redelivered");
         }
         committer_stop.cancel();
-        let _ = committer.await;
-        self.commit(CommitMode::Sync).await;
+        // A commit is a blocking librdkafka call: against a broker that went away (or came back
+        // without this group) it may not return. The messages it would have committed are
+        // redelivered; waiting for it would keep the process from exiting at all.
+        let final_commit = async {
+            let _ = committer.await;
+            self.commit(CommitMode::Sync).await;
+        };
+        if tokio::time::timeout(FINAL_COMMIT_DEADLINE, final_commit).await.is_err() {
+            warn!(pipeline = %self.name, "final offset commit did not finish; uncommitted messages will be redelivered");
+        }
         self.chain.stop().await;
         self.outputs.flush(Duration::from_secs(5));
         let fatal = self.fatal_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
